@@ -1,0 +1,265 @@
+use super::*;
+use crate::policy::PolicySet;
+
+const OPERATORS_FORMAT: &str = r#"
+"/api/v1/products":
+  cache_ttl: 5m
+  cache_key: "tenant_id + query_params"
+  invalidate_on: ["product_update", "inventory_change"]
+
+"/api/v1/products/{id}":
+  cache_ttl: 1h
+  cache_key: "tenant_id + product_id"
+  invalidate_on: ["product_update"]
+"#;
+
+fn errors(text: &str) -> Vec<String> {
+    match PolicySet::from_yaml("p.yaml", text) {
+        Ok(_) => panic!("expected errors for:\n{text}"),
+        Err(e) => e.0.iter().map(ToString::to_string).collect(),
+    }
+}
+
+#[test]
+fn operators_format_loads_as_written() {
+    let set = PolicySet::from_yaml("bookstore.yaml", OPERATORS_FORMAT).unwrap();
+    assert_eq!(set.len(), 2);
+    let list = set
+        .match_request(&Method::GET, "/api/v1/products")
+        .unwrap()
+        .policy;
+    assert_eq!(list.ttl, Some(std::time::Duration::from_secs(300)));
+    assert_eq!(list.key_query, QueryKey::All);
+    let events: Vec<&str> = list.invalidate_on.iter().map(|e| &**e).collect();
+    assert_eq!(events, ["product_update", "inventory_change"]);
+    assert_eq!(list.source.line, 2);
+    let item = set
+        .match_request(&Method::GET, "/api/v1/products/42")
+        .unwrap()
+        .policy;
+    assert_eq!(item.ttl, Some(std::time::Duration::from_secs(3600)));
+    assert_eq!(
+        item.key_query,
+        QueryKey::Ignore,
+        "the operator's key names no query"
+    );
+    assert!(!item.private);
+    assert_eq!(item.source.line, 7);
+}
+
+#[test]
+fn richer_fields() {
+    let set = PolicySet::from_yaml(
+        "rich.yaml",
+        r#"
+"GET /api/v1/search":
+  cache_ttl: 30s
+  stale_while_revalidate: 1m
+  stale_if_error: 1h
+  key:
+    query: [q, page]
+    headers: [Accept-Language]
+  tags: ["search", "search:{query.q}"]
+  cache_control: "public, max-age=10, s-maxage=30"
+  cache_statuses: [200]
+  max_body: 256KB
+"/api/v1/cart":
+  cache: false
+"/api/v1/users/{id}":
+  cache_ttl: 10s
+  private: true
+"#,
+    )
+    .unwrap();
+    let search = set
+        .match_request(&Method::HEAD, "/api/v1/search")
+        .unwrap()
+        .policy;
+    assert_eq!(search.methods, vec![Method::GET, Method::HEAD]);
+    assert_eq!(
+        search.stale_while_revalidate,
+        std::time::Duration::from_secs(60)
+    );
+    assert_eq!(
+        search.key_query,
+        QueryKey::Only(vec!["page".into(), "q".into()])
+    );
+    assert_eq!(
+        search.key_headers,
+        vec![HeaderName::from_static("accept-language")]
+    );
+    assert_eq!(search.max_body, 256 * 1024);
+    assert_eq!(search.cache_statuses, vec![StatusCode::OK]);
+    assert_eq!(search.tags.len(), 2);
+    assert!(
+        !set.match_request(&Method::GET, "/api/v1/cart")
+            .unwrap()
+            .policy
+            .cache
+    );
+    assert!(
+        set.match_request(&Method::GET, "/api/v1/users/1")
+            .unwrap()
+            .policy
+            .private
+    );
+}
+
+#[test]
+fn every_mistake_is_reported_with_file_line_and_field() {
+    let errors = errors(
+        r#"
+"/api/v1/products":
+  cache_ttl: 5 minutes
+  cahce_key: "tenant_id"
+"/api/v1/products/{id}":
+  cache_ttl: 1h
+  tags: ["product:{sku}"]
+  key:
+    query: [a]
+    hedaers: [x]
+"#,
+    );
+    assert_eq!(errors.len(), 4, "{errors:#?}");
+    assert!(
+        errors[0].starts_with("p.yaml:3: cache_ttl: bad duration '5 minutes'"),
+        "{}",
+        errors[0]
+    );
+    assert!(
+        errors[1].starts_with("p.yaml:4: cahce_key: unknown field (did you mean 'cache_key'?)"),
+        "{}",
+        errors[1]
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.starts_with("p.yaml:7: tags: '{sku}'")),
+        "{errors:#?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.starts_with("p.yaml:8: key: unknown field 'hedaers'")),
+        "{errors:#?}"
+    );
+}
+
+#[test]
+fn two_policies_for_one_route() {
+    let errors = errors(
+        r#"
+"/p/{id}":
+  cache_ttl: 1m
+"GET /p/{pid}":
+  cache_ttl: 2m
+"PUT /p/{id}":
+  cache: false
+"#,
+    );
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(
+        errors[0].starts_with("p.yaml:4: route: two policies for one route"),
+        "{}",
+        errors[0]
+    );
+    assert!(errors[0].contains("p.yaml:2"), "{}", errors[0]);
+}
+
+#[test]
+fn yaml_syntax_errors_name_the_line() {
+    let errors = errors("\"/a\":\n  cache_ttl: 5m\n  bad: [unclosed\n");
+    assert_eq!(errors.len(), 1);
+    assert!(errors[0].starts_with("p.yaml:"), "{}", errors[0]);
+    assert!(errors[0].contains(": yaml: "), "{}", errors[0]);
+}
+
+#[test]
+fn wrong_types_and_values() {
+    let errors = errors(
+        r#"
+"/a":
+  cache: "yes"
+  methods: [GET, "NOT A METHOD"]
+  cache_statuses: [100, 700]
+  max_body: 0
+  cache_key: "tenant_id + colour"
+"no-slash":
+  cache_ttl: 1m
+"#,
+    );
+    let joined = errors.join("\n");
+    assert!(
+        joined.contains("p.yaml:3: cache: expected true or false, found a string"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("p.yaml:4: methods: 'NOT A METHOD' is not an HTTP method"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("p.yaml:5: cache_statuses: 100: interim"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("p.yaml:5: cache_statuses: expected status codes 200-599, found 700"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("p.yaml:6: max_body: must be more than 0"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("p.yaml:7: cache_key: unknown component 'colour'"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("p.yaml:8: route: route 'no-slash' must start with '/'"),
+        "{joined}"
+    );
+}
+
+#[test]
+fn empty_file_is_an_empty_set() {
+    assert!(
+        PolicySet::from_yaml("e.yaml", "# nothing yet\n")
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn the_repository_policies_load() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/policies");
+    let set = PolicySet::load_dir(dir).unwrap_or_else(|e| panic!("{e}"));
+    assert!(set.len() >= 5);
+}
+
+#[test]
+fn duplicates_across_files_and_missing_dir() {
+    let dir = std::env::temp_dir().join(format!("folio-policy-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("a.yaml"), "\"/x/{id}\":\n  cache_ttl: 1m\n").unwrap();
+    std::fs::write(dir.join("b.yml"), "# b\n\"/x/{other}\":\n  cache_ttl: 1m\n").unwrap();
+    std::fs::write(dir.join("notes.txt"), "not a policy").unwrap();
+    let errors = PolicySet::load_dir(&dir).unwrap_err().to_string();
+    assert!(
+        errors.contains("b.yml:2: route: two policies for one route"),
+        "{errors}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    let missing = PolicySet::load_dir(&dir).unwrap_err().to_string();
+    assert!(
+        missing.contains("policies: cannot read the policies directory"),
+        "{missing}"
+    );
+}
+
+#[test]
+fn key_lines_are_found_for_quoted_and_plain_keys() {
+    let lines = Lines::new("# c\n/plain:\n  a: 1\n'/single':\n  b:\n    c: 2\n");
+    assert_eq!(lines.route("/plain"), 2);
+    assert_eq!(lines.route("/single"), 4);
+    assert_eq!(lines.field(4, &["b", "c"]), 6);
+    assert_eq!(lines.field(2, &["b"]), 2, "b belongs to the next route");
+}
