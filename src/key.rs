@@ -1,0 +1,362 @@
+//! Cache keys: SHA-256 over everything that makes two requests different to
+//! the upstream, and nothing else.
+//!
+//! The key covers, in this order and each length-prefixed so no two inputs
+//! run together: a format version, the tenant, the method class (HEAD is
+//! answered from GET), the normalized path, the policy's query parameters
+//! (sorted by name), the policy's varied request headers (normalized), and —
+//! for `private` policies only — the caller's credentials. SHA-256 rather than
+//! a process-random hasher because L2 entries are shared by every instance and
+//! must be found again after restarts.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use http::{HeaderMap, HeaderName, header};
+use sha2::{Digest, Sha256};
+
+use crate::policy::{Policy, QueryKey};
+
+/// Bumped whenever what goes into a key, or the entry encoding, changes.
+const KEY_VERSION: &[u8] = b"folio-key-v1";
+
+/// A 32-byte cache key.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct CacheKey([u8; 32]);
+
+impl fmt::Debug for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CacheKey({})", self.short())
+    }
+}
+
+impl CacheKey {
+    /// Builds the key of a request to `path?query` governed by `policy`.
+    pub(crate) fn new(
+        tenant: &str,
+        path: &str,
+        query: Option<&str>,
+        headers: &HeaderMap,
+        policy: &Policy,
+    ) -> Self {
+        let mut hasher = Hasher(Sha256::new());
+        hasher.field(KEY_VERSION);
+        hasher.field(tenant.as_bytes());
+        hasher.field(b"GET"); // the method class: only GET and HEAD are cached
+        hasher.field(normalize_path(path).as_bytes());
+
+        let mut pairs: Vec<(Cow<'_, str>, Cow<'_, str>)> = match &policy.key_query {
+            QueryKey::Ignore => Vec::new(),
+            QueryKey::All => query_pairs(query).collect(),
+            QueryKey::Only(names) => query_pairs(query)
+                .filter(|(name, _)| names.iter().any(|n| **n == **name))
+                .collect(),
+        };
+        // By name only: the order of repeated values (`?tag=a&tag=b`) may matter.
+        pairs.sort_by(|a, b| a.0.cmp(&b.0));
+        hasher.count(pairs.len());
+        for (name, value) in &pairs {
+            hasher.field(name.as_bytes());
+            hasher.field(value.as_bytes());
+        }
+
+        hasher.count(policy.key_headers.len());
+        for name in &policy.key_headers {
+            hasher.field(name.as_str().as_bytes());
+            hasher.field(normalized_header(headers, name).as_bytes());
+        }
+
+        if policy.private {
+            for name in [header::AUTHORIZATION, header::COOKIE] {
+                for value in headers.get_all(&name) {
+                    hasher.field(name.as_str().as_bytes());
+                    hasher.field(value.as_bytes());
+                }
+            }
+        }
+        Self(hasher.0.finalize().into())
+    }
+
+    /// The key as 64 hex digits (the Redis key suffix).
+    pub(crate) fn hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// The first 12 hex digits, for logs.
+    pub(crate) fn short(&self) -> String {
+        hex::encode(&self.0[..6])
+    }
+}
+
+struct Hasher(Sha256);
+
+impl Hasher {
+    fn field(&mut self, bytes: &[u8]) {
+        self.count(bytes.len());
+        self.0.update(bytes);
+    }
+
+    fn count(&mut self, n: usize) {
+        self.0.update((n as u64).to_le_bytes());
+    }
+}
+
+/// RFC 3986 §6.2.2 normalization: percent-encodings of unreserved characters
+/// decoded, the remaining ones upper-cased, dot segments removed. These never
+/// change what a path means, so equivalent spellings share one entry.
+pub(crate) fn normalize_path(path: &str) -> Cow<'_, str> {
+    let has_dots = path.split('/').any(|s| s == "." || s == "..");
+    if !path.contains('%') && !has_dots {
+        return Cow::Borrowed(path);
+    }
+    let mut decoded = String::with_capacity(path.len());
+    let bytes = path.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(byte) = bytes.get(i + 1..i + 3).and_then(hex_byte)
+        {
+            if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+                decoded.push(char::from(byte));
+            } else {
+                decoded.push('%');
+                decoded.push_str(&path[i + 1..i + 3].to_ascii_uppercase());
+            }
+            i += 3;
+            continue;
+        }
+        // Multi-byte characters are copied whole.
+        let len = utf8_len(bytes[i]);
+        decoded.push_str(&path[i..(i + len).min(path.len())]);
+        i += len;
+    }
+    Cow::Owned(remove_dot_segments(&decoded))
+}
+
+fn utf8_len(first: u8) -> usize {
+    match first {
+        0xF0..=0xFF => 4,
+        0xE0..=0xEF => 3,
+        0xC0..=0xDF => 2,
+        _ => 1,
+    }
+}
+
+fn remove_dot_segments(path: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    let segments: Vec<&str> = path.split('/').collect();
+    for (i, segment) in segments.iter().enumerate() {
+        let last = i + 1 == segments.len();
+        match *segment {
+            "." => {
+                if last {
+                    out.push("");
+                }
+            }
+            ".." => {
+                if out.len() > 1 {
+                    out.pop();
+                }
+                if last {
+                    out.push("");
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    let joined = out.join("/");
+    if joined.starts_with('/') {
+        joined
+    } else {
+        format!("/{joined}")
+    }
+}
+
+fn hex_byte(digits: &[u8]) -> Option<u8> {
+    let text = std::str::from_utf8(digits).ok()?;
+    u8::from_str_radix(text, 16).ok()
+}
+
+/// `name=value` pairs of a query string, form-decoded (`+` is a space), empty
+/// pairs dropped.
+pub(crate) fn query_pairs(
+    query: Option<&str>,
+) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> {
+    query
+        .unwrap_or("")
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (form_decode(name), form_decode(value))
+        })
+}
+
+fn form_decode(text: &str) -> Cow<'_, str> {
+    if !text.contains(['%', '+']) {
+        return Cow::Borrowed(text);
+    }
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                if let Some(byte) = bytes.get(i + 1..i + 3).and_then(hex_byte) {
+                    out.push(byte);
+                    i += 3;
+                    continue;
+                }
+                out.push(b'%');
+            }
+            other => out.push(other),
+        }
+        i += 1;
+    }
+    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// A header's values as one string that ignores harmless differences: case,
+/// surrounding and repeated whitespace, and the split into several lines.
+pub(crate) fn normalized_header(headers: &HeaderMap, name: &HeaderName) -> String {
+    let mut out = String::new();
+    for value in headers.get_all(name) {
+        for item in String::from_utf8_lossy(value.as_bytes()).split(',') {
+            let item = item.split_whitespace().collect::<Vec<_>>().join(" ");
+            if item.is_empty() {
+                continue;
+            }
+            if !out.is_empty() {
+                out.push(',');
+            }
+            out.push_str(&item.to_ascii_lowercase());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::PolicySet;
+    use http::{HeaderValue, Method};
+
+    fn policy(yaml_fields: &str) -> PolicySet {
+        PolicySet::from_yaml(
+            "k.yaml",
+            &format!("\"/p/{{id}}\":\n  cache_ttl: 1m\n{yaml_fields}"),
+        )
+        .unwrap()
+    }
+
+    fn key(
+        set: &PolicySet,
+        tenant: &str,
+        path: &str,
+        query: Option<&str>,
+        headers: &HeaderMap,
+    ) -> CacheKey {
+        let m = set.match_request(&Method::GET, "/p/1").unwrap();
+        CacheKey::new(tenant, path, query, headers, m.policy)
+    }
+
+    #[test]
+    fn tenants_never_share_a_key() {
+        let set = policy("");
+        let h = HeaderMap::new();
+        assert_ne!(
+            key(&set, "acme", "/p/1", None, &h),
+            key(&set, "globex", "/p/1", None, &h)
+        );
+        // Length prefixes keep tenant and path apart.
+        assert_ne!(
+            key(&set, "a", "/bp/1", None, &h),
+            key(&set, "a/b", "/p/1", None, &h)
+        );
+    }
+
+    #[test]
+    fn query_order_and_encoding_do_not_split_entries() {
+        let set = policy("");
+        let h = HeaderMap::new();
+        let k = |q| key(&set, "t", "/p/1", Some(q), &h);
+        assert_eq!(k("a=1&b=2"), k("b=2&a=1"));
+        assert_eq!(k("q=hello+world"), k("q=hello%20world"));
+        assert_eq!(k("a=1&&b=2"), k("b=2&a=1"));
+        assert_ne!(k("a=1"), k("a=2"));
+        assert_ne!(
+            k("tag=x&tag=y"),
+            k("tag=y&tag=x"),
+            "order of repeated values is kept"
+        );
+    }
+
+    #[test]
+    fn only_kept_query_params_count() {
+        let set = policy("  key:\n    query: [page]\n");
+        let h = HeaderMap::new();
+        let k = |q| key(&set, "t", "/p/1", Some(q), &h);
+        assert_eq!(k("page=2&utm_source=x"), k("page=2"));
+        assert_ne!(k("page=2"), k("page=3"));
+        let ignore = policy("  cache_key: \"tenant_id + id\"\n");
+        let k = |q| key(&ignore, "t", "/p/1", Some(q), &h);
+        assert_eq!(k("x=1"), k("y=2"));
+    }
+
+    #[test]
+    fn varied_headers_are_normalized() {
+        let set = policy("  key:\n    headers: [Accept-Language]\n");
+        let with = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert("accept-language", HeaderValue::from_static(v));
+            key(&set, "t", "/p/1", None, &h)
+        };
+        assert_eq!(with("en-US, fr"), with("en-us,fr"));
+        assert_eq!(with(" en-us ,  fr "), with("en-us,fr"));
+        assert_ne!(with("en-us"), with("fr"));
+        assert_ne!(
+            with("en-us"),
+            key(&set, "t", "/p/1", None, &HeaderMap::new())
+        );
+    }
+
+    #[test]
+    fn private_policies_key_on_the_caller() {
+        let set = policy("  private: true\n");
+        let as_user = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::AUTHORIZATION, HeaderValue::from_static(v));
+            key(&set, "t", "/p/1", None, &h)
+        };
+        assert_ne!(as_user("Bearer alice"), as_user("Bearer bob"));
+        assert_eq!(as_user("Bearer alice"), as_user("Bearer alice"));
+        let shared = policy("");
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer alice"),
+        );
+        assert_eq!(
+            key(&shared, "t", "/p/1", None, &h),
+            key(&shared, "t", "/p/1", None, &HeaderMap::new())
+        );
+    }
+
+    #[test]
+    fn paths_are_normalized_per_rfc3986() {
+        assert_eq!(normalize_path("/api/v1/products/42"), "/api/v1/products/42");
+        assert_eq!(normalize_path("/api/%761/products"), "/api/v1/products");
+        assert_eq!(normalize_path("/a/%2f/b"), "/a/%2F/b");
+        assert_eq!(normalize_path("/a/./b/../c"), "/a/c");
+        assert_eq!(normalize_path("/a/b/.."), "/a/");
+        assert_eq!(normalize_path("/../a"), "/a");
+        assert_eq!(normalize_path("/caf%C3%A9/é"), "/caf%C3%A9/é");
+        let set = policy("");
+        let h = HeaderMap::new();
+        assert_eq!(
+            key(&set, "t", "/p/%31", None, &h),
+            key(&set, "t", "/p/1", None, &h)
+        );
+    }
+}
