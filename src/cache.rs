@@ -1,0 +1,106 @@
+//! The cache tiers behind one face: look up in L1 then L2 (filling L1 from an
+//! L2 hit), store in both, remove from both.
+
+pub(crate) mod entry;
+mod l1;
+mod l2;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use entry::Entry;
+use l1::L1;
+use l2::L2;
+
+use crate::key::CacheKey;
+
+/// The tier that answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Layer {
+    L1,
+    L2,
+}
+
+impl Layer {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::L1 => "L1",
+            Self::L2 => "L2",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Cache {
+    l1: Option<L1>,
+    l2: Option<L2>,
+}
+
+impl Cache {
+    /// `l1_capacity` 0 turns L1 off; `redis_url` `None` turns L2 off.
+    pub(crate) fn new(
+        l1_capacity: u64,
+        redis_url: Option<&str>,
+        l2_timeout: Duration,
+    ) -> Result<Self, redis::RedisError> {
+        let l1 = (l1_capacity > 0).then(|| L1::new(l1_capacity));
+        let l2 = redis_url.map(|url| L2::new(url, l2_timeout)).transpose()?;
+        Ok(Self { l1, l2 })
+    }
+
+    /// The entry for `key`, whether fresh or not (the caller decides), and the
+    /// tier it came from. Entries past every window are not returned.
+    pub(crate) async fn lookup(
+        &self,
+        key: &CacheKey,
+        now: SystemTime,
+    ) -> Option<(Arc<Entry>, Layer)> {
+        if let Some(l1) = &self.l1
+            && let Some(entry) = l1.get(key).await
+        {
+            return Some((entry, Layer::L1));
+        }
+        let l2 = self.l2.as_ref()?;
+        let entry = Arc::new(l2.get(key).await?);
+        if entry.retain_for(now).is_zero() {
+            return None;
+        }
+        if let Some(l1) = &self.l1 {
+            l1.insert(*key, Arc::clone(&entry)).await;
+        }
+        Some((entry, Layer::L2))
+    }
+
+    /// Stores `entry` in L1 now and in L2 in the background.
+    pub(crate) async fn store(&self, key: CacheKey, entry: Arc<Entry>, now: SystemTime) {
+        let ttl = entry.retain_for(now);
+        if ttl.is_zero() {
+            return;
+        }
+        if let Some(l2) = &self.l2 {
+            l2.put(&key, &entry, ttl);
+        }
+        if let Some(l1) = &self.l1 {
+            l1.insert(key, entry).await;
+        }
+    }
+
+    /// Removes `key` from every tier.
+    pub(crate) async fn remove(&self, key: &CacheKey) {
+        if let Some(l1) = &self.l1 {
+            l1.remove(key).await;
+        }
+        if let Some(l2) = &self.l2 {
+            l2.remove(key).await;
+        }
+    }
+
+    pub(crate) fn describe(&self) -> String {
+        match (&self.l1, &self.l2) {
+            (Some(_), Some(_)) => "L1 + L2 (Redis)".into(),
+            (Some(_), None) => "L1 only".into(),
+            (None, Some(_)) => "L2 (Redis) only".into(),
+            (None, None) => "no cache tiers".into(),
+        }
+    }
+}

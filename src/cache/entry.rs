@@ -1,0 +1,326 @@
+//! The stored entry: one response as every tier keeps it, and its compact
+//! binary encoding for Redis.
+//!
+//! Layout (all integers little-endian), version 1:
+//! `u8 version | u16 status | u64 stored_at_ms | u64 fresh_until_ms |
+//!  u32 initial_age_s | u32 swr_s | u32 sie_s | str etag | str tenant |
+//!  u16 n, str × n tags | u16 n, (str name, u8 present, str value) × n vary |
+//!  u16 n, (str name, bytes value) × n headers | rest: body`
+//! where `str` is `u16 length + bytes` and `bytes` is `u32 length + bytes`.
+//! Decoding never panics: anything short, long or unknown is `None`, which
+//! the caller treats as a miss. The body is a slice of the value read from
+//! Redis, not a copy.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+
+const VERSION: u8 = 1;
+
+/// Overhead of one entry beyond its body and headers, for L1 weighing.
+const ENTRY_OVERHEAD: usize = 256;
+
+/// One cached response.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Entry {
+    pub(crate) status: StatusCode,
+    /// End-to-end headers worth replaying (no hop-by-hop, no `Set-Cookie`,
+    /// no `Age`/`Date`, which are computed per answer).
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+    pub(crate) etag: HeaderValue,
+    pub(crate) stored_at: SystemTime,
+    pub(crate) fresh_until: SystemTime,
+    /// The upstream's `Age` when it answered.
+    pub(crate) initial_age: Duration,
+    pub(crate) stale_while_revalidate: Duration,
+    pub(crate) stale_if_error: Duration,
+    pub(crate) tenant: Box<str>,
+    pub(crate) tags: Vec<Box<str>>,
+    /// Request header values the upstream's `Vary` named, beyond those the
+    /// policy keys on: the entry only answers requests with the same values.
+    pub(crate) vary: Vec<(HeaderName, Option<HeaderValue>)>,
+}
+
+/// Where an entry stands in its life at a given moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Freshness {
+    Fresh,
+    /// Stale, but may be served while one background refresh runs.
+    StaleWhileRevalidate,
+    /// Stale; may only be served if the upstream fails.
+    StaleIfError,
+    /// Past every window: useless.
+    Expired,
+}
+
+impl Entry {
+    /// The entry's state at `now`.
+    pub(crate) fn freshness(&self, now: SystemTime) -> Freshness {
+        if now < self.fresh_until {
+            Freshness::Fresh
+        } else if now < self.fresh_until + self.stale_while_revalidate {
+            Freshness::StaleWhileRevalidate
+        } else if now < self.fresh_until + self.stale_if_error {
+            Freshness::StaleIfError
+        } else {
+            Freshness::Expired
+        }
+    }
+
+    /// How long a tier should keep the entry from `now`: until every window
+    /// that could still use it has closed.
+    pub(crate) fn retain_for(&self, now: SystemTime) -> Duration {
+        let end = self.fresh_until + self.stale_while_revalidate.max(self.stale_if_error);
+        end.duration_since(now).unwrap_or(Duration::ZERO)
+    }
+
+    /// `Age` at `now` (RFC 9111 §4.2.3: the upstream's age plus our residence).
+    pub(crate) fn age(&self, now: SystemTime) -> Duration {
+        self.initial_age + now.duration_since(self.stored_at).unwrap_or(Duration::ZERO)
+    }
+
+    /// Seconds of freshness left at `now`; negative once stale (`Cache-Status: ttl`).
+    pub(crate) fn ttl_secs(&self, now: SystemTime) -> i64 {
+        match self.fresh_until.duration_since(now) {
+            Ok(left) => left.as_secs() as i64,
+            Err(past) => -(past.duration().as_secs() as i64) - 1,
+        }
+    }
+
+    /// Whether this entry may answer a request carrying `headers`.
+    pub(crate) fn vary_matches(&self, headers: &HeaderMap) -> bool {
+        self.vary
+            .iter()
+            .all(|(name, stored)| headers.get(name) == stored.as_ref())
+    }
+
+    /// Bytes the entry occupies in memory, roughly; L1's weigher.
+    pub(crate) fn weight(&self) -> u32 {
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 32)
+            .sum();
+        let total = ENTRY_OVERHEAD
+            + self.body.len()
+            + headers
+            + self.tags.iter().map(|t| t.len() + 16).sum::<usize>();
+        u32::try_from(total).unwrap_or(u32::MAX)
+    }
+
+    pub(crate) fn encode(&self) -> Bytes {
+        let mut out = BytesMut::with_capacity(self.body.len() + 512);
+        out.put_u8(VERSION);
+        out.put_u16_le(self.status.as_u16());
+        out.put_u64_le(unix_ms(self.stored_at));
+        out.put_u64_le(unix_ms(self.fresh_until));
+        out.put_u32_le(secs32(self.initial_age));
+        out.put_u32_le(secs32(self.stale_while_revalidate));
+        out.put_u32_le(secs32(self.stale_if_error));
+        put_str(&mut out, self.etag.as_bytes());
+        put_str(&mut out, self.tenant.as_bytes());
+        out.put_u16_le(count16(self.tags.len()));
+        for tag in self.tags.iter().take(usize::from(u16::MAX)) {
+            put_str(&mut out, tag.as_bytes());
+        }
+        out.put_u16_le(count16(self.vary.len()));
+        for (name, value) in self.vary.iter().take(usize::from(u16::MAX)) {
+            put_str(&mut out, name.as_str().as_bytes());
+            out.put_u8(u8::from(value.is_some()));
+            put_str(
+                &mut out,
+                value.as_ref().map_or(&[][..], HeaderValue::as_bytes),
+            );
+        }
+        out.put_u16_le(count16(self.headers.len()));
+        for (name, value) in self.headers.iter().take(usize::from(u16::MAX)) {
+            put_str(&mut out, name.as_str().as_bytes());
+            out.put_u32_le(u32::try_from(value.len()).unwrap_or(0));
+            out.put_slice(value.as_bytes());
+        }
+        out.put_slice(&self.body);
+        out.freeze()
+    }
+
+    pub(crate) fn decode(mut buf: Bytes) -> Option<Self> {
+        if take_u8(&mut buf)? != VERSION {
+            return None;
+        }
+        let status = StatusCode::from_u16(take_u16(&mut buf)?).ok()?;
+        let stored_at = from_unix_ms(take_u64(&mut buf)?);
+        let fresh_until = from_unix_ms(take_u64(&mut buf)?);
+        let initial_age = Duration::from_secs(take_u32(&mut buf)?.into());
+        let stale_while_revalidate = Duration::from_secs(take_u32(&mut buf)?.into());
+        let stale_if_error = Duration::from_secs(take_u32(&mut buf)?.into());
+        let etag = HeaderValue::from_maybe_shared(take_str(&mut buf)?).ok()?;
+        let tenant = std::str::from_utf8(&take_str(&mut buf)?).ok()?.into();
+        let mut tags = Vec::new();
+        for _ in 0..take_u16(&mut buf)? {
+            tags.push(std::str::from_utf8(&take_str(&mut buf)?).ok()?.into());
+        }
+        let mut vary = Vec::new();
+        for _ in 0..take_u16(&mut buf)? {
+            let name = HeaderName::from_bytes(&take_str(&mut buf)?).ok()?;
+            let present = take_u8(&mut buf)? == 1;
+            let value = take_str(&mut buf)?;
+            let value = if present {
+                Some(HeaderValue::from_maybe_shared(value).ok()?)
+            } else {
+                None
+            };
+            vary.push((name, value));
+        }
+        let count = take_u16(&mut buf)?;
+        let mut headers = HeaderMap::with_capacity(usize::from(count));
+        for _ in 0..count {
+            let name = HeaderName::from_bytes(&take_str(&mut buf)?).ok()?;
+            let len = usize::try_from(take_u32(&mut buf)?).ok()?;
+            let value = take_bytes(&mut buf, len)?;
+            headers.append(name, HeaderValue::from_maybe_shared(value).ok()?);
+        }
+        Some(Self {
+            status,
+            headers,
+            body: buf,
+            etag,
+            stored_at,
+            fresh_until,
+            initial_age,
+            stale_while_revalidate,
+            stale_if_error,
+            tenant,
+            tags,
+            vary,
+        })
+    }
+}
+
+fn unix_ms(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn from_unix_ms(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+fn secs32(d: Duration) -> u32 {
+    u32::try_from(d.as_secs()).unwrap_or(u32::MAX)
+}
+
+fn count16(n: usize) -> u16 {
+    u16::try_from(n).unwrap_or(u16::MAX)
+}
+
+fn put_str(out: &mut BytesMut, bytes: &[u8]) {
+    let len = bytes.len().min(usize::from(u16::MAX));
+    out.put_u16_le(count16(len));
+    out.put_slice(&bytes[..len]);
+}
+
+fn take_u8(buf: &mut Bytes) -> Option<u8> {
+    (buf.remaining() >= 1).then(|| buf.get_u8())
+}
+
+fn take_u16(buf: &mut Bytes) -> Option<u16> {
+    (buf.remaining() >= 2).then(|| buf.get_u16_le())
+}
+
+fn take_u32(buf: &mut Bytes) -> Option<u32> {
+    (buf.remaining() >= 4).then(|| buf.get_u32_le())
+}
+
+fn take_u64(buf: &mut Bytes) -> Option<u64> {
+    (buf.remaining() >= 8).then(|| buf.get_u64_le())
+}
+
+fn take_bytes(buf: &mut Bytes, len: usize) -> Option<Bytes> {
+    (buf.remaining() >= len).then(|| buf.split_to(len))
+}
+
+fn take_str(buf: &mut Bytes) -> Option<Bytes> {
+    let len = usize::from(take_u16(buf)?);
+    take_bytes(buf, len)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn sample(body: &'static [u8]) -> Entry {
+        let now = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        headers.append("x-multi", HeaderValue::from_static("a"));
+        headers.append("x-multi", HeaderValue::from_static("b"));
+        Entry {
+            status: StatusCode::OK,
+            headers,
+            body: Bytes::from_static(body),
+            etag: HeaderValue::from_static("\"abc\""),
+            stored_at: now,
+            fresh_until: now + Duration::from_secs(60),
+            initial_age: Duration::from_secs(3),
+            stale_while_revalidate: Duration::from_secs(10),
+            stale_if_error: Duration::from_secs(300),
+            tenant: "acme".into(),
+            tags: vec!["product:42".into(), "products".into()],
+            vary: vec![
+                (
+                    HeaderName::from_static("accept-encoding"),
+                    Some(HeaderValue::from_static("gzip")),
+                ),
+                (HeaderName::from_static("x-absent"), None),
+            ],
+        }
+    }
+
+    #[test]
+    fn encode_decode_round_trip() {
+        let entry = sample(b"{\"id\":42}");
+        assert_eq!(Entry::decode(entry.encode()), Some(entry));
+        let empty = sample(b"");
+        assert_eq!(Entry::decode(empty.encode()), Some(empty));
+    }
+
+    #[test]
+    fn damaged_or_foreign_values_decode_to_none() {
+        let encoded = sample(b"body").encode();
+        for cut in [0, 1, 5, 30, 60] {
+            assert_eq!(Entry::decode(encoded.slice(..cut)), None, "cut at {cut}");
+        }
+        let mut wrong_version = encoded.to_vec();
+        wrong_version[0] = 99;
+        assert_eq!(Entry::decode(Bytes::from(wrong_version)), None);
+        assert_eq!(Entry::decode(Bytes::from_static(b"{\"json\":true}")), None);
+    }
+
+    #[test]
+    fn freshness_windows() {
+        let entry = sample(b"");
+        let at = |secs| entry.stored_at + Duration::from_secs(secs);
+        assert_eq!(entry.freshness(at(0)), Freshness::Fresh);
+        assert_eq!(entry.freshness(at(59)), Freshness::Fresh);
+        assert_eq!(entry.freshness(at(65)), Freshness::StaleWhileRevalidate);
+        assert_eq!(entry.freshness(at(100)), Freshness::StaleIfError);
+        assert_eq!(entry.freshness(at(400)), Freshness::Expired);
+        assert_eq!(entry.retain_for(at(0)), Duration::from_secs(360));
+        assert_eq!(entry.retain_for(at(1000)), Duration::ZERO);
+        assert_eq!(entry.age(at(10)), Duration::from_secs(13));
+        assert_eq!(entry.ttl_secs(at(10)), 50);
+        assert!(entry.ttl_secs(at(70)) < 0);
+    }
+
+    #[test]
+    fn vary_values_must_match() {
+        let entry = sample(b"");
+        let mut headers = HeaderMap::new();
+        assert!(!entry.vary_matches(&headers));
+        headers.insert("accept-encoding", HeaderValue::from_static("gzip"));
+        assert!(entry.vary_matches(&headers));
+        headers.insert("x-absent", HeaderValue::from_static("now present"));
+        assert!(!entry.vary_matches(&headers));
+    }
+}

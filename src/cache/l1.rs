@@ -1,0 +1,66 @@
+//! L1: the in-process tier (moka), bounded in bytes, TinyLFU admission.
+//!
+//! moka's expiry only reclaims memory: whether an entry may answer a request
+//! is decided on read from the entry's own timestamps, so L1 and L2 agree.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use moka::Expiry;
+use moka::future::Cache;
+
+use super::entry::Entry;
+use crate::key::CacheKey;
+
+#[derive(Debug, Clone)]
+pub(crate) struct L1 {
+    cache: Cache<CacheKey, Arc<Entry>>,
+}
+
+/// Keeps each entry until its last stale window closes.
+struct UntilUseless;
+
+impl Expiry<CacheKey, Arc<Entry>> for UntilUseless {
+    fn expire_after_create(
+        &self,
+        _: &CacheKey,
+        entry: &Arc<Entry>,
+        _: Instant,
+    ) -> Option<Duration> {
+        Some(entry.retain_for(SystemTime::now()))
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &CacheKey,
+        entry: &Arc<Entry>,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(entry.retain_for(SystemTime::now()))
+    }
+}
+
+impl L1 {
+    /// An L1 holding at most `capacity` bytes of entries.
+    pub(crate) fn new(capacity: u64) -> Self {
+        let cache = Cache::builder()
+            .max_capacity(capacity)
+            .weigher(|_: &CacheKey, entry: &Arc<Entry>| entry.weight())
+            .expire_after(UntilUseless)
+            .build();
+        Self { cache }
+    }
+
+    pub(crate) async fn get(&self, key: &CacheKey) -> Option<Arc<Entry>> {
+        self.cache.get(key).await
+    }
+
+    pub(crate) async fn insert(&self, key: CacheKey, entry: Arc<Entry>) {
+        self.cache.insert(key, entry).await;
+    }
+
+    pub(crate) async fn remove(&self, key: &CacheKey) {
+        self.cache.invalidate(key).await;
+    }
+}

@@ -1,0 +1,197 @@
+//! L2: the Redis tier shared by every folio instance.
+//!
+//! L2 fails open. Every call is bounded by a short timeout; an error or a
+//! timeout is a miss, never a failed request. After a few failures in a row a
+//! breaker stops calling Redis for a moment, so a dead Redis costs requests
+//! nothing. The connection is lazy and reconnects by itself, so folio starts
+//! and serves while Redis is down and picks it up when it returns.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tracing::{debug, warn};
+
+use super::entry::Entry;
+use crate::key::CacheKey;
+
+/// Failures in a row that open the breaker.
+const BREAKER_THRESHOLD: u32 = 3;
+/// How long an open breaker skips Redis before trying again.
+const BREAKER_COOLDOWN: Duration = Duration::from_secs(1);
+
+#[derive(Clone)]
+pub(crate) struct L2 {
+    conn: ConnectionManager,
+    /// `folio:v1:` — changes whenever the entry encoding does.
+    prefix: Arc<str>,
+    timeout: Duration,
+    breaker: Arc<Breaker>,
+}
+
+impl std::fmt::Debug for L2 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("L2")
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl L2 {
+    /// Prepares a connection to `url` (`redis://host:port/db` or
+    /// `redis+unix:///path`); nothing is sent until the first request.
+    pub(crate) fn new(url: &str, timeout: Duration) -> Result<Self, redis::RedisError> {
+        let client = redis::Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1).max(timeout)))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
+        Ok(Self {
+            conn,
+            prefix: "folio:v1:".into(),
+            timeout,
+            breaker: Arc::default(),
+        })
+    }
+
+    fn redis_key(&self, key: &CacheKey) -> String {
+        format!("{}{}", self.prefix, key.hex())
+    }
+
+    /// The entry stored under `key`, or `None` on a miss, an error, a timeout
+    /// or an undecodable value.
+    pub(crate) async fn get(&self, key: &CacheKey) -> Option<Entry> {
+        if !self.breaker.allows() {
+            return None;
+        }
+        let mut conn = self.conn.clone();
+        let cmd = redis::cmd("GET").arg(self.redis_key(key)).clone();
+        let reply =
+            tokio::time::timeout(self.timeout, cmd.query_async::<Option<Vec<u8>>>(&mut conn)).await;
+        match self.settle(reply, "GET") {
+            Some(Some(value)) => {
+                let entry = Entry::decode(Bytes::from(value));
+                if entry.is_none() {
+                    debug!(key = %key.short(), "L2 value could not be decoded; treated as a miss");
+                }
+                entry
+            }
+            _ => None,
+        }
+    }
+
+    /// Stores `entry` for `ttl` in the background: the response never waits
+    /// for Redis.
+    pub(crate) fn put(&self, key: &CacheKey, entry: &Entry, ttl: Duration) {
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        if ttl_ms == 0 || !self.breaker.allows() {
+            return;
+        }
+        let this = self.clone();
+        let cmd = redis::cmd("SET")
+            .arg(self.redis_key(key))
+            .arg(entry.encode().as_ref())
+            .arg("PX")
+            .arg(ttl_ms)
+            .clone();
+        tokio::spawn(async move {
+            let mut conn = this.conn.clone();
+            let reply = tokio::time::timeout(this.timeout, cmd.query_async::<()>(&mut conn)).await;
+            this.settle(reply, "SET");
+        });
+    }
+
+    /// Deletes `key`; waits, bounded by the timeout.
+    pub(crate) async fn remove(&self, key: &CacheKey) {
+        let mut conn = self.conn.clone();
+        let cmd = redis::cmd("DEL").arg(self.redis_key(key)).clone();
+        let reply = tokio::time::timeout(self.timeout, cmd.query_async::<()>(&mut conn)).await;
+        self.settle(reply, "DEL");
+    }
+
+    /// Records the outcome of one call in the breaker; errors become `None`.
+    fn settle<T>(
+        &self,
+        reply: Result<redis::RedisResult<T>, tokio::time::error::Elapsed>,
+        command: &str,
+    ) -> Option<T> {
+        match reply {
+            Ok(Ok(value)) => {
+                self.breaker.success();
+                Some(value)
+            }
+            Ok(Err(error)) => {
+                if self.breaker.failure() {
+                    warn!(%error, command, "Redis (L2) failing; skipping it for {BREAKER_COOLDOWN:?} at a time");
+                }
+                None
+            }
+            Err(_) => {
+                if self.breaker.failure() {
+                    warn!(command, timeout = ?self.timeout, "Redis (L2) timing out; skipping it for {BREAKER_COOLDOWN:?} at a time");
+                }
+                None
+            }
+        }
+    }
+}
+
+/// Consecutive failures, and until when Redis is skipped.
+#[derive(Debug, Default)]
+struct Breaker {
+    failures: AtomicU32,
+    open_until_ms: AtomicU64,
+}
+
+impl Breaker {
+    fn allows(&self) -> bool {
+        now_ms() >= self.open_until_ms.load(Ordering::Relaxed)
+    }
+
+    fn success(&self) {
+        if self.failures.load(Ordering::Relaxed) != 0 {
+            self.failures.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a failure; true when this one opened the breaker.
+    fn failure(&self) -> bool {
+        let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if failures >= BREAKER_THRESHOLD {
+            self.failures.store(0, Ordering::Relaxed);
+            let until = now_ms() + u64::try_from(BREAKER_COOLDOWN.as_millis()).unwrap_or(1000);
+            self.open_until_ms.store(until, Ordering::Relaxed);
+            return true;
+        }
+        false
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn breaker_opens_after_threshold_and_resets_on_success() {
+        let breaker = Breaker::default();
+        assert!(breaker.allows());
+        assert!(!breaker.failure());
+        breaker.success();
+        assert!(!breaker.failure());
+        assert!(!breaker.failure());
+        assert!(breaker.failure(), "third failure in a row opens it");
+        assert!(!breaker.allows());
+    }
+}
