@@ -1,0 +1,60 @@
+//! Errors a request can end in, each knowing its HTTP status and short JSON
+//! body. Cache-tier failures are not here: L2 fails open (see `cache::l2`).
+
+use std::time::Duration;
+
+use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::body::Body;
+
+/// Why folio answered with an error instead of the upstream's response.
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum ProxyError {
+    /// Connection refused, reset, or closed before a response.
+    #[error("the upstream could not be reached: {0}")]
+    UpstreamUnavailable(String),
+    /// No response headers within the upstream timeout.
+    #[error("the upstream did not answer within {0:?}")]
+    UpstreamTimeout(Duration),
+    /// The response body broke off or stalled.
+    #[error("the upstream's response body could not be read: {0}")]
+    UpstreamBody(String),
+    /// Something in the request itself (e.g. an unusable tenant header).
+    #[error("{0}")]
+    BadRequest(String),
+}
+
+impl ProxyError {
+    pub(crate) fn status(&self) -> StatusCode {
+        match self {
+            Self::UpstreamUnavailable(_) | Self::UpstreamBody(_) => StatusCode::BAD_GATEWAY,
+            Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// A stable, machine-readable name for the `error` field.
+    pub(crate) fn code(&self) -> &'static str {
+        match self {
+            Self::UpstreamUnavailable(_) => "upstream_unavailable",
+            Self::UpstreamTimeout(_) => "upstream_timeout",
+            Self::UpstreamBody(_) => "upstream_body",
+            Self::BadRequest(_) => "bad_request",
+        }
+    }
+
+    /// `{"error": "...", "message": "..."}` with the right status.
+    pub(crate) fn to_response(&self) -> Response<Body> {
+        let body = serde_json::json!({ "error": self.code(), "message": self.to_string() });
+        let mut response = Response::new(Body::full(body.to_string()));
+        *response.status_mut() = self.status();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
+    }
+}

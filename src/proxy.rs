@@ -1,0 +1,602 @@
+//! The request pipeline, top to bottom:
+//!
+//! 1. unsafe methods pass to the upstream; a 2xx/3xx answer drops the cached
+//!    GET of the same URI (RFC 9111 §4.4);
+//! 2. the policy for the route decides whether the cache is used at all;
+//! 3. the key (tenant, path, kept query, varied headers) is built;
+//! 4. L1, then L2, are asked; a fresh entry answers (`HIT`), a stale one may
+//!    answer while a background refresh runs (`STALE`);
+//! 5. otherwise one request per key fetches from the upstream (single
+//!    flight), the answer is stored if the policy and the upstream allow, and
+//!    every waiting request gets it (`MISS`);
+//! 6. if the upstream fails, a stale entry within `stale_if_error` answers;
+//!    else a 502/504 with a JSON body.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
+use hyper::body::Incoming;
+use tracing::{Level, info};
+
+use crate::body::Body;
+use crate::cache::entry::{Entry, Freshness};
+use crate::cache::{Cache, Layer};
+use crate::error::ProxyError;
+use crate::flight::{Flights, Outcome, Role};
+use crate::freshness::{self, Lifetime, NotStored};
+use crate::key::{CacheKey, query_pairs};
+use crate::outcome::{BypassReason, CACHE_STATUS, Forward, Served, X_CACHE, X_CACHE_LAYER};
+use crate::policy::{Policy, PolicySet, TagPart};
+use crate::settings::TenantSource;
+use crate::upstream::{self, Collected, Upstream};
+
+/// The tracing target of the one-line-per-request access log.
+pub(crate) const ACCESS_LOG: &str = "folio::access";
+
+/// How much longer than the upstream timeout a coalesced request waits for
+/// the leader's fetch before fetching itself.
+const FOLLOWER_MARGIN: Duration = Duration::from_secs(1);
+
+/// Shared by every connection.
+#[derive(Debug)]
+pub(crate) struct State {
+    pub(crate) policies: ArcSwap<PolicySet>,
+    pub(crate) cache: Cache,
+    pub(crate) flights: Arc<Flights>,
+    pub(crate) upstream: Upstream,
+    pub(crate) tenant: TenantSource,
+}
+
+/// Serves one request; never fails (errors are JSON responses).
+pub(crate) async fn handle(
+    state: Arc<State>,
+    request: Request<Incoming>,
+    client: SocketAddr,
+) -> Response<Body> {
+    let log = tracing::enabled!(target: ACCESS_LOG, Level::INFO).then(|| {
+        (
+            Instant::now(),
+            request.method().clone(),
+            request.uri().clone(),
+        )
+    });
+    let response = serve(&state, request, client.ip()).await;
+    if let Some((started, method, uri)) = log {
+        let header = |name| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+                .unwrap_or("-")
+        };
+        info!(
+            target: ACCESS_LOG,
+            client = %client.ip(),
+            %method,
+            %uri,
+            status = response.status().as_u16(),
+            cache = header(X_CACHE),
+            layer = header(X_CACHE_LAYER),
+            ms = started.elapsed().as_secs_f64() * 1000.0,
+        );
+    }
+    response
+}
+
+async fn serve(state: &Arc<State>, request: Request<Incoming>, client: IpAddr) -> Response<Body> {
+    let policies = state.policies.load_full();
+    let (parts, body) = request.into_parts();
+
+    if !is_safe(&parts.method) {
+        let invalidates = cached_key_of_target(state, &policies, &parts);
+        return pass(
+            state,
+            parts,
+            body,
+            client,
+            BypassReason::Method,
+            invalidates,
+        )
+        .await;
+    }
+    let Some(matched) = policies.match_request(&parts.method, parts.uri.path()) else {
+        return pass(state, parts, body, client, BypassReason::NoPolicy, None).await;
+    };
+    let policy = matched.policy;
+    if !policy.caches(&parts.method) {
+        let reason = if policy.cache {
+            BypassReason::Method
+        } else {
+            BypassReason::CacheOff
+        };
+        return pass(state, parts, body, client, reason, None).await;
+    }
+    if !policy.private && carries_credentials(&parts.headers) {
+        return pass(state, parts, body, client, BypassReason::Credentials, None).await;
+    }
+    drop(body); // a GET's body has no meaning for the cache (RFC 9110 §9.3.1)
+    let tenant = match state.tenant.tenant(&parts) {
+        Ok(tenant) => tenant,
+        Err(error) => return error.to_response(),
+    };
+    let key = CacheKey::new(
+        &tenant,
+        parts.uri.path(),
+        parts.uri.query(),
+        &parts.headers,
+        policy,
+    );
+
+    let now = SystemTime::now();
+    let mut forward = Forward::UriMiss;
+    let mut stale = None;
+    if let Some((entry, layer)) = state.cache.lookup(&key, now).await {
+        if *entry.tenant != *tenant {
+            // Cannot happen short of a SHA-256 collision; never serve it.
+        } else if !entry.vary_matches(&parts.headers) {
+            forward = Forward::VaryMiss;
+        } else {
+            match entry.freshness(now) {
+                Freshness::Fresh => {
+                    return respond(&parts, policy, &entry, Served::Hit(layer), now);
+                }
+                Freshness::StaleWhileRevalidate => {
+                    let fill = Fill::new(policy, key, &tenant, &matched.params, &parts, client);
+                    refresh_in_background(state, fill);
+                    return respond(
+                        &parts,
+                        policy,
+                        &entry,
+                        Served::StaleWhileRevalidate(layer),
+                        now,
+                    );
+                }
+                Freshness::StaleIfError => {
+                    forward = Forward::Stale;
+                    stale = Some((entry, layer));
+                }
+                Freshness::Expired => forward = Forward::Stale,
+            }
+        }
+    }
+    let fill = Fill::new(policy, key, &tenant, &matched.params, &parts, client);
+    fill_and_respond(state, &parts, fill, forward, stale).await
+}
+
+fn is_safe(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    )
+}
+
+fn carries_credentials(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::AUTHORIZATION) || headers.contains_key(header::COOKIE)
+}
+
+/// The key a GET of this request's URI would be cached under, if any.
+fn cached_key_of_target(state: &State, policies: &PolicySet, parts: &Parts) -> Option<CacheKey> {
+    let matched = policies.match_request(&Method::GET, parts.uri.path())?;
+    if !matched.policy.cache {
+        return None;
+    }
+    let tenant = state.tenant.tenant(parts).ok()?;
+    Some(CacheKey::new(
+        &tenant,
+        parts.uri.path(),
+        parts.uri.query(),
+        &parts.headers,
+        matched.policy,
+    ))
+}
+
+/// Forwards a request untouched by the cache, streaming both bodies.
+async fn pass(
+    state: &State,
+    parts: Parts,
+    body: Incoming,
+    client: IpAddr,
+    reason: BypassReason,
+    invalidates: Option<CacheKey>,
+) -> Response<Body> {
+    let served = Served::Bypass(reason);
+    let Parts {
+        method,
+        uri,
+        headers,
+        ..
+    } = parts;
+    let headers = upstream::forward_headers(headers, &uri, client);
+    let request =
+        match state
+            .upstream
+            .request(method, uri.path_and_query(), headers, Body::stream(body))
+        {
+            Ok(request) => request,
+            Err(error) => return error_response(&error, served),
+        };
+    match state.upstream.send(request).await {
+        Ok(response) => {
+            let status = response.status();
+            if let Some(key) = invalidates
+                && (status.is_success() || status.is_redirection())
+            {
+                state.cache.remove(&key).await;
+            }
+            let (mut head, body) = response.into_parts();
+            upstream::strip_hop_by_hop(&mut head.headers);
+            upstream::append_via(&mut head.headers);
+            served.annotate(&mut head.headers, None, Some(status.as_u16()));
+            Response::from_parts(head, Body::stream(body))
+        }
+        Err(error) => error_response(&error, served),
+    }
+}
+
+fn error_response(error: &ProxyError, served: Served) -> Response<Body> {
+    let mut response = error.to_response();
+    served.annotate(response.headers_mut(), None, None);
+    response
+}
+
+/// Everything a fetch needs, owned, so a background refresh can take it.
+#[derive(Debug)]
+struct Fill {
+    policy: Arc<Policy>,
+    key: CacheKey,
+    tenant: Box<str>,
+    tags: Vec<Box<str>>,
+    uri: Uri,
+    headers: HeaderMap,
+    client: IpAddr,
+}
+
+impl Fill {
+    fn new(
+        policy: &Arc<Policy>,
+        key: CacheKey,
+        tenant: &str,
+        params: &[(&str, &str)],
+        parts: &Parts,
+        client: IpAddr,
+    ) -> Self {
+        Self {
+            policy: Arc::clone(policy),
+            key,
+            tenant: tenant.into(),
+            tags: render_tags(policy, params, parts.uri.query()),
+            uri: parts.uri.clone(),
+            headers: parts.headers.clone(),
+            client,
+        }
+    }
+}
+
+/// The policy's tag templates filled in from this request.
+fn render_tags(policy: &Policy, params: &[(&str, &str)], query: Option<&str>) -> Vec<Box<str>> {
+    policy
+        .tags
+        .iter()
+        .map(|template| {
+            let mut tag = String::new();
+            for part in template {
+                match part {
+                    TagPart::Text(text) => tag.push_str(text),
+                    TagPart::Param(name) => {
+                        tag.push_str(
+                            params
+                                .iter()
+                                .find(|(n, _)| *n == &**name)
+                                .map_or("", |(_, v)| v),
+                        );
+                    }
+                    TagPart::Query(name) => {
+                        if let Some((_, value)) = query_pairs(query).find(|(n, _)| *n == **name) {
+                            tag.push_str(&value);
+                        }
+                    }
+                }
+            }
+            tag.into_boxed_str()
+        })
+        .collect()
+}
+
+/// The result of asking the upstream on behalf of the cache.
+enum Fetched {
+    /// Stored-worthy: an entry every waiting request may get.
+    Entry(Arc<Entry>),
+    /// Not to be stored; the response goes to this client only.
+    Response(Response<Body>, NotStored),
+}
+
+/// Fetches for the cache: a GET (also for HEAD), without the client's
+/// conditionals, so the answer is a full response worth storing.
+async fn fetch(state: &State, fill: &Fill) -> Result<Fetched, ProxyError> {
+    let mut headers = upstream::forward_headers(fill.headers.clone(), &fill.uri, fill.client);
+    for name in [
+        header::IF_NONE_MATCH,
+        header::IF_MODIFIED_SINCE,
+        header::IF_MATCH,
+        header::IF_UNMODIFIED_SINCE,
+        header::IF_RANGE,
+        header::RANGE,
+    ] {
+        headers.remove(name);
+    }
+    let request =
+        state
+            .upstream
+            .request(Method::GET, fill.uri.path_and_query(), headers, Body::Empty)?;
+    let response = state.upstream.send(request).await?;
+    let now = SystemTime::now();
+    let (mut head, body) = response.into_parts();
+    upstream::strip_hop_by_hop(&mut head.headers);
+    let lifetime = match freshness::lifetime(&fill.policy, head.status, &head.headers, now) {
+        Ok(lifetime) => lifetime,
+        Err(reason) => {
+            return Ok(Fetched::Response(
+                Response::from_parts(head, Body::stream(body)),
+                reason,
+            ));
+        }
+    };
+    let declared = head
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > fill.policy.max_body) {
+        return Ok(Fetched::Response(
+            Response::from_parts(head, Body::stream(body)),
+            NotStored::TooLarge,
+        ));
+    }
+    match upstream::collect(body, fill.policy.max_body, state.upstream.timeout()).await? {
+        Collected::TooLarge { prefix, rest } => {
+            let body = Body::Stream {
+                prefix: Some(prefix),
+                rest,
+            };
+            Ok(Fetched::Response(
+                Response::from_parts(head, body),
+                NotStored::TooLarge,
+            ))
+        }
+        Collected::Complete(bytes) => Ok(Fetched::Entry(Arc::new(make_entry(
+            fill, head, bytes, lifetime, now,
+        )))),
+    }
+}
+
+fn make_entry(
+    fill: &Fill,
+    head: http::response::Parts,
+    body: bytes::Bytes,
+    lifetime: Lifetime,
+    now: SystemTime,
+) -> Entry {
+    let mut headers = head.headers;
+    for name in [
+        header::AGE,
+        header::DATE,
+        header::CONTENT_LENGTH,
+        CACHE_STATUS,
+        X_CACHE,
+        X_CACHE_LAYER,
+    ] {
+        headers.remove(name);
+    }
+    upstream::append_via(&mut headers);
+    let etag = headers
+        .remove(header::ETAG)
+        .unwrap_or_else(|| freshness::etag_for(&body));
+    // Vary names headers the policy does not key on: remember this request's
+    // values, and answer only requests that send the same.
+    let vary = headers
+        .get_all(header::VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| http::HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .filter(|name| !fill.policy.key_headers.contains(name))
+        .map(|name| {
+            let value = fill.headers.get(&name).cloned();
+            (name, value)
+        })
+        .collect();
+    Entry {
+        status: head.status,
+        headers,
+        body,
+        etag,
+        stored_at: now,
+        fresh_until: now + lifetime.fresh_for,
+        initial_age: lifetime.initial_age,
+        stale_while_revalidate: lifetime.stale_while_revalidate,
+        stale_if_error: lifetime.stale_if_error,
+        tenant: fill.tenant.clone(),
+        tags: fill.tags.clone(),
+        vary,
+    }
+}
+
+/// A cache miss: lead or follow the key's single flight, store what may be
+/// stored, and answer.
+async fn fill_and_respond(
+    state: &State,
+    parts: &Parts,
+    fill: Fill,
+    forward: Forward,
+    stale: Option<(Arc<Entry>, Layer)>,
+) -> Response<Body> {
+    let miss = |stored, collapsed, detail| Served::Miss {
+        forward,
+        stored,
+        collapsed,
+        detail,
+    };
+    let leader = match state.flights.join(fill.key) {
+        Role::Leader(leader) => Some(leader),
+        Role::Follower(follower) => match follower
+            .wait(state.upstream.timeout() + FOLLOWER_MARGIN)
+            .await
+        {
+            Some(Outcome::Shared(entry)) => {
+                return respond(
+                    parts,
+                    &fill.policy,
+                    &entry,
+                    miss(true, true, None),
+                    SystemTime::now(),
+                );
+            }
+            Some(Outcome::Failed(error)) => {
+                return stale_or_error(parts, &fill.policy, stale, &error, forward);
+            }
+            // Not for us, or the leader is gone or slow: fetch on our own.
+            Some(Outcome::NotShareable | Outcome::Abandoned) | None => None,
+        },
+    };
+    let fetched = fetch(state, &fill).await;
+    let now = SystemTime::now();
+    match fetched {
+        Ok(Fetched::Entry(entry)) => {
+            state.cache.store(fill.key, Arc::clone(&entry), now).await;
+            if let Some(leader) = leader {
+                leader.finish(Outcome::Shared(Arc::clone(&entry)));
+            }
+            respond(parts, &fill.policy, &entry, miss(true, false, None), now)
+        }
+        Ok(Fetched::Response(mut response, reason)) => {
+            if let Some(leader) = leader {
+                leader.finish(Outcome::NotShareable);
+            }
+            if is_upstream_failure(response.status())
+                && let Some((entry, layer)) = stale
+            {
+                return respond(
+                    parts,
+                    &fill.policy,
+                    &entry,
+                    Served::StaleIfError(layer),
+                    now,
+                );
+            }
+            let status = response.status().as_u16();
+            upstream::append_via(response.headers_mut());
+            miss(false, false, Some(reason.as_str())).annotate(
+                response.headers_mut(),
+                None,
+                Some(status),
+            );
+            response
+        }
+        Err(error) => {
+            if let Some(leader) = leader {
+                leader.finish(Outcome::Failed(error.clone()));
+            }
+            stale_or_error(parts, &fill.policy, stale, &error, forward)
+        }
+    }
+}
+
+/// Statuses that let a stale entry answer under `stale-if-error` (RFC 5861 §4).
+fn is_upstream_failure(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 500 | 502 | 503 | 504)
+}
+
+fn stale_or_error(
+    parts: &Parts,
+    policy: &Policy,
+    stale: Option<(Arc<Entry>, Layer)>,
+    error: &ProxyError,
+    forward: Forward,
+) -> Response<Body> {
+    match stale {
+        Some((entry, layer)) => respond(
+            parts,
+            policy,
+            &entry,
+            Served::StaleIfError(layer),
+            SystemTime::now(),
+        ),
+        None => error_response(
+            error,
+            Served::Miss {
+                forward,
+                stored: false,
+                collapsed: false,
+                detail: Some(error.code()),
+            },
+        ),
+    }
+}
+
+/// Refreshes a stale entry without anyone waiting; one refresh per key.
+fn refresh_in_background(state: &Arc<State>, fill: Fill) {
+    let Role::Leader(leader) = state.flights.join(fill.key) else {
+        return; // a refresh (or a fill) is already under way
+    };
+    let state = Arc::clone(state);
+    tokio::spawn(async move {
+        match fetch(&state, &fill).await {
+            Ok(Fetched::Entry(entry)) => {
+                state
+                    .cache
+                    .store(fill.key, Arc::clone(&entry), SystemTime::now())
+                    .await;
+                leader.finish(Outcome::Shared(entry));
+            }
+            Ok(Fetched::Response(..)) => leader.finish(Outcome::NotShareable),
+            Err(error) => leader.finish(Outcome::Failed(error)),
+        }
+    });
+}
+
+/// An answer from a stored entry: 304 when the client's conditional matches,
+/// else the stored response (without body for HEAD).
+fn respond(
+    request: &Parts,
+    policy: &Policy,
+    entry: &Entry,
+    served: Served,
+    now: SystemTime,
+) -> Response<Body> {
+    let mut headers = entry.headers.clone();
+    headers.insert(header::ETAG, entry.etag.clone());
+    if let Some(cache_control) = &policy.cache_control {
+        headers.insert(header::CACHE_CONTROL, cache_control.clone());
+    }
+    headers.insert(header::AGE, HeaderValue::from(entry.age(now).as_secs()));
+    let forwarded = matches!(served, Served::Miss { .. }).then_some(entry.status.as_u16());
+    served.annotate(&mut headers, Some(entry.ttl_secs(now)), forwarded);
+
+    let (status, body) = if entry.status.is_success()
+        && freshness::not_modified(
+            &request.headers,
+            &entry.etag,
+            entry.headers.get(header::LAST_MODIFIED),
+        ) {
+        for name in [
+            header::CONTENT_LENGTH,
+            header::CONTENT_TYPE,
+            header::CONTENT_ENCODING,
+        ] {
+            headers.remove(name);
+        }
+        (StatusCode::NOT_MODIFIED, Body::Empty)
+    } else if request.method == Method::HEAD {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(entry.body.len()));
+        (entry.status, Body::Empty)
+    } else {
+        (entry.status, Body::full(entry.body.clone()))
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
+}

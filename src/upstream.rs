@@ -1,0 +1,263 @@
+//! The upstream: a pooled HTTP/1.1 client, and the header hygiene of a proxy
+//! (hop-by-hop headers removed, `X-Forwarded-For` and `Via` added).
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, Version, header};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::body::Body;
+use crate::error::ProxyError;
+use crate::outcome::CACHE_NAME;
+
+/// Idle keep-alive connections kept per upstream host.
+const MAX_IDLE_PER_HOST: usize = 512;
+
+#[derive(Debug, Clone)]
+pub(crate) struct Upstream {
+    client: Client<HttpConnector, Body>,
+    scheme: Scheme,
+    authority: Authority,
+    /// A path prefix from the upstream URL (`http://api/v2` → `/v2`), or empty.
+    base_path: String,
+    timeout: Duration,
+}
+
+impl Upstream {
+    pub(crate) fn new(
+        base: &Uri,
+        connect_timeout: Duration,
+        timeout: Duration,
+    ) -> Result<Self, String> {
+        let scheme = base.scheme().cloned().unwrap_or(Scheme::HTTP);
+        if scheme != Scheme::HTTP {
+            return Err(format!(
+                "upstream '{base}': only http:// upstreams are supported (terminate TLS in front of folio)"
+            ));
+        }
+        let authority = base
+            .authority()
+            .cloned()
+            .ok_or_else(|| format!("upstream '{base}' has no host; e.g. http://127.0.0.1:8081"))?;
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(connect_timeout));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(MAX_IDLE_PER_HOST)
+            .build(connector);
+        Ok(Self {
+            client,
+            scheme,
+            authority,
+            base_path: base.path().trim_end_matches('/').to_owned(),
+            timeout,
+        })
+    }
+
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// A request for `path_and_query` on the upstream.
+    pub(crate) fn request(
+        &self,
+        method: Method,
+        path_and_query: Option<&PathAndQuery>,
+        headers: HeaderMap,
+        body: Body,
+    ) -> Result<Request<Body>, ProxyError> {
+        let pq = path_and_query.map_or("/", PathAndQuery::as_str);
+        let target = if self.base_path.is_empty() {
+            pq.to_owned()
+        } else {
+            format!("{}{pq}", self.base_path)
+        };
+        let uri = Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(target)
+            .build()
+            .map_err(|e| ProxyError::BadRequest(format!("cannot forward this path: {e}")))?;
+        let mut request = Request::new(body);
+        *request.method_mut() = method;
+        *request.uri_mut() = uri;
+        *request.version_mut() = Version::HTTP_11;
+        *request.headers_mut() = headers;
+        Ok(request)
+    }
+
+    /// Sends a request; waits for the response headers at most the upstream timeout.
+    pub(crate) async fn send(
+        &self,
+        request: Request<Body>,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        match tokio::time::timeout(self.timeout, self.client.request(request)).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(error)) => {
+                let cause = std::error::Error::source(&error)
+                    .map_or_else(|| error.to_string(), ToString::to_string);
+                Err(ProxyError::UpstreamUnavailable(cause))
+            }
+            Err(_) => Err(ProxyError::UpstreamTimeout(self.timeout)),
+        }
+    }
+}
+
+/// A body read to the end, or the part read before it proved too large.
+#[derive(Debug)]
+pub(crate) enum Collected {
+    Complete(Bytes),
+    TooLarge { prefix: Bytes, rest: Incoming },
+}
+
+/// Reads a body up to `max` bytes, with `timeout` for the whole read.
+pub(crate) async fn collect(
+    mut body: Incoming,
+    max: usize,
+    timeout: Duration,
+) -> Result<Collected, ProxyError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    // Most bodies arrive as one chunk: keep it as is rather than copying.
+    let mut first: Option<Bytes> = None;
+    let mut buffer = BytesMut::new();
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => return Err(ProxyError::UpstreamTimeout(timeout)),
+            Ok(None) => break,
+            Ok(Some(Err(error))) => return Err(ProxyError::UpstreamBody(error.to_string())),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        match first.take() {
+            None if buffer.is_empty() => first = Some(data),
+            earlier => {
+                if let Some(earlier) = earlier {
+                    buffer.extend_from_slice(&earlier);
+                }
+                buffer.extend_from_slice(&data);
+            }
+        }
+        let len = first.as_ref().map_or(buffer.len(), Bytes::len);
+        if len > max {
+            let prefix = first.take().unwrap_or_else(|| buffer.split().freeze());
+            return Ok(Collected::TooLarge { prefix, rest: body });
+        }
+    }
+    Ok(Collected::Complete(
+        first.unwrap_or_else(|| buffer.freeze()),
+    ))
+}
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Removes hop-by-hop headers, including those `Connection` names.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    headers.remove(header::UPGRADE);
+}
+
+/// The headers to send upstream for a client's request.
+pub(crate) fn forward_headers(mut headers: HeaderMap, uri: &Uri, client: IpAddr) -> HeaderMap {
+    strip_hop_by_hop(&mut headers);
+    // HTTP/2 clients name the host in the URI, not in a header.
+    if !headers.contains_key(header::HOST)
+        && let Some(authority) = uri.authority()
+        && let Ok(host) = HeaderValue::from_str(authority.as_str())
+    {
+        headers.insert(header::HOST, host);
+    }
+    let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(earlier) => format!("{earlier}, {client}"),
+        None => client.to_string(),
+    };
+    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+        headers.insert("x-forwarded-for", value);
+    }
+    append_via(&mut headers);
+    headers
+}
+
+/// Adds folio to `Via` (RFC 9110 §7.6.3).
+pub(crate) fn append_via(headers: &mut HeaderMap) {
+    let via = match headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
+        Some(earlier) => format!("{earlier}, 1.1 {CACHE_NAME}"),
+        None => format!("1.1 {CACHE_NAME}"),
+    };
+    if let Ok(value) = HeaderValue::from_str(&via) {
+        headers.insert(header::VIA, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_are_removed_and_forwarding_headers_added() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret-hop"),
+        );
+        headers.insert("x-secret-hop", HeaderValue::from_static("1"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        headers.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        headers.insert("x-tenant-id", HeaderValue::from_static("acme"));
+        let uri: Uri = "http://api.example/x".parse().unwrap();
+        let out = forward_headers(headers, &uri, "127.0.0.1".parse().unwrap());
+        assert!(!out.contains_key(header::CONNECTION));
+        assert!(!out.contains_key("x-secret-hop"));
+        assert!(!out.contains_key("keep-alive"));
+        assert!(!out.contains_key(header::TE));
+        assert_eq!(out["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+        assert_eq!(out[header::VIA], "1.1 folio");
+        assert_eq!(out[header::HOST], "api.example");
+        assert_eq!(out["x-tenant-id"], "acme");
+    }
+
+    #[test]
+    fn only_plain_http_upstreams() {
+        let t = Duration::from_secs(1);
+        assert!(
+            Upstream::new(&"https://x".parse().unwrap(), t, t)
+                .unwrap_err()
+                .contains("only http://")
+        );
+        assert!(
+            Upstream::new(&"/relative".parse().unwrap(), t, t)
+                .unwrap_err()
+                .contains("no host")
+        );
+    }
+}
