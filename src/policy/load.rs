@@ -102,10 +102,11 @@ pub(super) fn load_dir(dir: &Path) -> Result<PolicySet, PolicyErrors> {
     let mut errors = Vec::new();
     for file in files {
         match std::fs::read_to_string(&file) {
-            Ok(text) => match parse_file(&file, &text) {
-                Ok(mut found) => policies.append(&mut found),
-                Err(mut found) => errors.append(&mut found),
-            },
+            Ok(text) => {
+                let (mut found, mut mistakes) = parse_file_lenient(&file, &text);
+                policies.append(&mut found);
+                errors.append(&mut mistakes);
+            }
             Err(e) => errors.push(PolicyError {
                 file,
                 line: 0,
@@ -125,6 +126,28 @@ pub(super) fn load_dir(dir: &Path) -> Result<PolicySet, PolicyErrors> {
 }
 
 pub(super) fn parse_file(file: &Path, text: &str) -> Result<Vec<Policy>, Vec<PolicyError>> {
+    let (policies, errors) = parse_file_lenient(file, text);
+    if errors.is_empty() {
+        Ok(policies)
+    } else {
+        Err(errors)
+    }
+}
+
+/// The valid policies of a file and the mistakes in the others: a set is
+/// only used when there are no mistakes, but the valid ones still take part
+/// in the duplicate check, so one run reports everything.
+fn parse_file_lenient(file: &Path, text: &str) -> (Vec<Policy>, Vec<PolicyError>) {
+    match parse_mapping(file, text) {
+        Ok(found) => found,
+        Err(errors) => (Vec::new(), errors),
+    }
+}
+
+fn parse_mapping(
+    file: &Path,
+    text: &str,
+) -> Result<(Vec<Policy>, Vec<PolicyError>), Vec<PolicyError>> {
     let lines = Lines::new(text);
     let error = |line: usize, field: &str, message: String| PolicyError {
         file: file.to_path_buf(),
@@ -137,7 +160,7 @@ pub(super) fn parse_file(file: &Path, text: &str) -> Result<Vec<Policy>, Vec<Pol
         vec![error(line, "yaml", e.to_string())]
     })?;
     let mapping = match root {
-        Value::Null => return Ok(Vec::new()),
+        Value::Null => return Ok((Vec::new(), Vec::new())),
         Value::Mapping(mapping) => mapping,
         _ => {
             return Err(vec![error(
@@ -170,11 +193,7 @@ pub(super) fn parse_file(file: &Path, text: &str) -> Result<Vec<Policy>, Vec<Pol
             policies.push(policy);
         }
     }
-    if errors.is_empty() {
-        Ok(policies)
-    } else {
-        Err(errors)
-    }
+    Ok((policies, errors))
 }
 
 /// Two policies for the same route shape and an overlapping method.

@@ -1,0 +1,130 @@
+//! The bundled example: the bookstore API behind folio with the repository's
+//! own `policies/`, as the README's quick start runs it.
+
+use std::time::Duration;
+
+use folio::PolicySet;
+use tokio::net::TcpListener;
+
+use crate::bookstore;
+use crate::support::{Folio, get, send, settings};
+
+async fn bookstore() -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let options = bookstore::Options {
+        latency: Duration::ZERO,
+        products: 50,
+    };
+    tokio::spawn(bookstore::serve(listener, options, async {
+        let _ = stopped.await;
+    }));
+    (addr, stop)
+}
+
+async fn origin_requests(origin: std::net::SocketAddr) -> u64 {
+    get(&format!("http://{origin}/_origin/stats"), &[])
+        .await
+        .json()["requests"]
+        .as_u64()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_bookstore_behind_folio_with_the_repository_policies() {
+    let (origin, _stop) = bookstore().await;
+    let policies = PolicySet::load_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/policies")).unwrap();
+    let folio = Folio::start_with_set(
+        settings(format!("http://{origin}").parse().unwrap()),
+        policies,
+    )
+    .await;
+
+    let first = get(
+        &folio.url("/api/v1/products/42"),
+        &[("x-tenant-id", "globex")],
+    )
+    .await;
+    assert_eq!(first.status, 200);
+    assert_eq!(first.x_cache(), "MISS");
+    assert_eq!(first.json()["tenant"], "globex");
+    let second = get(
+        &folio.url("/api/v1/products/42"),
+        &[("x-tenant-id", "globex")],
+    )
+    .await;
+    assert_eq!(second.x_cache(), "HIT");
+    assert_eq!(origin_requests(origin).await, 1);
+
+    let list = get(
+        &folio.url("/api/v1/products?category=fiction&per_page=5"),
+        &[],
+    )
+    .await;
+    assert_eq!(list.status, 200);
+    assert_eq!(
+        get(
+            &folio.url("/api/v1/products?per_page=5&category=fiction"),
+            &[]
+        )
+        .await
+        .x_cache(),
+        "HIT"
+    );
+    let categories = get(&folio.url("/api/v1/categories"), &[]).await;
+    assert_eq!(categories.header("cache-control"), "public, max-age=60");
+
+    // A write passes through, changes the data, and drops the cached GET.
+    let put = send(
+        "PUT",
+        &folio.url("/api/v1/products/42"),
+        &[("x-tenant-id", "globex")],
+        r#"{"name":"Renamed"}"#,
+    )
+    .await;
+    assert_eq!(put.status, 200);
+    let after = get(
+        &folio.url("/api/v1/products/42"),
+        &[("x-tenant-id", "globex")],
+    )
+    .await;
+    assert_eq!(after.x_cache(), "MISS");
+    assert_eq!(after.json()["name"], "Renamed");
+
+    // Carts are never cached; user profiles are cached per caller.
+    let cart = get(
+        &folio.url("/api/v1/cart"),
+        &[("authorization", "Bearer alice")],
+    )
+    .await;
+    assert_eq!(cart.x_cache(), "BYPASS");
+    let alice = get(
+        &folio.url("/api/v1/users/1"),
+        &[("authorization", "Bearer alice")],
+    )
+    .await;
+    assert_eq!(alice.status, 200);
+    assert_eq!(
+        alice.header("cache-control"),
+        "private, max-age=0, must-revalidate"
+    );
+    assert_eq!(
+        get(
+            &folio.url("/api/v1/users/1"),
+            &[("authorization", "Bearer alice")]
+        )
+        .await
+        .x_cache(),
+        "HIT"
+    );
+    assert_eq!(
+        get(
+            &folio.url("/api/v1/users/1"),
+            &[("authorization", "Bearer bob")]
+        )
+        .await
+        .x_cache(),
+        "MISS"
+    );
+}

@@ -1,0 +1,18 @@
+//! Integration tests: the real folio server, in process, in front of real
+//! HTTP upstreams and real `redis-server` processes, all on loopback.
+//! One test binary (see STYLE.md); each module is a group of scenarios.
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
+
+mod support;
+
+#[path = "../../examples/bookstore.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod bookstore;
+
+mod bookstore_e2e;
+mod cache_flow;
+mod failures;
+mod forwarding;
+mod policies_cli;
+mod shared_l2;
+mod stale;

@@ -1,0 +1,114 @@
+//! L2: several folio instances share one Redis; Redis failing costs nothing
+//! but the hits it would have given.
+
+use std::time::{Duration, Instant};
+
+use crate::support::{Folio, TestRedis, TestUpstream, eventually, get, settings};
+
+const POLICY: &str = "\"/api/v1/products/{id}\":\n  cache_ttl: 1h\n";
+
+async fn folio_with_redis(upstream: &TestUpstream, redis: &TestRedis) -> Folio {
+    let mut settings = settings(upstream.uri());
+    settings.redis = Some(redis.url.clone());
+    Folio::start_with(settings, POLICY).await
+}
+
+#[tokio::test]
+async fn an_entry_stored_by_one_instance_is_an_l2_hit_on_another() {
+    let redis = TestRedis::start().await;
+    let upstream = TestUpstream::json(r#"{"id":1,"shared":true}"#).await;
+    let a = folio_with_redis(&upstream, &redis).await;
+    let b = folio_with_redis(&upstream, &redis).await;
+
+    assert_eq!(
+        get(&a.url("/api/v1/products/1"), &[("x-tenant-id", "acme")])
+            .await
+            .x_cache(),
+        "MISS"
+    );
+    // The L2 write happens after the response, in the background.
+    eventually(Duration::from_secs(5), "entry written to Redis", || async {
+        !redis.keys().await.is_empty()
+    })
+    .await;
+    let keys = redis.keys().await;
+    assert!(
+        keys[0].starts_with("folio:v1:") && keys[0].len() == "folio:v1:".len() + 64,
+        "{keys:?}"
+    );
+
+    let from_l2 = get(&b.url("/api/v1/products/1"), &[("x-tenant-id", "acme")]).await;
+    assert_eq!(from_l2.x_cache(), "HIT");
+    assert_eq!(from_l2.header("x-cache-layer"), "L2");
+    assert_eq!(from_l2.text(), r#"{"id":1,"shared":true}"#);
+    let promoted = get(&b.url("/api/v1/products/1"), &[("x-tenant-id", "acme")]).await;
+    assert_eq!(promoted.header("x-cache-layer"), "L1", "an L2 hit fills L1");
+    let other_tenant = get(&b.url("/api/v1/products/1"), &[("x-tenant-id", "globex")]).await;
+    assert_eq!(other_tenant.x_cache(), "MISS", "L2 is tenant-keyed too");
+    assert_eq!(upstream.hits("/api/v1/products/1"), 2);
+}
+
+#[tokio::test]
+async fn redis_killed_mid_run_requests_still_succeed_and_l2_comes_back() {
+    let mut redis = TestRedis::start().await;
+    let upstream = TestUpstream::json(r#"{"ok":true}"#).await;
+    let folio = folio_with_redis(&upstream, &redis).await;
+    for id in 0..5 {
+        assert_eq!(
+            get(&folio.url(&format!("/api/v1/products/{id}")), &[])
+                .await
+                .status,
+            200
+        );
+    }
+    redis.kill();
+    let started = Instant::now();
+    for round in 0..3 {
+        for id in 0..10 {
+            let got = get(&folio.url(&format!("/api/v1/products/{id}")), &[]).await;
+            assert_eq!(got.status, 200, "round {round}, id {id}, with Redis down");
+        }
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "a dead Redis must not slow requests to a crawl"
+    );
+    assert_eq!(
+        get(&folio.url("/api/v1/products/3"), &[]).await.x_cache(),
+        "HIT",
+        "L1 keeps serving"
+    );
+
+    redis.restart().await;
+    // folio reconnects by itself: new entries reach the new Redis.
+    let mut id = 100;
+    eventually(
+        Duration::from_secs(10),
+        "L2 written again after Redis restarted",
+        || {
+            id += 1;
+            let url = folio.url(&format!("/api/v1/products/{id}"));
+            let redis = &redis;
+            async move {
+                get(&url, &[]).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                !redis.keys().await.is_empty()
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn folio_starts_and_serves_when_redis_is_down_from_the_start() {
+    let mut redis = TestRedis::start().await;
+    redis.kill();
+    let upstream = TestUpstream::json("{}").await;
+    let folio = folio_with_redis(&upstream, &redis).await;
+    let got = get(&folio.url("/api/v1/products/1"), &[]).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(
+        get(&folio.url("/api/v1/products/1"), &[]).await.x_cache(),
+        "HIT"
+    );
+}

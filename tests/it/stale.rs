@@ -1,0 +1,75 @@
+//! Stale windows: serve stale while refreshing, or when the upstream fails.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use crate::support::{Folio, Reply, TestUpstream, eventually, get};
+
+#[tokio::test]
+async fn stale_while_revalidate_answers_at_once_and_refreshes_in_the_background() {
+    let version = Arc::new(AtomicUsize::new(1));
+    let served = Arc::clone(&version);
+    let upstream = TestUpstream::start(move |_| {
+        Reply::json(format!(r#"{{"v":{}}}"#, served.load(Ordering::SeqCst)))
+    })
+    .await;
+    let folio = Folio::start(
+        &upstream,
+        "\"/s\":\n  cache_ttl: 1s\n  stale_while_revalidate: 1m\n",
+    )
+    .await;
+    assert_eq!(get(&folio.url("/s"), &[]).await.json()["v"], 1);
+    version.store(2, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    let stale = get(&folio.url("/s"), &[]).await;
+    assert_eq!(stale.x_cache(), "STALE");
+    assert_eq!(stale.json()["v"], 1, "the stale answer, without waiting");
+    assert!(
+        stale
+            .header("cache-status")
+            .contains("stale-while-revalidate")
+    );
+    eventually(
+        Duration::from_secs(5),
+        "background refresh stored v2",
+        || async {
+            let got = get(&folio.url("/s"), &[]).await;
+            got.x_cache() == "HIT" && got.json()["v"] == 2
+        },
+    )
+    .await;
+    assert_eq!(upstream.hits("/s"), 2, "one refresh");
+}
+
+#[tokio::test]
+async fn stale_if_error_answers_when_the_upstream_fails() {
+    let upstream = TestUpstream::json(r#"{"v":"good"}"#).await;
+    let folio = Folio::start(
+        &upstream,
+        "\"/s\":\n  cache_ttl: 1s\n  stale_if_error: 1m\n\"/t\":\n  cache_ttl: 1s\n",
+    )
+    .await;
+    get(&folio.url("/s"), &[]).await;
+    get(&folio.url("/t"), &[]).await;
+    upstream.answer(|_| Reply::json(r#"{"error":"db down"}"#).status(503));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    let stale = get(&folio.url("/s"), &[]).await;
+    assert_eq!(stale.status, 200);
+    assert_eq!(stale.x_cache(), "STALE");
+    assert_eq!(stale.json()["v"], "good");
+    assert!(stale.header("cache-status").contains("stale-if-error"));
+
+    let no_window = get(&folio.url("/t"), &[]).await;
+    assert_eq!(
+        no_window.status, 503,
+        "without stale_if_error the failure passes through"
+    );
+    assert_eq!(
+        no_window.x_cache(),
+        "MISS",
+        "an entry past every window is gone"
+    );
+}

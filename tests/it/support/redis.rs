@@ -1,0 +1,120 @@
+//! `TestRedis`: a real `redis-server` per test, on a unix socket in a fresh
+//! temporary directory (no TCP port, so no port races and nothing off the
+//! machine). Killed on drop.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+#[derive(Debug)]
+pub(crate) struct TestRedis {
+    child: Option<Child>,
+    dir: PathBuf,
+    pub(crate) url: String,
+}
+
+impl TestRedis {
+    pub(crate) async fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "folio-it-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("redis+unix://{}", dir.join("redis.sock").display());
+        let mut redis = Self {
+            child: None,
+            dir,
+            url,
+        };
+        redis.spawn().await;
+        redis
+    }
+
+    async fn spawn(&mut self) {
+        let socket = self.dir.join("redis.sock");
+        let _ = std::fs::remove_file(&socket);
+        let child = Command::new("redis-server")
+            .args(["--port", "0", "--unixsocket"])
+            .arg(&socket)
+            .args(["--unixsocketperm", "700", "--save", "", "--appendonly", "no", "--dir"])
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start redis-server ({e}). Install it with `apt-get install -y redis-server`; \
+                     the README's test command (scripts/test.sh) does this for you"
+                )
+            });
+        self.child = Some(child);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if self.ping().await {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "redis-server did not come up on {}",
+                self.url
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn connection(&self) -> Option<redis::aio::MultiplexedConnection> {
+        let client = redis::Client::open(self.url.as_str()).ok()?;
+        tokio::time::timeout(
+            Duration::from_secs(1),
+            client.get_multiplexed_async_connection(),
+        )
+        .await
+        .ok()?
+        .ok()
+    }
+
+    async fn ping(&self) -> bool {
+        let Some(mut conn) = self.connection().await else {
+            return false;
+        };
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .is_ok()
+    }
+
+    /// The keys Redis holds now.
+    pub(crate) async fn keys(&self) -> Vec<String> {
+        let mut conn = self.connection().await.expect("redis is not reachable");
+        redis::cmd("KEYS")
+            .arg("*")
+            .query_async(&mut conn)
+            .await
+            .unwrap()
+    }
+
+    /// Stops the server (as a crash would).
+    pub(crate) fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same socket, empty.
+    pub(crate) async fn restart(&mut self) {
+        self.kill();
+        self.spawn().await;
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
