@@ -2,7 +2,7 @@
 //!
 //! # Reading order
 //! The modules in the order a request meets them:
-//! - [`server`](crate::server): accept loop, HTTP/1.1 + h2c, graceful shutdown;
+//! - `server`: accept loop, HTTP/1.1 + h2c, graceful shutdown;
 //! - `proxy`: the pipeline, top to bottom (start here);
 //! - `policy`: endpoint policies from YAML, route matching;
 //! - `settings`: process settings, where the tenant comes from;
