@@ -3,7 +3,7 @@
 
 pub(crate) mod entry;
 mod l1;
-mod l2;
+pub(crate) mod l2;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 use entry::Entry;
 use l1::L1;
 use l2::L2;
+pub(crate) use l2::RedisTarget;
 
 use crate::key::CacheKey;
 
@@ -37,14 +38,16 @@ pub(crate) struct Cache {
 }
 
 impl Cache {
-    /// `l1_capacity` 0 turns L1 off; `redis_url` `None` turns L2 off.
+    /// `l1_capacity` 0 turns L1 off; `redis` `None` turns L2 off.
     pub(crate) fn new(
         l1_capacity: u64,
-        redis_url: Option<&str>,
+        redis: Option<&RedisTarget>,
         l2_timeout: Duration,
     ) -> Result<Self, redis::RedisError> {
         let l1 = (l1_capacity > 0).then(|| L1::new(l1_capacity));
-        let l2 = redis_url.map(|url| L2::new(url, l2_timeout)).transpose()?;
+        let l2 = redis
+            .map(|target| L2::new(target, l2_timeout))
+            .transpose()?;
         Ok(Self { l1, l2 })
     }
 
@@ -85,14 +88,27 @@ impl Cache {
         }
     }
 
-    /// Removes `key` from every tier.
-    pub(crate) async fn remove(&self, key: &CacheKey) {
-        if let Some(l1) = &self.l1 {
-            l1.remove(key).await;
+    /// Removes `key` from this instance's L1 only (another instance told us).
+    pub(crate) async fn remove_local(&self, key: &CacheKey) -> bool {
+        match &self.l1 {
+            Some(l1) => l1.remove(key).await,
+            None => false,
         }
-        if let Some(l2) = &self.l2 {
-            l2.remove(key).await;
-        }
+    }
+
+    /// Removes `key` from L1 and L2; whether any tier held it.
+    pub(crate) async fn remove(&self, key: &CacheKey) -> bool {
+        let local = self.remove_local(key).await;
+        let shared = match &self.l2 {
+            Some(l2) => l2.remove(key).await,
+            None => false,
+        };
+        local || shared
+    }
+
+    /// The shared tier, for the invalidation bus.
+    pub(crate) fn l2(&self) -> Option<&L2> {
+        self.l2.as_ref()
     }
 
     pub(crate) fn describe(&self) -> String {

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use sha2::{Digest, Sha256};
 
+use crate::invalidation::MAX_ENTRY_LIFETIME;
 use crate::policy::Policy;
 
 /// The directives of all `Cache-Control` lines of a message.
@@ -164,11 +165,15 @@ pub(crate) fn lifetime(
         }
     };
     let _ = now;
+    // No entry outlives the purge marks that could cover it.
+    let fresh_for = fresh_for.min(MAX_ENTRY_LIFETIME);
+    let room = MAX_ENTRY_LIFETIME - fresh_for;
     Ok(Lifetime {
         fresh_for,
         initial_age,
-        stale_while_revalidate: window(policy.stale_while_revalidate, cc.stale_while_revalidate),
-        stale_if_error: window(policy.stale_if_error, cc.stale_if_error),
+        stale_while_revalidate: window(policy.stale_while_revalidate, cc.stale_while_revalidate)
+            .min(room),
+        stale_if_error: window(policy.stale_if_error, cc.stale_if_error).min(room),
     })
 }
 

@@ -82,6 +82,13 @@ impl CacheKey {
         hex::encode(self.0)
     }
 
+    /// Parses 64 hex digits, as `hex` writes them.
+    pub(crate) fn from_hex(text: &str) -> Option<Self> {
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(text, &mut bytes).ok()?;
+        Some(Self(bytes))
+    }
+
     /// The first 12 hex digits, for logs.
     pub(crate) fn short(&self) -> String {
         hex::encode(&self.0[..6])

@@ -42,8 +42,20 @@ struct ServeArgs {
     #[arg(long, env = "FOLIO_POLICIES", default_value = "policies")]
     policies: PathBuf,
     /// Redis URL for the shared L2 tier (redis://host:port, redis+unix:///path). Off when absent.
-    #[arg(long, env = "FOLIO_REDIS")]
+    #[arg(long, env = "FOLIO_REDIS", conflicts_with = "redis_cluster")]
     redis: Option<String>,
+    /// Redis Cluster nodes for L2, comma-separated (redis://host:port,...).
+    #[arg(long, env = "FOLIO_REDIS_CLUSTER", value_delimiter = ',')]
+    redis_cluster: Vec<String>,
+    /// Address of the admin API (purge, events, health); "off" to disable.
+    #[arg(long, env = "FOLIO_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
+    admin_listen: String,
+    /// Bearer token of operators: may purge for any tenant. Without any token, the admin API accepts mutations from loopback only.
+    #[arg(long, env = "FOLIO_ADMIN_TOKEN")]
+    admin_token: Option<String>,
+    /// A tenant's own token, TENANT=TOKEN (repeat, or comma-separate in the variable): may purge that tenant only.
+    #[arg(long, env = "FOLIO_TENANT_TOKENS", value_delimiter = ',', value_parser = tenant_token)]
+    tenant_token: Vec<(String, String)>,
     /// L1 (in-process) budget: bytes or 256MB, 1GB; 0 turns L1 off.
     #[arg(long, env = "FOLIO_L1_CAPACITY", default_value = "256MB", value_parser = parse_size)]
     l1_capacity: u64,
@@ -112,6 +124,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let mut settings = Settings::new(upstream);
     settings.redis = args.redis;
+    settings.redis_cluster = args.redis_cluster;
+    settings.admin.operator_token = args.admin_token;
+    settings.admin.tenant_tokens = args.tenant_token;
     settings.l1_capacity = args.l1_capacity;
     settings.tenant = args.tenant;
     settings.upstream_timeout = args.upstream_timeout;
@@ -126,15 +141,42 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let address = listener.local_addr()?;
+        let admin = match args.admin_listen.as_str() {
+            "off" => None,
+            addr => {
+                let addr: SocketAddr = addr
+                    .parse()
+                    .with_context(|| format!("--admin-listen '{addr}' is not an address"))?;
+                let admin = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                    format!("cannot listen on {addr} for the admin API (--admin-listen)")
+                })?;
+                println!("folio admin API on http://{}", admin.local_addr()?);
+                Some(admin)
+            }
+        };
         println!(
             "folio listening on http://{address} -> {} ({} policies from {})",
             settings.upstream,
             policies.len(),
             args.policies.display()
         );
-        folio::run(listener, settings, policies, shutdown_signal()).await?;
+        let listeners = folio::Listeners {
+            proxy: listener,
+            admin,
+        };
+        folio::run(listeners, settings, policies, shutdown_signal()).await?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// `TENANT=TOKEN`.
+fn tenant_token(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((tenant, token)) if !token.is_empty() => {
+            Ok((tenant.trim().to_owned(), token.trim().to_owned()))
+        }
+        _ => Err(format!("expected TENANT=TOKEN, got '{text}'")),
+    }
 }
 
 /// Resolves on ctrl-c or SIGTERM.

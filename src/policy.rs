@@ -69,6 +69,11 @@ pub(crate) struct Policy {
     pub(crate) private: bool,
     pub(crate) tags: Vec<Vec<TagPart>>,
     pub(crate) invalidate_on: Vec<Box<str>>,
+    /// Events raised when a write to this route succeeds (2xx), with the
+    /// route's parameters: `PUT|PATCH|DELETE /products/{id}` → `product_update`.
+    pub(crate) events: Vec<Box<str>>,
+    /// After a purge of this endpoint's entries, refetch the most requested.
+    pub(crate) rewarm: bool,
     /// What clients are told; `None` passes the upstream's `Cache-Control`.
     pub(crate) cache_control: Option<HeaderValue>,
     pub(crate) cache_statuses: Vec<StatusCode>,
@@ -132,6 +137,11 @@ impl PolicySet {
         }
         let policies = policies.into_iter().map(Arc::new).collect();
         Ok(Self { policies, router })
+    }
+
+    /// Every policy, in file order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Arc<Policy>> {
+        self.policies.iter()
     }
 
     /// How many policies the set holds.

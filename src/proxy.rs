@@ -1,17 +1,21 @@
 //! The request pipeline, top to bottom:
 //!
-//! 1. unsafe methods pass to the upstream; a 2xx/3xx answer drops the cached
-//!    GET of the same URI (RFC 9111 §4.4);
+//! 1. unsafe methods pass to the upstream; a 2xx/3xx answer purges the
+//!    cached GETs of the same path on every instance (RFC 9111 §4.4), and a
+//!    2xx raises the route's events before the client gets its answer;
 //! 2. the policy for the route decides whether the cache is used at all;
 //! 3. the key (tenant, path, kept query, varied headers) is built;
-//! 4. L1, then L2, are asked; a fresh entry answers (`HIT`), a stale one may
-//!    answer while a background refresh runs (`STALE`);
+//! 4. L1, then L2, are asked; an entry a purge covers is ignored; a fresh
+//!    entry answers (`HIT`), a stale or soft-purged one may answer while a
+//!    background refresh runs (`STALE`);
 //! 5. otherwise one request per key fetches from the upstream (single
-//!    flight), the answer is stored if the policy and the upstream allow, and
-//!    every waiting request gets it (`MISS`);
+//!    flight), the answer is stored if the policy and the upstream allow and
+//!    no purge came while it was fetched, and every waiting request gets it
+//!    (`MISS`);
 //! 6. if the upstream fails, a stale entry within `stale_if_error` answers;
 //!    else a 502/504 with a JSON body.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -20,7 +24,7 @@ use arc_swap::ArcSwap;
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
 use hyper::body::Incoming;
-use tracing::{Level, info};
+use tracing::{Level, info, warn};
 
 use crate::body::Body;
 use crate::cache::entry::{Entry, Freshness};
@@ -28,9 +32,11 @@ use crate::cache::{Cache, Layer};
 use crate::error::ProxyError;
 use crate::flight::{Flights, Outcome, Role};
 use crate::freshness::{self, Lifetime, NotStored};
-use crate::key::{CacheKey, query_pairs};
+use crate::invalidation::{Invalidator, Mark, Scope, Verdict, route_tag, scopes_for_event};
+use crate::key::{CacheKey, normalize_path, query_pairs};
 use crate::outcome::{BypassReason, CACHE_STATUS, Forward, Served, X_CACHE, X_CACHE_LAYER};
 use crate::policy::{Policy, PolicySet, TagPart};
+use crate::rewarm::Hot;
 use crate::settings::TenantSource;
 use crate::upstream::{self, Collected, Upstream};
 
@@ -49,6 +55,8 @@ pub(crate) struct State {
     pub(crate) flights: Arc<Flights>,
     pub(crate) upstream: Upstream,
     pub(crate) tenant: TenantSource,
+    pub(crate) invalidator: Arc<Invalidator>,
+    pub(crate) hot: Hot,
 }
 
 /// Serves one request; never fails (errors are JSON responses).
@@ -92,16 +100,8 @@ async fn serve(state: &Arc<State>, request: Request<Incoming>, client: IpAddr) -
     let (parts, body) = request.into_parts();
 
     if !is_safe(&parts.method) {
-        let invalidates = cached_key_of_target(state, &policies, &parts);
-        return pass(
-            state,
-            parts,
-            body,
-            client,
-            BypassReason::Method,
-            invalidates,
-        )
-        .await;
+        let effects = WriteEffects::of(state, &policies, &parts);
+        return pass(state, parts, body, client, BypassReason::Method, effects).await;
     }
     let Some(matched) = policies.match_request(&parts.method, parts.uri.path()) else {
         return pass(state, parts, body, client, BypassReason::NoPolicy, None).await;
@@ -130,17 +130,30 @@ async fn serve(state: &Arc<State>, request: Request<Incoming>, client: IpAddr) -
         &parts.headers,
         policy,
     );
+    if policy.rewarm {
+        state.hot.touch(key, || {
+            Fill::new(policy, key, &tenant, &matched.params, &parts, client)
+        });
+    }
 
     let now = SystemTime::now();
     let mut forward = Forward::UriMiss;
     let mut stale = None;
     if let Some((entry, layer)) = state.cache.lookup(&key, now).await {
+        let verdict = state.invalidator.verdict(&key, &entry);
         if *entry.tenant != *tenant {
             // Cannot happen short of a SHA-256 collision; never serve it.
+        } else if verdict == Verdict::Purged {
+            state.cache.remove_local(&key).await; // free the memory; L2 expires by itself
         } else if !entry.vary_matches(&parts.headers) {
             forward = Forward::VaryMiss;
         } else {
-            match entry.freshness(now) {
+            let freshness = match (entry.freshness(now), verdict) {
+                // A soft purge makes a fresh entry stale-while-revalidate.
+                (Freshness::Fresh, Verdict::Stale) => Freshness::StaleWhileRevalidate,
+                (freshness, _) => freshness,
+            };
+            match freshness {
                 Freshness::Fresh => {
                     return respond(&parts, policy, &entry, Served::Hit(layer), now);
                 }
@@ -178,20 +191,80 @@ fn carries_credentials(headers: &HeaderMap) -> bool {
     headers.contains_key(header::AUTHORIZATION) || headers.contains_key(header::COOKIE)
 }
 
-/// The key a GET of this request's URI would be cached under, if any.
-fn cached_key_of_target(state: &State, policies: &PolicySet, parts: &Parts) -> Option<CacheKey> {
-    let matched = policies.match_request(&Method::GET, parts.uri.path())?;
-    if !matched.policy.cache {
+/// What a write does to the cache once the upstream accepts it.
+#[derive(Debug)]
+struct WriteEffects {
+    tenant: Box<str>,
+    /// The written path: its cached GETs are purged on a 2xx or 3xx.
+    path: Box<str>,
+    /// Scopes of the events the route raises, purged on a 2xx.
+    events: Vec<Scope>,
+}
+
+impl WriteEffects {
+    fn of(state: &State, policies: &PolicySet, parts: &Parts) -> Option<Self> {
+        let tenant = state.tenant.tenant(parts).ok()?;
+        let mut events = Vec::new();
+        if let Some(rule) = policies.match_request(&parts.method, parts.uri.path()) {
+            let params: HashMap<String, String> = rule
+                .params
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+            for event in &rule.policy.events {
+                events.extend(scopes_for_event(policies, event, &params));
+            }
+        }
+        Some(Self {
+            tenant: tenant.into(),
+            path: normalize_path(parts.uri.path()).into(),
+            events,
+        })
+    }
+
+    /// Purges, everywhere, what the answer `status` (with `headers`) invalidates.
+    async fn apply(self, state: &State, status: StatusCode, headers: &HeaderMap) {
+        if !(status.is_success() || status.is_redirection()) {
+            return;
+        }
+        let mut scopes = vec![Scope::Path(self.path)];
+        // The URIs the answer names on this host are written too (RFC 9111 §4.4).
+        for name in [header::LOCATION, header::CONTENT_LOCATION] {
+            if let Some(path) = headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(local_path)
+            {
+                scopes.push(Scope::Path(normalize_path(&path).into()));
+            }
+        }
+        if status.is_success() {
+            scopes.extend(self.events);
+        }
+        let at = state.invalidator.now_ms();
+        let marks: Vec<Mark> = scopes
+            .into_iter()
+            .map(|scope| Mark {
+                tenant: Some(self.tenant.clone()),
+                scope,
+                at,
+                soft: false,
+            })
+            .collect();
+        if let Err(error) = state.invalidator.purge(&marks).await {
+            warn!(%error, "a write's invalidation did not reach every instance");
+        }
+    }
+}
+
+/// The path of a relative URI reference (we cannot tell which hosts are
+/// ours, so absolute URIs are left alone).
+fn local_path(reference: &str) -> Option<String> {
+    let uri: Uri = reference.parse().ok()?;
+    if uri.authority().is_some() {
         return None;
     }
-    let tenant = state.tenant.tenant(parts).ok()?;
-    Some(CacheKey::new(
-        &tenant,
-        parts.uri.path(),
-        parts.uri.query(),
-        &parts.headers,
-        matched.policy,
-    ))
+    Some(uri.path().to_owned()).filter(|p| p.starts_with('/'))
 }
 
 /// Forwards a request untouched by the cache, streaming both bodies.
@@ -201,7 +274,7 @@ async fn pass(
     body: Incoming,
     client: IpAddr,
     reason: BypassReason,
-    invalidates: Option<CacheKey>,
+    effects: Option<WriteEffects>,
 ) -> Response<Body> {
     let served = Served::Bypass(reason);
     let Parts {
@@ -222,12 +295,10 @@ async fn pass(
     match state.upstream.send(request).await {
         Ok(response) => {
             let status = response.status();
-            if let Some(key) = invalidates
-                && (status.is_success() || status.is_redirection())
-            {
-                state.cache.remove(&key).await;
-            }
             let (mut head, body) = response.into_parts();
+            if let Some(effects) = effects {
+                effects.apply(state, status, &head.headers).await;
+            }
             upstream::strip_hop_by_hop(&mut head.headers);
             upstream::append_via(&mut head.headers);
             served.annotate(&mut head.headers, None, Some(status.as_u16()));
@@ -244,12 +315,13 @@ fn error_response(error: &ProxyError, served: Served) -> Response<Body> {
 }
 
 /// Everything a fetch needs, owned, so a background refresh can take it.
-#[derive(Debug)]
-struct Fill {
+#[derive(Debug, Clone)]
+pub(crate) struct Fill {
     policy: Arc<Policy>,
     key: CacheKey,
-    tenant: Box<str>,
-    tags: Vec<Box<str>>,
+    pub(crate) tenant: Box<str>,
+    pub(crate) path: Box<str>,
+    pub(crate) tags: Vec<Box<str>>,
     uri: Uri,
     headers: HeaderMap,
     client: IpAddr,
@@ -268,6 +340,7 @@ impl Fill {
             policy: Arc::clone(policy),
             key,
             tenant: tenant.into(),
+            path: normalize_path(parts.uri.path()).into(),
             tags: render_tags(policy, params, parts.uri.query()),
             uri: parts.uri.clone(),
             headers: parts.headers.clone(),
@@ -276,9 +349,10 @@ impl Fill {
     }
 }
 
-/// The policy's tag templates filled in from this request.
+/// The policy's tag templates filled in from this request, and the tag of
+/// the whole endpoint.
 fn render_tags(policy: &Policy, params: &[(&str, &str)], query: Option<&str>) -> Vec<Box<str>> {
-    policy
+    let mut tags: Vec<Box<str>> = policy
         .tags
         .iter()
         .map(|template| {
@@ -303,7 +377,9 @@ fn render_tags(policy: &Policy, params: &[(&str, &str)], query: Option<&str>) ->
             }
             tag.into_boxed_str()
         })
-        .collect()
+        .collect();
+    tags.push(route_tag(policy));
+    tags
 }
 
 /// The result of asking the upstream on behalf of the cache.
@@ -332,6 +408,7 @@ async fn fetch(state: &State, fill: &Fill) -> Result<Fetched, ProxyError> {
         state
             .upstream
             .request(Method::GET, fill.uri.path_and_query(), headers, Body::Empty)?;
+    let requested_at = state.invalidator.now();
     let response = state.upstream.send(request).await?;
     let now = SystemTime::now();
     let (mut head, body) = response.into_parts();
@@ -366,9 +443,10 @@ async fn fetch(state: &State, fill: &Fill) -> Result<Fetched, ProxyError> {
                 NotStored::TooLarge,
             ))
         }
-        Collected::Complete(bytes) => Ok(Fetched::Entry(Arc::new(make_entry(
-            fill, head, bytes, lifetime, now,
-        )))),
+        Collected::Complete(bytes) => {
+            let entry = make_entry(fill, head, bytes, lifetime, requested_at, now);
+            Ok(Fetched::Entry(Arc::new(entry)))
+        }
     }
 }
 
@@ -377,6 +455,7 @@ fn make_entry(
     head: http::response::Parts,
     body: bytes::Bytes,
     lifetime: Lifetime,
+    requested_at: SystemTime,
     now: SystemTime,
 ) -> Entry {
     let mut headers = head.headers;
@@ -413,12 +492,14 @@ fn make_entry(
         headers,
         body,
         etag,
+        requested_at,
         stored_at: now,
         fresh_until: now + lifetime.fresh_for,
         initial_age: lifetime.initial_age,
         stale_while_revalidate: lifetime.stale_while_revalidate,
         stale_if_error: lifetime.stale_if_error,
         tenant: fill.tenant.clone(),
+        path: fill.path.clone(),
         tags: fill.tags.clone(),
         vary,
     }
@@ -465,7 +546,20 @@ async fn fill_and_respond(
     let now = SystemTime::now();
     match fetched {
         Ok(Fetched::Entry(entry)) => {
-            state.cache.store(fill.key, Arc::clone(&entry), now).await;
+            if !store_unless_purged(state, &fill, &entry, now).await {
+                // Fetched before a purge landed: right for this client, whose
+                // request came first, but not to keep or to share.
+                if let Some(leader) = leader {
+                    leader.finish(Outcome::NotShareable);
+                }
+                return respond(
+                    parts,
+                    &fill.policy,
+                    &entry,
+                    miss(false, false, Some("purged-during-fill")),
+                    now,
+                );
+            }
             if let Some(leader) = leader {
                 leader.finish(Outcome::Shared(Arc::clone(&entry)));
             }
@@ -504,6 +598,21 @@ async fn fill_and_respond(
     }
 }
 
+/// Stores a fetched entry unless a purge that covers it arrived while it was
+/// being fetched (the generation check that keeps purged data out).
+async fn store_unless_purged(
+    state: &State,
+    fill: &Fill,
+    entry: &Arc<Entry>,
+    now: SystemTime,
+) -> bool {
+    if state.invalidator.verdict(&fill.key, entry) != Verdict::Valid {
+        return false;
+    }
+    state.cache.store(fill.key, Arc::clone(entry), now).await;
+    true
+}
+
 /// Statuses that let a stale entry answer under `stale-if-error` (RFC 5861 §4).
 fn is_upstream_failure(status: StatusCode) -> bool {
     matches!(status.as_u16(), 500 | 502 | 503 | 504)
@@ -536,25 +645,37 @@ fn stale_or_error(
     }
 }
 
-/// Refreshes a stale entry without anyone waiting; one refresh per key.
+/// Refreshes a stale entry without anyone waiting.
 fn refresh_in_background(state: &Arc<State>, fill: Fill) {
-    let Role::Leader(leader) = state.flights.join(fill.key) else {
-        return; // a refresh (or a fill) is already under way
-    };
     let state = Arc::clone(state);
-    tokio::spawn(async move {
-        match fetch(&state, &fill).await {
-            Ok(Fetched::Entry(entry)) => {
-                state
-                    .cache
-                    .store(fill.key, Arc::clone(&entry), SystemTime::now())
-                    .await;
+    tokio::spawn(async move { refetch(&state, fill).await });
+}
+
+/// Fetches and stores an entry with no client waiting (a refresh, a
+/// rewarm); one per key at a time. Whether a new entry was stored.
+pub(crate) async fn refetch(state: &Arc<State>, fill: Fill) -> bool {
+    let Role::Leader(leader) = state.flights.join(fill.key) else {
+        return false; // a fetch for this key is already under way
+    };
+    match fetch(state, &fill).await {
+        Ok(Fetched::Entry(entry)) => {
+            if store_unless_purged(state, &fill, &entry, SystemTime::now()).await {
                 leader.finish(Outcome::Shared(entry));
+                true
+            } else {
+                leader.finish(Outcome::NotShareable);
+                false
             }
-            Ok(Fetched::Response(..)) => leader.finish(Outcome::NotShareable),
-            Err(error) => leader.finish(Outcome::Failed(error)),
         }
-    });
+        Ok(Fetched::Response(..)) => {
+            leader.finish(Outcome::NotShareable);
+            false
+        }
+        Err(error) => {
+            leader.finish(Outcome::Failed(error));
+            false
+        }
+    }
 }
 
 /// An answer from a stored entry: 304 when the client's conditional matches,

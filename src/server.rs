@@ -1,10 +1,14 @@
-//! The listener: accepts connections, speaks HTTP/1.1 and h2c on each, and
-//! on shutdown stops accepting and lets in-flight requests finish (bounded).
+//! A listener: accepts connections, speaks HTTP/1.1 and h2c on each, hands
+//! every request to a handler (the proxy, or the admin API), and on shutdown
+//! stops accepting and lets in-flight requests finish (bounded).
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::Arc;
+use std::net::SocketAddr;
 use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -13,17 +17,20 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
-use crate::proxy::{self, State};
+use crate::body::Body;
 
 /// Longest a client may take to send a request's headers (slowloris guard).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-pub(crate) async fn serve(
+pub(crate) async fn serve<H, F>(
     listener: TcpListener,
-    state: Arc<State>,
+    handler: H,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
-) {
+) where
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -45,10 +52,10 @@ pub(crate) async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let state = Arc::clone(&state);
+                let handler = handler.clone();
                 let service = service_fn(move |request| {
-                    let state = Arc::clone(&state);
-                    async move { Ok::<_, Infallible>(proxy::handle(state, request, peer).await) }
+                    let response = handler(request, peer);
+                    async move { Ok::<_, Infallible>(response.await) }
                 });
                 let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                 let connection = graceful.watch(connection);

@@ -25,12 +25,16 @@ pub struct Settings {
     pub l1_capacity: u64,
     /// Redis URL for L2 (`redis://…`, `redis+unix:///…`); `None` turns L2 off.
     pub redis: Option<String>,
+    /// Nodes of a Redis Cluster for L2 (instead of `redis`).
+    pub redis_cluster: Vec<String>,
     /// Longest wait for one Redis command; then a miss.
     pub l2_timeout: Duration,
     /// Where the tenant of a request comes from.
     pub tenant: TenantSource,
     /// How long in-flight requests may finish after shutdown begins.
     pub shutdown_grace: Duration,
+    /// Who may purge through the admin API.
+    pub admin: crate::AdminAuth,
 }
 
 impl Settings {
@@ -42,9 +46,11 @@ impl Settings {
             connect_timeout: Duration::from_secs(2),
             l1_capacity: 256 << 20,
             redis: None,
+            redis_cluster: Vec::new(),
             l2_timeout: Duration::from_millis(50),
             tenant: TenantSource::default(),
             shutdown_grace: Duration::from_secs(10),
+            admin: crate::AdminAuth::default(),
         }
     }
 }

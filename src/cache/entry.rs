@@ -2,8 +2,9 @@
 //! binary encoding for Redis.
 //!
 //! Layout (all integers little-endian), version 1:
-//! `u8 version | u16 status | u64 stored_at_ms | u64 fresh_until_ms |
-//!  u32 initial_age_s | u32 swr_s | u32 sie_s | str etag | str tenant |
+//! `u8 version | u16 status | u64 requested_at_ms | u64 stored_at_ms |
+//!  u64 fresh_until_ms | u32 initial_age_s | u32 swr_s | u32 sie_s |
+//!  str etag | str tenant | str path |
 //!  u16 n, str × n tags | u16 n, (str name, u8 present, str value) × n vary |
 //!  u16 n, (str name, bytes value) × n headers | rest: body`
 //! where `str` is `u16 length + bytes` and `bytes` is `u32 length + bytes`.
@@ -30,6 +31,9 @@ pub(crate) struct Entry {
     pub(crate) headers: HeaderMap,
     pub(crate) body: Bytes,
     pub(crate) etag: HeaderValue,
+    /// When the fill that produced the entry asked the upstream, on the
+    /// shared clock: purge marks at or after it cover the entry.
+    pub(crate) requested_at: SystemTime,
     pub(crate) stored_at: SystemTime,
     pub(crate) fresh_until: SystemTime,
     /// The upstream's `Age` when it answered.
@@ -37,6 +41,9 @@ pub(crate) struct Entry {
     pub(crate) stale_while_revalidate: Duration,
     pub(crate) stale_if_error: Duration,
     pub(crate) tenant: Box<str>,
+    /// The normalized request path, for path and prefix purges.
+    pub(crate) path: Box<str>,
+    /// The policy's tags, rendered, plus `route:<policy>`.
     pub(crate) tags: Vec<Box<str>>,
     /// Request header values the upstream's `Vary` named, beyond those the
     /// policy keys on: the entry only answers requests with the same values.
@@ -96,6 +103,11 @@ impl Entry {
             .all(|(name, stored)| headers.get(name) == stored.as_ref())
     }
 
+    /// `requested_at` in milliseconds since the epoch, as purge marks count.
+    pub(crate) fn requested_at_ms(&self) -> u64 {
+        unix_ms(self.requested_at)
+    }
+
     /// Bytes the entry occupies in memory, roughly; L1's weigher.
     pub(crate) fn weight(&self) -> u32 {
         let headers: usize = self
@@ -114,6 +126,7 @@ impl Entry {
         let mut out = BytesMut::with_capacity(self.body.len() + 512);
         out.put_u8(VERSION);
         out.put_u16_le(self.status.as_u16());
+        out.put_u64_le(unix_ms(self.requested_at));
         out.put_u64_le(unix_ms(self.stored_at));
         out.put_u64_le(unix_ms(self.fresh_until));
         out.put_u32_le(secs32(self.initial_age));
@@ -121,6 +134,7 @@ impl Entry {
         out.put_u32_le(secs32(self.stale_if_error));
         put_str(&mut out, self.etag.as_bytes());
         put_str(&mut out, self.tenant.as_bytes());
+        put_str(&mut out, self.path.as_bytes());
         out.put_u16_le(count16(self.tags.len()));
         for tag in self.tags.iter().take(usize::from(u16::MAX)) {
             put_str(&mut out, tag.as_bytes());
@@ -149,6 +163,7 @@ impl Entry {
             return None;
         }
         let status = StatusCode::from_u16(take_u16(&mut buf)?).ok()?;
+        let requested_at = from_unix_ms(take_u64(&mut buf)?);
         let stored_at = from_unix_ms(take_u64(&mut buf)?);
         let fresh_until = from_unix_ms(take_u64(&mut buf)?);
         let initial_age = Duration::from_secs(take_u32(&mut buf)?.into());
@@ -156,6 +171,7 @@ impl Entry {
         let stale_if_error = Duration::from_secs(take_u32(&mut buf)?.into());
         let etag = HeaderValue::from_maybe_shared(take_str(&mut buf)?).ok()?;
         let tenant = std::str::from_utf8(&take_str(&mut buf)?).ok()?.into();
+        let path = std::str::from_utf8(&take_str(&mut buf)?).ok()?.into();
         let mut tags = Vec::new();
         for _ in 0..take_u16(&mut buf)? {
             tags.push(std::str::from_utf8(&take_str(&mut buf)?).ok()?.into());
@@ -185,19 +201,21 @@ impl Entry {
             headers,
             body: buf,
             etag,
+            requested_at,
             stored_at,
             fresh_until,
             initial_age,
             stale_while_revalidate,
             stale_if_error,
             tenant,
+            path,
             tags,
             vary,
         })
     }
 }
 
-fn unix_ms(time: SystemTime) -> u64 {
+pub(crate) fn unix_ms(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
@@ -260,12 +278,14 @@ pub(crate) mod tests {
             headers,
             body: Bytes::from_static(body),
             etag: HeaderValue::from_static("\"abc\""),
+            requested_at: now - Duration::from_millis(20),
             stored_at: now,
             fresh_until: now + Duration::from_secs(60),
             initial_age: Duration::from_secs(3),
             stale_while_revalidate: Duration::from_secs(10),
             stale_if_error: Duration::from_secs(300),
             tenant: "acme".into(),
+            path: "/api/v1/products/42".into(),
             tags: vec!["product:42".into(), "products".into()],
             vary: vec![
                 (

@@ -60,7 +60,8 @@ impl L1 {
         self.cache.insert(key, entry).await;
     }
 
-    pub(crate) async fn remove(&self, key: &CacheKey) {
-        self.cache.invalidate(key).await;
+    /// Removes `key`; whether it was there.
+    pub(crate) async fn remove(&self, key: &CacheKey) -> bool {
+        self.cache.remove(key).await.is_some()
     }
 }

@@ -1,4 +1,6 @@
-//! L2: the Redis tier shared by every folio instance.
+//! L2: the Redis tier shared by every folio instance, on one Redis or a
+//! Redis Cluster through the same code (keys carry no hash tag, so entries
+//! spread over every master).
 //!
 //! L2 fails open. Every call is bounded by a short timeout; an error or a
 //! timeout is a miss, never a failed request. After a few failures in a row a
@@ -12,6 +14,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, FromRedisValue, RedisResult};
+use tokio::sync::OnceCell;
 use tracing::{debug, warn};
 
 use super::entry::Entry;
@@ -22,9 +28,44 @@ const BREAKER_THRESHOLD: u32 = 3;
 /// How long an open breaker skips Redis before trying again.
 const BREAKER_COOLDOWN: Duration = Duration::from_secs(1);
 
+/// Where L2 lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RedisTarget {
+    /// One Redis: `redis://host:port/db` or `redis+unix:///path`.
+    Single(String),
+    /// A Redis Cluster, given by some of its nodes.
+    Cluster(Vec<String>),
+}
+
+impl RedisTarget {
+    /// The node URLs, for connections that must go to one node (pub/sub).
+    pub(crate) fn urls(&self) -> &[String] {
+        match self {
+            Self::Single(url) => std::slice::from_ref(url),
+            Self::Cluster(urls) => urls,
+        }
+    }
+}
+
+#[derive(Clone)]
+enum Backend {
+    /// Multiplexed, lazy, reconnecting by itself.
+    Single(ConnectionManager),
+    /// Connected on first use; the connection then follows slot moves and
+    /// reconnects by itself.
+    Cluster(Box<ClusterBackend>),
+}
+
+#[derive(Clone)]
+struct ClusterBackend {
+    client: ClusterClient,
+    conn: Arc<OnceCell<ClusterConnection>>,
+}
+
 #[derive(Clone)]
 pub(crate) struct L2 {
-    conn: ConnectionManager,
+    backend: Backend,
+    target: RedisTarget,
     /// `folio:v1:` — changes whenever the entry encoding does.
     prefix: Arc<str>,
     timeout: Duration,
@@ -41,23 +82,74 @@ impl std::fmt::Debug for L2 {
 }
 
 impl L2 {
-    /// Prepares a connection to `url` (`redis://host:port/db` or
-    /// `redis+unix:///path`); nothing is sent until the first request.
-    pub(crate) fn new(url: &str, timeout: Duration) -> Result<Self, redis::RedisError> {
-        let client = redis::Client::open(url)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1).max(timeout)))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
+    /// Prepares the connection; nothing is sent until the first request, so
+    /// folio starts whether or not Redis is up.
+    pub(crate) fn new(target: &RedisTarget, timeout: Duration) -> Result<Self, redis::RedisError> {
+        let connect_timeout = Duration::from_secs(1).max(timeout);
+        let backend = match target {
+            RedisTarget::Single(url) => {
+                let client = redis::Client::open(url.as_str())?;
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(connect_timeout))
+                    .set_response_timeout(Some(timeout))
+                    .set_number_of_retries(1)
+                    .set_min_delay(Duration::from_millis(50))
+                    .set_max_delay(Duration::from_millis(500));
+                Backend::Single(ConnectionManager::new_lazy_with_config(client, config)?)
+            }
+            RedisTarget::Cluster(urls) => {
+                let client = ClusterClient::builder(urls.iter().map(String::as_str))
+                    .connection_timeout(connect_timeout)
+                    .response_timeout(timeout)
+                    .retries(1)
+                    .build()?;
+                Backend::Cluster(Box::new(ClusterBackend {
+                    client,
+                    conn: Arc::default(),
+                }))
+            }
+        };
         Ok(Self {
-            conn,
+            backend,
+            target: target.clone(),
             prefix: "folio:v1:".into(),
             timeout,
             breaker: Arc::default(),
         })
+    }
+
+    pub(crate) fn target(&self) -> &RedisTarget {
+        &self.target
+    }
+
+    /// The name of a folio key in Redis beyond entries (e.g. the purge log).
+    pub(crate) fn name(&self, suffix: &str) -> String {
+        format!("{}{suffix}", self.prefix)
+    }
+
+    /// Runs one command on whichever backend, without timeout or breaker.
+    pub(crate) async fn command<T: FromRedisValue>(&self, cmd: &Cmd) -> RedisResult<T> {
+        match &self.backend {
+            Backend::Single(conn) => cmd.query_async(&mut conn.clone()).await,
+            Backend::Cluster(cluster) => {
+                let conn = cluster
+                    .conn
+                    .get_or_try_init(|| cluster.client.get_async_connection())
+                    .await?;
+                cmd.query_async(&mut conn.clone()).await
+            }
+        }
+    }
+
+    /// Runs one command bounded by the L2 timeout.
+    pub(crate) async fn bounded<T: FromRedisValue>(&self, cmd: &Cmd) -> RedisResult<T> {
+        match tokio::time::timeout(self.timeout, self.command(cmd)).await {
+            Ok(result) => result,
+            Err(_) => Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "Redis timed out",
+            ))),
+        }
     }
 
     fn redis_key(&self, key: &CacheKey) -> String {
@@ -70,10 +162,8 @@ impl L2 {
         if !self.breaker.allows() {
             return None;
         }
-        let mut conn = self.conn.clone();
         let cmd = redis::cmd("GET").arg(self.redis_key(key)).clone();
-        let reply =
-            tokio::time::timeout(self.timeout, cmd.query_async::<Option<Vec<u8>>>(&mut conn)).await;
+        let reply = tokio::time::timeout(self.timeout, self.command::<Option<Vec<u8>>>(&cmd)).await;
         match self.settle(reply, "GET") {
             Some(Some(value)) => {
                 let entry = Entry::decode(Bytes::from(value));
@@ -101,18 +191,16 @@ impl L2 {
             .arg(ttl_ms)
             .clone();
         tokio::spawn(async move {
-            let mut conn = this.conn.clone();
-            let reply = tokio::time::timeout(this.timeout, cmd.query_async::<()>(&mut conn)).await;
+            let reply = tokio::time::timeout(this.timeout, this.command::<()>(&cmd)).await;
             this.settle(reply, "SET");
         });
     }
 
-    /// Deletes `key`; waits, bounded by the timeout.
-    pub(crate) async fn remove(&self, key: &CacheKey) {
-        let mut conn = self.conn.clone();
+    /// Deletes `key`; waits, bounded by the timeout. Whether it was there.
+    pub(crate) async fn remove(&self, key: &CacheKey) -> bool {
         let cmd = redis::cmd("DEL").arg(self.redis_key(key)).clone();
-        let reply = tokio::time::timeout(self.timeout, cmd.query_async::<()>(&mut conn)).await;
-        self.settle(reply, "DEL");
+        let reply = tokio::time::timeout(self.timeout, self.command::<u64>(&cmd)).await;
+        self.settle(reply, "DEL").is_some_and(|n| n > 0)
     }
 
     /// Records the outcome of one call in the breaker; errors become `None`.

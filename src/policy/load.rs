@@ -74,6 +74,8 @@ const FIELDS: &[&str] = &[
     "max_body",
     "cache_statuses",
     "override_upstream",
+    "events",
+    "rewarm",
 ];
 
 pub(super) fn load_dir(dir: &Path) -> Result<PolicySet, PolicyErrors> {
@@ -297,6 +299,8 @@ impl Ctx<'_> {
             private: false,
             tags: Vec::new(),
             invalidate_on: Vec::new(),
+            events: Vec::new(),
+            rewarm: false,
             cache_control: None,
             cache_statuses: DEFAULT_CACHE_STATUSES
                 .iter()
@@ -344,6 +348,8 @@ impl Ctx<'_> {
                     methods = self.methods(&name, &value);
                 }
                 "invalidate_on" => policy.invalidate_on = self.events(&name, &value),
+                "events" => policy.events = self.events(&name, &value),
+                "rewarm" => policy.rewarm = self.boolean(&name, &value).unwrap_or(false),
                 "cache_control" => policy.cache_control = self.cache_control(&name, &value),
                 "cache_statuses" => {
                     if let Some(statuses) = self.statuses(&name, &value) {
@@ -371,6 +377,14 @@ impl Ctx<'_> {
         }
         if let Some(methods) = methods {
             policy.methods = methods;
+        }
+        let lifetime = policy.ttl.unwrap_or_default()
+            + policy.stale_while_revalidate.max(policy.stale_if_error);
+        if lifetime > crate::invalidation::MAX_ENTRY_LIFETIME {
+            self.fail(
+                "cache_ttl",
+                "cache_ttl plus the longest stale window must stay within 48h, the longest folio keeps an entry",
+            );
         }
         if let Some(template) = &template {
             if let Some(value) = cache_key {

@@ -1,0 +1,413 @@
+//! The admin API, on its own listener: purges, events, health.
+//!
+//! Mutations need `Authorization: Bearer <token>`: the operator token
+//! (`--admin-token`) may act for any tenant or all of them; a tenant token
+//! (`--tenant-token acme=…`) only for its tenant. With no token configured,
+//! mutations are accepted from loopback only.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::body::Body;
+use crate::invalidation::{Mark, NotPropagated, Scope, scopes_for_event};
+use crate::key::{CacheKey, normalize_path};
+use crate::proxy::State;
+
+/// Largest admin request body.
+const MAX_BODY: usize = 64 << 10;
+/// Longest wait for an admin request body.
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Who may change what.
+#[derive(Debug, Clone, Default)]
+pub struct AdminAuth {
+    /// May purge for any tenant, or every tenant at once.
+    pub operator_token: Option<String>,
+    /// `(tenant, token)`: the token may purge for that tenant only.
+    pub tenant_tokens: Vec<(String, String)>,
+}
+
+impl AdminAuth {
+    pub(crate) fn is_open(&self) -> bool {
+        self.operator_token.is_none() && self.tenant_tokens.is_empty()
+    }
+}
+
+/// The caller of a mutation, once authorized.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Caller {
+    Operator,
+    Tenant(String),
+}
+
+#[derive(Debug)]
+pub(crate) struct Admin {
+    pub(crate) state: Arc<State>,
+    pub(crate) auth: AdminAuth,
+}
+
+/// Why an admin call was refused: its status and short JSON body.
+#[derive(Debug)]
+struct Refusal {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    fn into_response(self) -> Response<Body> {
+        json_response(
+            self.status,
+            &json!({ "error": self.code, "message": self.message }),
+        )
+    }
+}
+
+impl From<NotPropagated> for Refusal {
+    fn from(e: NotPropagated) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_propagated",
+            e.to_string(),
+        )
+    }
+}
+
+pub(crate) async fn handle(
+    admin: Arc<Admin>,
+    request: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Body> {
+    let outcome = match (request.method(), request.uri().path()) {
+        (&Method::GET | &Method::HEAD, "/_folio/health") => Ok(json!({ "status": "healthy" })),
+        (&Method::POST, "/_folio/purge") => match authorized_body(&admin, request, peer).await {
+            Ok((caller, body)) => purge(&admin, &caller, body).await,
+            Err(refusal) => Err(refusal),
+        },
+        (&Method::POST, "/_folio/events") => match authorized_body(&admin, request, peer).await {
+            Ok((caller, body)) => event(&admin, &caller, body).await,
+            Err(refusal) => Err(refusal),
+        },
+        (_, "/_folio/purge" | "/_folio/events") => {
+            let mut response = Refusal::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "use POST",
+            )
+            .into_response();
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            return response;
+        }
+        (_, path) => Err(Refusal::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no admin endpoint {path}"),
+        )),
+    };
+    match outcome {
+        Ok(value) => json_response(StatusCode::OK, &value),
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+/// Authorizes the caller, then reads and parses the JSON body.
+async fn authorized_body<T: for<'de> Deserialize<'de>>(
+    admin: &Admin,
+    request: Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<(Caller, T), Refusal> {
+    let caller = authorize(&admin.auth, &request, peer)?;
+    let body = match tokio::time::timeout(
+        BODY_TIMEOUT,
+        Limited::new(request.into_body(), MAX_BODY).collect(),
+    )
+    .await
+    {
+        Ok(Ok(body)) => body.to_bytes(),
+        Ok(Err(_)) => {
+            return Err(Refusal::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                "the body is over 64KB or broke off",
+            ));
+        }
+        Err(_) => {
+            return Err(Refusal::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                "the body took too long",
+            ));
+        }
+    };
+    let parsed = serde_json::from_slice(&body)
+        .map_err(|e| Refusal::bad_request("bad_json", e.to_string()))?;
+    Ok((caller, parsed))
+}
+
+fn authorize(
+    auth: &AdminAuth,
+    request: &Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<Caller, Refusal> {
+    if auth.is_open() {
+        return if peer.ip().is_loopback() {
+            Ok(Caller::Operator)
+        } else {
+            Err(Refusal::forbidden(
+                "no --admin-token is configured, so mutations are accepted from loopback only",
+            ))
+        };
+    }
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let Some(presented) = presented else {
+        return Err(Refusal::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "send Authorization: Bearer <token>",
+        ));
+    };
+    if auth
+        .operator_token
+        .as_deref()
+        .is_some_and(|t| same(t, presented))
+    {
+        return Ok(Caller::Operator);
+    }
+    if let Some((tenant, _)) = auth.tenant_tokens.iter().find(|(_, t)| same(t, presented)) {
+        return Ok(Caller::Tenant(tenant.clone()));
+    }
+    Err(Refusal::forbidden("the token is not valid"))
+}
+
+/// Compares secrets in time that does not depend on where they differ.
+fn same(expected: &str, presented: &str) -> bool {
+    let (a, b) = (expected.as_bytes(), presented.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The tenant a mutation acts for: `None` is every tenant (operators only).
+fn tenant_for(caller: &Caller, asked: Option<String>) -> Result<Option<Box<str>>, Refusal> {
+    match (caller, asked) {
+        (Caller::Operator, asked) => Ok(asked.map(Into::into)),
+        (Caller::Tenant(own), None) => Ok(Some(own.as_str().into())),
+        (Caller::Tenant(own), Some(asked)) if *own == asked => Ok(Some(asked.into())),
+        (Caller::Tenant(_), Some(_)) => Err(Refusal::forbidden(
+            "this token may only act for its own tenant",
+        )),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PurgeRequest {
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    urls: Vec<String>,
+    #[serde(default)]
+    keys: Vec<String>,
+    prefix: Option<String>,
+    /// Everything of the tenant (or of every tenant, for operators).
+    #[serde(default)]
+    all: bool,
+    tenant: Option<String>,
+    #[serde(default)]
+    soft: bool,
+}
+
+async fn purge(admin: &Admin, caller: &Caller, request: PurgeRequest) -> Result<Value, Refusal> {
+    let tenant = tenant_for(caller, request.tenant)?;
+    let mut scopes: Vec<Scope> = request
+        .tags
+        .iter()
+        .map(|t| Scope::Tag(t.as_str().into()))
+        .collect();
+    for url in &request.urls {
+        let uri = url.parse::<http::Uri>().map_err(|_| {
+            Refusal::bad_request("bad_url", format!("'{url}' is not a URL or path"))
+        })?;
+        scopes.push(Scope::Path(normalize_path(uri.path()).into()));
+    }
+    if let Some(prefix) = &request.prefix {
+        if !prefix.starts_with('/') {
+            return Err(Refusal::bad_request(
+                "bad_prefix",
+                "a prefix is a path starting with '/'",
+            ));
+        }
+        scopes.push(Scope::Prefix(normalize_path(prefix).into()));
+    }
+    if request.all {
+        scopes.push(Scope::All);
+    }
+    let mut keys = Vec::new();
+    for text in &request.keys {
+        let key = CacheKey::from_hex(text).ok_or_else(|| {
+            Refusal::bad_request(
+                "bad_key",
+                format!("'{text}' is not a 64-digit hex cache key"),
+            )
+        })?;
+        keys.push(key);
+    }
+    if scopes.is_empty() && keys.is_empty() {
+        return Err(Refusal::bad_request(
+            "nothing_to_purge",
+            "give tags, urls, keys, prefix or all: true",
+        ));
+    }
+    if *caller != Caller::Operator && !keys.is_empty() {
+        // A key names no tenant, so it could be anyone's entry.
+        return Err(Refusal::forbidden(
+            "purging by key needs the operator token",
+        ));
+    }
+    let invalidator = &admin.state.invalidator;
+    let at = invalidator.now_ms();
+    let marks: Vec<Mark> = scopes
+        .into_iter()
+        .map(|scope| Mark {
+            tenant: tenant.clone(),
+            scope,
+            at,
+            soft: request.soft,
+        })
+        .collect();
+    invalidator.purge(&marks).await?;
+    let removed = if keys.is_empty() {
+        0
+    } else {
+        invalidator.purge_keys(&keys, at).await?
+    };
+    crate::rewarm::after_purge(&admin.state, &marks);
+    Ok(json!({
+        "tenant": tenant.as_deref(),
+        "soft": request.soft,
+        "at": at,
+        "invalidated": {
+            "tags": request.tags.len(),
+            "urls": request.urls.len(),
+            "prefix": request.prefix.is_some(),
+            "all": request.all,
+            "keys": keys.len(),
+        },
+        "removed": removed,
+        "note": "every matching entry stops being served on every instance at once; memory is reclaimed as entries are read or expire, so only key purges count entries",
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventRequest {
+    event: String,
+    tenant: Option<String>,
+    #[serde(default)]
+    params: HashMap<String, Value>,
+    #[serde(default)]
+    soft: bool,
+}
+
+async fn event(admin: &Admin, caller: &Caller, request: EventRequest) -> Result<Value, Refusal> {
+    let tenant = tenant_for(caller, request.tenant)?;
+    let params: HashMap<String, String> = request
+        .params
+        .into_iter()
+        .map(|(name, value)| match value {
+            Value::String(s) => (name, s),
+            other => (name, other.to_string()),
+        })
+        .collect();
+    let scopes = scopes_for_event(&admin.state.policies.load(), &request.event, &params);
+    let at = admin.state.invalidator.now_ms();
+    let marks: Vec<Mark> = scopes
+        .iter()
+        .map(|scope| Mark {
+            tenant: tenant.clone(),
+            scope: scope.clone(),
+            at,
+            soft: request.soft,
+        })
+        .collect();
+    admin.state.invalidator.purge(&marks).await?;
+    crate::rewarm::after_purge(&admin.state, &marks);
+    let purged: Vec<Value> = scopes
+        .iter()
+        .map(|s| serde_json::to_value(s).unwrap_or(Value::Null))
+        .collect();
+    Ok(json!({ "event": request.event, "tenant": tenant.as_deref(), "at": at, "purged": purged }))
+}
+
+fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
+    let mut response = Response::new(Body::full(Bytes::from(value.to_string())));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(same("s3cret", "s3cret"));
+        assert!(!same("s3cret", "s3cre"));
+        assert!(!same("s3cret", "s3cres"));
+    }
+
+    #[test]
+    fn tenant_tokens_act_for_their_tenant_only() {
+        let acme = Caller::Tenant("acme".into());
+        assert_eq!(tenant_for(&acme, None).unwrap().as_deref(), Some("acme"));
+        assert_eq!(
+            tenant_for(&acme, Some("acme".into())).unwrap().as_deref(),
+            Some("acme")
+        );
+        assert_eq!(
+            tenant_for(&acme, Some("globex".into())).unwrap_err().status,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            tenant_for(&Caller::Operator, None).unwrap(),
+            None,
+            "operators may purge every tenant"
+        );
+    }
+}

@@ -1,0 +1,462 @@
+//! Purge marks: "everything of tenant T matching S requested at or before
+//! time A is purged". An entry is checked against the marks when it is read,
+//! so a purge costs one map insert however many entries it covers, and a
+//! fill that began before a purge can never be served after it: its entry
+//! carries the older request time.
+//!
+//! Marks older than [`MAX_ENTRY_LIFETIME`] cover nothing any tier can still
+//! hold, so [`Marks::trim`] drops them and the log stays bounded.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// No entry lives longer than this in any tier; marks are kept as long.
+pub(crate) const MAX_ENTRY_LIFETIME: Duration = Duration::from_secs(48 * 3600);
+
+/// What a purge covers, within a tenant (or every tenant).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "scope", content = "value", rename_all = "lowercase")]
+pub(crate) enum Scope {
+    /// Entries carrying this tag.
+    Tag(Box<str>),
+    /// Entries for exactly this (normalized) path, any query or variant.
+    Path(Box<str>),
+    /// Entries whose path starts with this.
+    Prefix(Box<str>),
+    /// Every entry.
+    All,
+    /// The entry stored under this key (64 hex digits).
+    Key(Box<str>),
+}
+
+/// One purge, as applied everywhere and broadcast between instances.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Mark {
+    /// `None`: every tenant (operator purges only).
+    pub(crate) tenant: Option<Box<str>>,
+    #[serde(flatten)]
+    pub(crate) scope: Scope,
+    /// Milliseconds since the Unix epoch on the shared clock.
+    pub(crate) at: u64,
+    /// Soft: covered entries become stale (served while one refresh runs)
+    /// instead of gone.
+    #[serde(default)]
+    pub(crate) soft: bool,
+}
+
+impl Mark {
+    /// Whether this mark covers an entry of `tenant` (whenever it was fetched).
+    pub(crate) fn covers(&self, tenant: &str, entry: &Covered<'_>) -> bool {
+        if self.tenant.as_deref().is_some_and(|t| t != tenant) {
+            return false;
+        }
+        match &self.scope {
+            Scope::All => true,
+            Scope::Tag(tag) => entry.tags.contains(tag),
+            Scope::Path(path) => **path == *entry.path,
+            Scope::Prefix(prefix) => entry.path.starts_with(&**prefix),
+            Scope::Key(key) => **key == *entry.key,
+        }
+    }
+}
+
+/// What the marks say about one entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Valid,
+    /// Soft-purged: treat as stale.
+    Stale,
+    Purged,
+}
+
+/// The latest hard and soft purge times of one scope.
+#[derive(Debug, Default, Clone, Copy)]
+struct Times {
+    hard: u64,
+    soft: u64,
+}
+
+impl Times {
+    fn record(&mut self, at: u64, soft: bool) {
+        let slot = if soft { &mut self.soft } else { &mut self.hard };
+        *slot = (*slot).max(at);
+    }
+
+    fn verdict(self, requested_at: u64) -> Verdict {
+        if self.hard >= requested_at {
+            Verdict::Purged
+        } else if self.soft >= requested_at {
+            Verdict::Stale
+        } else {
+            Verdict::Valid
+        }
+    }
+
+    fn newest(self) -> u64 {
+        self.hard.max(self.soft)
+    }
+}
+
+/// The marks of one tenant (or of all tenants).
+#[derive(Debug, Default)]
+struct TenantMarks {
+    newest: u64,
+    all: Times,
+    tags: HashMap<Box<str>, Times>,
+    paths: HashMap<Box<str>, Times>,
+    prefixes: Vec<(Box<str>, Times)>,
+    keys: HashMap<Box<str>, Times>,
+}
+
+impl TenantMarks {
+    fn record(&mut self, scope: &Scope, at: u64, soft: bool) {
+        self.newest = self.newest.max(at);
+        match scope {
+            Scope::All => self.all.record(at, soft),
+            Scope::Tag(tag) => self.tags.entry(tag.clone()).or_default().record(at, soft),
+            Scope::Path(path) => self.paths.entry(path.clone()).or_default().record(at, soft),
+            Scope::Key(key) => self.keys.entry(key.clone()).or_default().record(at, soft),
+            Scope::Prefix(prefix) => match self.prefixes.iter_mut().find(|(p, _)| p == prefix) {
+                Some((_, times)) => times.record(at, soft),
+                None => {
+                    let mut times = Times::default();
+                    times.record(at, soft);
+                    self.prefixes.push((prefix.clone(), times));
+                }
+            },
+        }
+    }
+
+    fn verdict(&self, entry: &Covered<'_>, requested_at: u64) -> Verdict {
+        let Covered { tags, path, key } = *entry;
+        if self.newest < requested_at {
+            return Verdict::Valid;
+        }
+        let mut worst = self.all.verdict(requested_at);
+        let mut consider = |v: Verdict| {
+            if v == Verdict::Purged || (v == Verdict::Stale && worst == Verdict::Valid) {
+                worst = v;
+            }
+        };
+        for tag in tags {
+            if let Some(times) = self.tags.get(tag) {
+                consider(times.verdict(requested_at));
+            }
+        }
+        if let Some(times) = self.paths.get(path) {
+            consider(times.verdict(requested_at));
+        }
+        for (prefix, times) in &self.prefixes {
+            if path.starts_with(&**prefix) {
+                consider(times.verdict(requested_at));
+            }
+        }
+        if !self.keys.is_empty()
+            && let Some(times) = self.keys.get(key)
+        {
+            consider(times.verdict(requested_at));
+        }
+        worst
+    }
+
+    fn trim(&mut self, before: u64) {
+        if self.all.newest() < before {
+            self.all = Times::default();
+        }
+        self.tags.retain(|_, t| t.newest() >= before);
+        self.paths.retain(|_, t| t.newest() >= before);
+        self.prefixes.retain(|(_, t)| t.newest() >= before);
+        self.keys.retain(|_, t| t.newest() >= before);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.all.newest() == 0
+            && self.tags.is_empty()
+            && self.paths.is_empty()
+            && self.prefixes.is_empty()
+            && self.keys.is_empty()
+    }
+}
+
+/// What an entry can be purged by, besides its tenant.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Covered<'a> {
+    pub(crate) tags: &'a [Box<str>],
+    pub(crate) path: &'a str,
+    /// The entry's key in hex.
+    pub(crate) key: &'a str,
+}
+
+/// Every purge mark this instance knows of.
+#[derive(Debug, Default)]
+pub(crate) struct Marks {
+    /// The newest mark of any kind: entries requested after it are valid
+    /// without looking further (the common case, lock-free).
+    newest: AtomicU64,
+    inner: RwLock<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    every_tenant: TenantMarks,
+    tenants: HashMap<Box<str>, TenantMarks>,
+}
+
+impl Marks {
+    /// Records a mark; applying the same mark twice changes nothing.
+    pub(crate) fn apply(&self, mark: &Mark) {
+        let mut inner = self
+            .inner
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let marks = match &mark.tenant {
+            None => &mut inner.every_tenant,
+            Some(tenant) => inner.tenants.entry(tenant.clone()).or_default(),
+        };
+        marks.record(&mark.scope, mark.at, mark.soft);
+        self.newest.fetch_max(mark.at, Ordering::Release);
+    }
+
+    /// Whether an entry of `tenant`, requested from the upstream at
+    /// `requested_at` (ms), may still be served.
+    pub(crate) fn verdict(&self, tenant: &str, entry: &Covered<'_>, requested_at: u64) -> Verdict {
+        if !self.may_cover(requested_at) {
+            return Verdict::Valid;
+        }
+        let inner = self
+            .inner
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let everyone = inner.every_tenant.verdict(entry, requested_at);
+        let own = inner
+            .tenants
+            .get(tenant)
+            .map_or(Verdict::Valid, |m| m.verdict(entry, requested_at));
+        match (everyone, own) {
+            (Verdict::Purged, _) | (_, Verdict::Purged) => Verdict::Purged,
+            (Verdict::Stale, _) | (_, Verdict::Stale) => Verdict::Stale,
+            _ => Verdict::Valid,
+        }
+    }
+
+    /// False when no mark is as recent as `requested_at`: the lock-free
+    /// answer for nearly every read.
+    pub(crate) fn may_cover(&self, requested_at: u64) -> bool {
+        self.newest.load(Ordering::Acquire) >= requested_at
+    }
+
+    /// Forgets marks older than `before` (ms): nothing they cover can exist.
+    pub(crate) fn trim(&self, before: u64) {
+        let mut inner = self
+            .inner
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        inner.every_tenant.trim(before);
+        inner.tenants.retain(|_, marks| {
+            marks.trim(before);
+            !marks.is_empty()
+        });
+    }
+
+    /// How many scopes hold marks (for tests and stats).
+    pub(crate) fn len(&self) -> usize {
+        let inner = self
+            .inner
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = |m: &TenantMarks| {
+            m.tags.len()
+                + m.paths.len()
+                + m.prefixes.len()
+                + m.keys.len()
+                + usize::from(m.all.newest() > 0)
+        };
+        count(&inner.every_tenant) + inner.tenants.values().map(count).sum::<usize>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mark(tenant: Option<&str>, scope: Scope, at: u64, soft: bool) -> Mark {
+        Mark {
+            tenant: tenant.map(Into::into),
+            scope,
+            at,
+            soft,
+        }
+    }
+
+    fn tags(list: &[&str]) -> Vec<Box<str>> {
+        list.iter().map(|t| (*t).into()).collect()
+    }
+
+    /// The verdict for an entry with these tags and path and key "k".
+    fn check(marks: &Marks, tenant: &str, tags: &[Box<str>], path: &str, at: u64) -> Verdict {
+        marks.verdict(
+            tenant,
+            &Covered {
+                tags,
+                path,
+                key: "k",
+            },
+            at,
+        )
+    }
+
+    #[test]
+    fn a_tag_purge_covers_entries_requested_at_or_before_it() {
+        let marks = Marks::default();
+        marks.apply(&mark(
+            Some("acme"),
+            Scope::Tag("product:42".into()),
+            1000,
+            false,
+        ));
+        let t = tags(&["product:42", "products"]);
+        assert_eq!(check(&marks, "acme", &t, "/p/42", 999), Verdict::Purged);
+        assert_eq!(
+            check(&marks, "acme", &t, "/p/42", 1000),
+            Verdict::Purged,
+            "same millisecond: purged"
+        );
+        assert_eq!(
+            check(&marks, "acme", &t, "/p/42", 1001),
+            Verdict::Valid,
+            "refetched after the purge"
+        );
+        assert_eq!(
+            check(&marks, "globex", &t, "/p/42", 999),
+            Verdict::Valid,
+            "other tenants untouched"
+        );
+        assert_eq!(
+            check(&marks, "acme", &tags(&["product:7"]), "/p/7", 999),
+            Verdict::Valid
+        );
+    }
+
+    #[test]
+    fn paths_prefixes_tenants_and_every_tenant() {
+        let marks = Marks::default();
+        marks.apply(&mark(Some("acme"), Scope::Path("/p/1".into()), 100, false));
+        marks.apply(&mark(
+            Some("acme"),
+            Scope::Prefix("/api/v1/search".into()),
+            200,
+            false,
+        ));
+        marks.apply(&mark(Some("globex"), Scope::All, 300, false));
+        marks.apply(&mark(None, Scope::Tag("categories".into()), 400, false));
+        assert_eq!(check(&marks, "acme", &[], "/p/1", 50), Verdict::Purged);
+        assert_eq!(
+            check(&marks, "acme", &[], "/p/10", 50),
+            Verdict::Valid,
+            "paths are exact"
+        );
+        assert_eq!(
+            check(&marks, "acme", &[], "/api/v1/search", 150),
+            Verdict::Purged
+        );
+        assert_eq!(
+            check(&marks, "acme", &[], "/api/v1/searchx", 150),
+            Verdict::Purged,
+            "a plain prefix"
+        );
+        assert_eq!(
+            check(&marks, "globex", &[], "/anything", 250),
+            Verdict::Purged
+        );
+        assert_eq!(
+            check(&marks, "initech", &tags(&["categories"]), "/c", 350),
+            Verdict::Purged
+        );
+        assert_eq!(
+            check(&marks, "initech", &tags(&["other"]), "/c", 350),
+            Verdict::Valid
+        );
+    }
+
+    #[test]
+    fn soft_purges_make_entries_stale_and_hard_wins() {
+        let marks = Marks::default();
+        marks.apply(&mark(Some("acme"), Scope::Tag("t".into()), 100, true));
+        assert_eq!(
+            check(&marks, "acme", &tags(&["t"]), "/", 50),
+            Verdict::Stale
+        );
+        marks.apply(&mark(Some("acme"), Scope::Path("/".into()), 100, false));
+        assert_eq!(
+            check(&marks, "acme", &tags(&["t"]), "/", 50),
+            Verdict::Purged
+        );
+    }
+
+    #[test]
+    fn key_purges() {
+        let marks = Marks::default();
+        marks.apply(&mark(None, Scope::Key("k".into()), 100, false));
+        assert_eq!(check(&marks, "any", &[], "/", 50), Verdict::Purged);
+        assert_eq!(
+            marks.verdict(
+                "any",
+                &Covered {
+                    tags: &[],
+                    path: "/",
+                    key: "other"
+                },
+                50
+            ),
+            Verdict::Valid
+        );
+    }
+
+    #[test]
+    fn applying_twice_or_out_of_order_keeps_the_latest() {
+        let marks = Marks::default();
+        let late = mark(Some("acme"), Scope::Tag("t".into()), 500, false);
+        marks.apply(&late);
+        marks.apply(&mark(Some("acme"), Scope::Tag("t".into()), 100, false));
+        marks.apply(&late);
+        assert_eq!(
+            check(&marks, "acme", &tags(&["t"]), "/", 400),
+            Verdict::Purged
+        );
+        assert_eq!(marks.len(), 1);
+    }
+
+    #[test]
+    fn old_marks_are_trimmed() {
+        let marks = Marks::default();
+        for i in 0..1000u64 {
+            marks.apply(&mark(
+                Some("acme"),
+                Scope::Tag(format!("product:{i}").into()),
+                i,
+                false,
+            ));
+        }
+        marks.apply(&mark(Some("globex"), Scope::All, 10, false));
+        assert_eq!(marks.len(), 1001);
+        marks.trim(900);
+        assert_eq!(marks.len(), 100);
+    }
+
+    #[test]
+    fn marks_travel_as_compact_json() {
+        let m = mark(Some("acme"), Scope::Tag("product:42".into()), 1234, false);
+        let text = serde_json::to_string(&m).unwrap();
+        assert_eq!(
+            text,
+            r#"{"tenant":"acme","scope":"tag","value":"product:42","at":1234,"soft":false}"#
+        );
+        assert_eq!(serde_json::from_str::<Mark>(&text).unwrap(), m);
+        let all: Mark = serde_json::from_str(r#"{"tenant":null,"scope":"all","at":5}"#).unwrap();
+        assert_eq!(all.scope, Scope::All);
+    }
+}
