@@ -295,7 +295,7 @@ async fn purge(admin: &Admin, caller: &Caller, request: PurgeRequest) -> Result<
         ));
     }
     let invalidator = &admin.state.invalidator;
-    let at = invalidator.now_ms();
+    let at = invalidator.now_us();
     let marks: Vec<Mark> = scopes
         .into_iter()
         .map(|scope| Mark {
@@ -315,7 +315,7 @@ async fn purge(admin: &Admin, caller: &Caller, request: PurgeRequest) -> Result<
     Ok(json!({
         "tenant": tenant.as_deref(),
         "soft": request.soft,
-        "at": at,
+        "at_us": at,
         "invalidated": {
             "tags": request.tags.len(),
             "urls": request.urls.len(),
@@ -350,7 +350,7 @@ async fn event(admin: &Admin, caller: &Caller, request: EventRequest) -> Result<
         })
         .collect();
     let scopes = scopes_for_event(&admin.state.policies.load(), &request.event, &params);
-    let at = admin.state.invalidator.now_ms();
+    let at = admin.state.invalidator.now_us();
     let marks: Vec<Mark> = scopes
         .iter()
         .map(|scope| Mark {
@@ -366,7 +366,9 @@ async fn event(admin: &Admin, caller: &Caller, request: EventRequest) -> Result<
         .iter()
         .map(|s| serde_json::to_value(s).unwrap_or(Value::Null))
         .collect();
-    Ok(json!({ "event": request.event, "tenant": tenant.as_deref(), "at": at, "purged": purged }))
+    Ok(
+        json!({ "event": request.event, "tenant": tenant.as_deref(), "at_us": at, "purged": purged }),
+    )
 }
 
 fn json_response(status: StatusCode, value: &Value) -> Response<Body> {

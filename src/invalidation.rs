@@ -45,8 +45,8 @@ pub(crate) struct NotPropagated(String);
 pub(crate) struct Invalidator {
     pub(crate) marks: Marks,
     cache: Cache,
-    /// Redis time minus local time, in ms.
-    offset_ms: AtomicI64,
+    /// Redis time minus local time, in µs.
+    offset_us: AtomicI64,
 }
 
 impl Invalidator {
@@ -54,25 +54,25 @@ impl Invalidator {
         Self {
             marks: Marks::default(),
             cache,
-            offset_ms: AtomicI64::new(0),
+            offset_us: AtomicI64::new(0),
         }
     }
 
-    /// Now, on the clock every instance shares (ms since the epoch).
-    pub(crate) fn now_ms(&self) -> u64 {
+    /// Now, on the clock every instance shares (µs since the epoch).
+    pub(crate) fn now_us(&self) -> u64 {
         let local =
-            i64::try_from(crate::cache::entry::unix_ms(SystemTime::now())).unwrap_or(i64::MAX);
-        u64::try_from(local.saturating_add(self.offset_ms.load(Ordering::Relaxed))).unwrap_or(0)
+            i64::try_from(crate::cache::entry::unix_us(SystemTime::now())).unwrap_or(i64::MAX);
+        u64::try_from(local.saturating_add(self.offset_us.load(Ordering::Relaxed))).unwrap_or(0)
     }
 
-    /// [`Self::now_ms`] as a time.
+    /// [`Self::now_us`] as a time.
     pub(crate) fn now(&self) -> SystemTime {
-        UNIX_EPOCH + Duration::from_millis(self.now_ms())
+        UNIX_EPOCH + Duration::from_micros(self.now_us())
     }
 
     /// Whether `entry`, stored under `key`, may still be served.
     pub(crate) fn verdict(&self, key: &CacheKey, entry: &Entry) -> Verdict {
-        let requested_at = entry.requested_at_ms();
+        let requested_at = entry.requested_at_us();
         if !self.marks.may_cover(requested_at) {
             return Verdict::Valid;
         }
@@ -191,7 +191,7 @@ impl Invalidator {
                 }
                 _ = poll.tick() => {
                     polls += 1;
-                    let since = self.now_ms().saturating_sub(duration_ms(POLL_OVERLAP));
+                    let since = self.now_us().saturating_sub(duration_us(POLL_OVERLAP));
                     if let Err(error) = self.replay(l2, since).await {
                         debug!(%error, "purge log replay failed");
                     }
@@ -216,7 +216,7 @@ impl Invalidator {
         }
     }
 
-    /// Applies every logged mark at or after `since` (ms).
+    /// Applies every logged mark at or after `since` (µs).
     async fn replay(&self, l2: &L2, since: u64) -> redis::RedisResult<()> {
         let logged: Vec<String> = l2
             .bounded(
@@ -237,8 +237,8 @@ impl Invalidator {
     /// Drops marks nothing can still be covered by, here and in Redis.
     async fn trim(&self, l2: &L2) {
         let before = self
-            .now_ms()
-            .saturating_sub(duration_ms(MAX_ENTRY_LIFETIME));
+            .now_us()
+            .saturating_sub(duration_us(MAX_ENTRY_LIFETIME));
         self.marks.trim(before);
         let cmd = redis::cmd("ZREMRANGEBYSCORE")
             .arg(l2.name("purges"))
@@ -258,15 +258,15 @@ impl Invalidator {
         };
         let received = SystemTime::now();
         let round_trip = received.duration_since(sent).unwrap_or_default();
-        let redis_ms = secs * 1000 + micros / 1000 + duration_ms(round_trip / 2);
-        let local_ms = crate::cache::entry::unix_ms(received);
-        let offset = i64::try_from(redis_ms).unwrap_or(0) - i64::try_from(local_ms).unwrap_or(0);
-        self.offset_ms.store(offset, Ordering::Relaxed);
+        let redis_us = secs * 1_000_000 + micros + duration_us(round_trip / 2);
+        let local_us = crate::cache::entry::unix_us(received);
+        let offset = i64::try_from(redis_us).unwrap_or(0) - i64::try_from(local_us).unwrap_or(0);
+        self.offset_us.store(offset, Ordering::Relaxed);
     }
 }
 
-fn duration_ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+fn duration_us(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// A dedicated pub/sub connection to the first reachable node (in a

@@ -241,7 +241,7 @@ impl WriteEffects {
         if status.is_success() {
             scopes.extend(self.events);
         }
-        let at = state.invalidator.now_ms();
+        let at = state.invalidator.now_us();
         let marks: Vec<Mark> = scopes
             .into_iter()
             .map(|scope| Mark {
@@ -657,6 +657,16 @@ pub(crate) async fn refetch(state: &Arc<State>, fill: Fill) -> bool {
     let Role::Leader(leader) = state.flights.join(fill.key) else {
         return false; // a fetch for this key is already under way
     };
+    // Another refresh may have stored a fresh entry between our read and
+    // our lead: then there is nothing to do.
+    let now = SystemTime::now();
+    if let Some((entry, _)) = state.cache.lookup(&fill.key, now).await
+        && entry.freshness(now) == Freshness::Fresh
+        && state.invalidator.verdict(&fill.key, &entry) == Verdict::Valid
+    {
+        leader.finish(Outcome::Shared(entry));
+        return false;
+    }
     match fetch(state, &fill).await {
         Ok(Fetched::Entry(entry)) => {
             if store_unless_purged(state, &fill, &entry, SystemTime::now()).await {

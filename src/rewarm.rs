@@ -84,8 +84,8 @@ pub(crate) fn after_purge(state: &Arc<State>, marks: &[Mark]) {
     }
     let state = Arc::clone(state);
     tokio::spawn(async move {
-        // A fill must start after the purge's millisecond, or it would be purged too.
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        // A fill must start after the purge's microsecond, or it would be purged too.
+        tokio::time::sleep(Duration::from_millis(1)).await;
         let count = fills.len();
         let permits = Arc::new(Semaphore::new(REWARM_CONCURRENCY));
         let mut tasks = tokio::task::JoinSet::new();

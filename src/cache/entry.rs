@@ -2,7 +2,7 @@
 //! binary encoding for Redis.
 //!
 //! Layout (all integers little-endian), version 1:
-//! `u8 version | u16 status | u64 requested_at_ms | u64 stored_at_ms |
+//! `u8 version | u16 status | u64 requested_at_us | u64 stored_at_ms |
 //!  u64 fresh_until_ms | u32 initial_age_s | u32 swr_s | u32 sie_s |
 //!  str etag | str tenant | str path |
 //!  u16 n, str × n tags | u16 n, (str name, u8 present, str value) × n vary |
@@ -103,9 +103,9 @@ impl Entry {
             .all(|(name, stored)| headers.get(name) == stored.as_ref())
     }
 
-    /// `requested_at` in milliseconds since the epoch, as purge marks count.
-    pub(crate) fn requested_at_ms(&self) -> u64 {
-        unix_ms(self.requested_at)
+    /// `requested_at` in microseconds since the epoch, as purge marks count.
+    pub(crate) fn requested_at_us(&self) -> u64 {
+        unix_us(self.requested_at)
     }
 
     /// Bytes the entry occupies in memory, roughly; L1's weigher.
@@ -126,7 +126,7 @@ impl Entry {
         let mut out = BytesMut::with_capacity(self.body.len() + 512);
         out.put_u8(VERSION);
         out.put_u16_le(self.status.as_u16());
-        out.put_u64_le(unix_ms(self.requested_at));
+        out.put_u64_le(unix_us(self.requested_at));
         out.put_u64_le(unix_ms(self.stored_at));
         out.put_u64_le(unix_ms(self.fresh_until));
         out.put_u32_le(secs32(self.initial_age));
@@ -163,7 +163,7 @@ impl Entry {
             return None;
         }
         let status = StatusCode::from_u16(take_u16(&mut buf)?).ok()?;
-        let requested_at = from_unix_ms(take_u64(&mut buf)?);
+        let requested_at = UNIX_EPOCH + Duration::from_micros(take_u64(&mut buf)?);
         let stored_at = from_unix_ms(take_u64(&mut buf)?);
         let fresh_until = from_unix_ms(take_u64(&mut buf)?);
         let initial_age = Duration::from_secs(take_u32(&mut buf)?.into());
@@ -218,6 +218,13 @@ impl Entry {
 pub(crate) fn unix_ms(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Microseconds since the epoch: purge marks and request times must order
+/// events a millisecond apart.
+pub(crate) fn unix_us(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 fn from_unix_ms(ms: u64) -> SystemTime {

@@ -40,7 +40,7 @@ pub(crate) struct Mark {
     pub(crate) tenant: Option<Box<str>>,
     #[serde(flatten)]
     pub(crate) scope: Scope,
-    /// Milliseconds since the Unix epoch on the shared clock.
+    /// Microseconds since the Unix epoch on the shared clock.
     pub(crate) at: u64,
     /// Soft: covered entries become stale (served while one refresh runs)
     /// instead of gone.
@@ -222,7 +222,7 @@ impl Marks {
     }
 
     /// Whether an entry of `tenant`, requested from the upstream at
-    /// `requested_at` (ms), may still be served.
+    /// `requested_at` (µs), may still be served.
     pub(crate) fn verdict(&self, tenant: &str, entry: &Covered<'_>, requested_at: u64) -> Verdict {
         if !self.may_cover(requested_at) {
             return Verdict::Valid;
@@ -249,7 +249,7 @@ impl Marks {
         self.newest.load(Ordering::Acquire) >= requested_at
     }
 
-    /// Forgets marks older than `before` (ms): nothing they cover can exist.
+    /// Forgets marks older than `before` (µs): nothing they cover can exist.
     pub(crate) fn trim(&self, before: u64) {
         let mut inner = self
             .inner

@@ -1,5 +1,7 @@
 //! The harness: start folio, an upstream, Redis; send requests; read answers.
 
+pub(crate) mod cluster;
+pub(crate) mod process;
 pub(crate) mod redis;
 pub(crate) mod upstream;
 
@@ -16,6 +18,8 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub(crate) use self::cluster::TestCluster;
+pub(crate) use self::process::FolioProcess;
 pub(crate) use self::redis::TestRedis;
 pub(crate) use self::upstream::{Reply, TestUpstream};
 
@@ -34,6 +38,8 @@ pub(crate) fn settings(upstream: Uri) -> Settings {
 #[derive(Debug)]
 pub(crate) struct Folio {
     pub(crate) addr: SocketAddr,
+    /// The admin API (purge, events, health).
+    pub(crate) admin: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -53,9 +59,15 @@ impl Folio {
     pub(crate) async fn start_with_set(settings: Settings, policies: PolicySet) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let admin_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = admin_listener.local_addr().unwrap();
+        let listeners = folio::Listeners {
+            proxy: listener,
+            admin: Some(admin_listener),
+        };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            folio::run(listener, settings, policies, async {
+            folio::run(listeners, settings, policies, async {
                 let _ = stopped.await;
             })
             .await
@@ -63,6 +75,7 @@ impl Folio {
         });
         Self {
             addr,
+            admin,
             stop: Some(stop),
             task: Some(task),
         }
@@ -70,6 +83,11 @@ impl Folio {
 
     pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// POSTs JSON to the admin API (as loopback, with `headers`).
+    pub(crate) async fn admin_post(&self, path: &str, headers: &[(&str, &str)], json: &str) -> Got {
+        admin_post(self.admin, path, headers, json).await
     }
 
     /// Asks folio to shut down and returns once it has.
@@ -175,4 +193,16 @@ where
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// POSTs JSON to an admin API.
+pub(crate) async fn admin_post(
+    admin: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    json: &str,
+) -> Got {
+    let mut all = vec![("content-type", "application/json")];
+    all.extend_from_slice(headers);
+    send("POST", &format!("http://{admin}{path}"), &all, json).await
 }

@@ -1,0 +1,641 @@
+//! Invalidation across instances: writes, tag purges, tenants, tokens,
+//! events, the fill/purge race, Redis restarts, Redis Cluster, rewarm.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use folio::{PolicySet, Settings};
+
+use crate::bookstore;
+use crate::support::{
+    Folio, FolioProcess, Reply, TestCluster, TestRedis, TestUpstream, admin_post, eventually, get,
+    send, settings,
+};
+
+/// The bound within which every instance must stop serving a purged entry.
+const PROPAGATION: Duration = Duration::from_secs(1);
+
+const POLICIES: &str = r#"
+"/api/v1/products":
+  cache_ttl: 5m
+  cache_key: "tenant_id + query_params"
+  invalidate_on: ["product_update", "inventory_change"]
+"/api/v1/products/{id}":
+  cache_ttl: 1h
+  cache_key: "tenant_id + product_id"
+  tags: ["product:{id}", "products"]
+  invalidate_on: ["product_update"]
+"/api/v1/categories":
+  cache_ttl: 1h
+  tags: ["categories"]
+"PUT|PATCH|DELETE /api/v1/products/{id}":
+  events: ["product_update"]
+"#;
+
+/// An upstream whose answers change with a version counter, so a test can
+/// tell a refetch from a cached copy.
+async fn versioned_upstream() -> (TestUpstream, Arc<AtomicUsize>) {
+    let version = Arc::new(AtomicUsize::new(1));
+    let current = Arc::clone(&version);
+    let upstream = TestUpstream::start(move |seen| {
+        let v = current.load(Ordering::SeqCst);
+        Reply::json(format!(
+            r#"{{"path":"{}","tenant":"{}","v":{v}}}"#,
+            seen.uri.path(),
+            seen.header("x-tenant-id")
+        ))
+    })
+    .await;
+    (upstream, version)
+}
+
+fn with_redis(upstream: &TestUpstream, redis: &TestRedis) -> Settings {
+    let mut settings = settings(upstream.uri());
+    settings.redis = Some(redis.url.clone());
+    settings
+}
+
+/// Polls until `url` is answered with `x_cache`; returns how long it took.
+async fn until_cache(
+    url: &str,
+    headers: &[(&str, &str)],
+    x_cache: &str,
+    limit: Duration,
+) -> Duration {
+    let started = Instant::now();
+    eventually(limit, &format!("{url} answered {x_cache}"), || async {
+        get(url, headers).await.x_cache() == x_cache
+    })
+    .await;
+    started.elapsed()
+}
+
+const ACME: &[(&str, &str)] = &[("x-tenant-id", "acme")];
+const GLOBEX: &[(&str, &str)] = &[("x-tenant-id", "globex")];
+
+#[tokio::test]
+async fn a_put_through_one_process_purges_the_product_and_its_lists_on_another() {
+    let redis = TestRedis::start().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = listener.local_addr().unwrap();
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let options = bookstore::Options {
+        latency: Duration::ZERO,
+        products: 50,
+    };
+    tokio::spawn(bookstore::serve(listener, options, async {
+        let _ = stopped.await;
+    }));
+    let policies = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/policies"));
+    let upstream = format!("http://{origin}");
+    let a = FolioProcess::start(&upstream, &policies, &["--redis", &redis.url]);
+    let b = FolioProcess::start(&upstream, &policies, &["--redis", &redis.url]);
+
+    let product = b.url("/api/v1/products/7");
+    let list = b.url("/api/v1/products?category=fiction");
+    for url in [&product, &list] {
+        get(url, ACME).await;
+        assert_eq!(get(url, ACME).await.x_cache(), "HIT");
+    }
+    let put = send(
+        "PUT",
+        &a.url("/api/v1/products/7"),
+        ACME,
+        r#"{"name":"Renamed on A"}"#,
+    )
+    .await;
+    assert_eq!(put.status, 200);
+
+    let took = until_cache(&product, ACME, "MISS", PROPAGATION).await;
+    let fresh = get(&product, ACME).await;
+    assert_eq!(
+        fresh.json()["name"],
+        "Renamed on A",
+        "B serves the new data"
+    );
+    assert_eq!(
+        get(&list, ACME).await.x_cache(),
+        "MISS",
+        "and drops the lists"
+    );
+    println!("a PUT on A reached B's L1 in {took:?}");
+}
+
+#[tokio::test]
+async fn a_tag_purge_on_one_instance_empties_another_and_spares_other_tenants() {
+    let redis = TestRedis::start().await;
+    let (upstream, _) = versioned_upstream().await;
+    let a = Folio::start_with(with_redis(&upstream, &redis), POLICIES).await;
+    let b = Folio::start_with(with_redis(&upstream, &redis), POLICIES).await;
+    for id in 1..=3 {
+        for tenant in [ACME, GLOBEX] {
+            get(&b.url(&format!("/api/v1/products/{id}")), tenant).await;
+        }
+    }
+    get(&b.url("/api/v1/categories"), ACME).await;
+
+    let purge = a
+        .admin_post(
+            "/_folio/purge",
+            &[],
+            r#"{"tags":["products"],"tenant":"acme"}"#,
+        )
+        .await;
+    assert_eq!(purge.status, 200, "{}", purge.text());
+    assert_eq!(purge.json()["tenant"], "acme");
+
+    until_cache(&b.url("/api/v1/products/1"), ACME, "MISS", PROPAGATION).await;
+    for id in 2..=3 {
+        assert_eq!(
+            get(&b.url(&format!("/api/v1/products/{id}")), ACME)
+                .await
+                .x_cache(),
+            "MISS"
+        );
+        assert_eq!(
+            get(&b.url(&format!("/api/v1/products/{id}")), GLOBEX)
+                .await
+                .x_cache(),
+            "HIT",
+            "globex untouched"
+        );
+    }
+    assert_eq!(
+        get(&b.url("/api/v1/categories"), ACME).await.x_cache(),
+        "HIT",
+        "other tags untouched"
+    );
+}
+
+#[tokio::test]
+async fn purges_by_url_prefix_tenant_and_every_tenant() {
+    let (upstream, _) = versioned_upstream().await;
+    let folio = Folio::start(&upstream, POLICIES).await;
+    let warm = |paths: &'static [&'static str]| {
+        let folio = &folio;
+        async move {
+            for path in paths {
+                for tenant in [ACME, GLOBEX] {
+                    get(&folio.url(path), tenant).await;
+                }
+            }
+        }
+    };
+    let paths = &[
+        "/api/v1/products/1",
+        "/api/v1/products/2",
+        "/api/v1/categories",
+    ];
+    warm(paths).await;
+    let by_url = folio
+        .admin_post(
+            "/_folio/purge",
+            &[],
+            r#"{"urls":["/api/v1/products/1"],"tenant":"acme"}"#,
+        )
+        .await;
+    assert_eq!(by_url.status, 200);
+    assert_eq!(
+        get(&folio.url("/api/v1/products/1"), ACME).await.x_cache(),
+        "MISS"
+    );
+    assert_eq!(
+        get(&folio.url("/api/v1/products/2"), ACME).await.x_cache(),
+        "HIT"
+    );
+
+    folio
+        .admin_post(
+            "/_folio/purge",
+            &[],
+            r#"{"prefix":"/api/v1/products","tenant":"acme"}"#,
+        )
+        .await;
+    assert_eq!(
+        get(&folio.url("/api/v1/products/2"), ACME).await.x_cache(),
+        "MISS"
+    );
+    assert_eq!(
+        get(&folio.url("/api/v1/categories"), ACME).await.x_cache(),
+        "HIT"
+    );
+
+    folio
+        .admin_post("/_folio/purge", &[], r#"{"all":true,"tenant":"globex"}"#)
+        .await;
+    assert_eq!(
+        get(&folio.url("/api/v1/categories"), GLOBEX)
+            .await
+            .x_cache(),
+        "MISS"
+    );
+    assert_eq!(
+        get(&folio.url("/api/v1/categories"), ACME).await.x_cache(),
+        "HIT"
+    );
+
+    let everyone = folio
+        .admin_post("/_folio/purge", &[], r#"{"tags":["categories"]}"#)
+        .await;
+    assert_eq!(
+        everyone.json()["tenant"],
+        serde_json::Value::Null,
+        "an operator purge of every tenant"
+    );
+    assert_eq!(
+        get(&folio.url("/api/v1/categories"), ACME).await.x_cache(),
+        "MISS"
+    );
+    assert_eq!(
+        get(&folio.url("/api/v1/categories"), GLOBEX)
+            .await
+            .x_cache(),
+        "MISS"
+    );
+}
+
+#[tokio::test]
+async fn purges_need_the_right_token_and_a_refused_one_changes_nothing() {
+    let (upstream, _) = versioned_upstream().await;
+    let mut settings = settings(upstream.uri());
+    settings.admin.operator_token = Some("operator-secret".into());
+    settings.admin.tenant_tokens = vec![("acme".into(), "acme-secret".into())];
+    let folio = Folio::start_with(settings, POLICIES).await;
+    get(&folio.url("/api/v1/products/1"), ACME).await;
+    get(&folio.url("/api/v1/products/1"), GLOBEX).await;
+    let body = r#"{"tags":["products"],"tenant":"globex"}"#;
+
+    let none = folio.admin_post("/_folio/purge", &[], body).await;
+    assert_eq!(none.status, 401);
+    assert_eq!(none.json()["error"], "unauthorized");
+    let wrong = folio
+        .admin_post("/_folio/purge", &[("authorization", "Bearer guess")], body)
+        .await;
+    assert_eq!(wrong.status, 403);
+    let other_tenant = folio
+        .admin_post(
+            "/_folio/purge",
+            &[("authorization", "Bearer acme-secret")],
+            body,
+        )
+        .await;
+    assert_eq!(other_tenant.status, 403, "acme's token cannot purge globex");
+    assert_eq!(
+        get(&folio.url("/api/v1/products/1"), GLOBEX)
+            .await
+            .x_cache(),
+        "HIT",
+        "nothing changed"
+    );
+    assert_eq!(
+        get(&folio.url("/api/v1/products/1"), ACME).await.x_cache(),
+        "HIT"
+    );
+
+    let own = folio
+        .admin_post(
+            "/_folio/purge",
+            &[("authorization", "Bearer acme-secret")],
+            r#"{"tags":["products"]}"#,
+        )
+        .await;
+    assert_eq!(own.status, 200);
+    assert_eq!(
+        own.json()["tenant"],
+        "acme",
+        "a tenant token acts for its tenant"
+    );
+    assert_eq!(
+        get(&folio.url("/api/v1/products/1"), ACME).await.x_cache(),
+        "MISS"
+    );
+    let operator = folio
+        .admin_post(
+            "/_folio/purge",
+            &[("authorization", "Bearer operator-secret")],
+            body,
+        )
+        .await;
+    assert_eq!(operator.status, 200);
+    assert_eq!(
+        get(&folio.url("/api/v1/products/1"), GLOBEX)
+            .await
+            .x_cache(),
+        "MISS"
+    );
+}
+
+#[tokio::test]
+async fn bad_admin_requests_get_clear_errors() {
+    let (upstream, _) = versioned_upstream().await;
+    let folio = Folio::start(&upstream, POLICIES).await;
+    for (body, error) in [
+        ("not json", "bad_json"),
+        (r#"{"tenant":"acme"}"#, "nothing_to_purge"),
+        (r#"{"tags":["x"],"colour":"red"}"#, "bad_json"),
+        (r#"{"keys":["zz"]}"#, "bad_key"),
+        (r#"{"prefix":"no-slash"}"#, "bad_prefix"),
+    ] {
+        let got = folio.admin_post("/_folio/purge", &[], body).await;
+        assert_eq!(got.status, 400, "{body}");
+        assert_eq!(got.json()["error"], error, "{body}");
+    }
+    assert_eq!(
+        get(&format!("http://{}/_folio/purge", folio.admin), &[])
+            .await
+            .status,
+        405
+    );
+    assert_eq!(
+        get(&format!("http://{}/_folio/nope", folio.admin), &[])
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        get(&format!("http://{}/_folio/health", folio.admin), &[])
+            .await
+            .json()["status"],
+        "healthy"
+    );
+}
+
+#[tokio::test]
+async fn an_event_posted_to_one_instance_drops_entries_on_another() {
+    let redis = TestRedis::start().await;
+    let (upstream, version) = versioned_upstream().await;
+    let a = Folio::start_with(with_redis(&upstream, &redis), POLICIES).await;
+    let b = Folio::start_with(with_redis(&upstream, &redis), POLICIES).await;
+    for path in [
+        "/api/v1/products/42",
+        "/api/v1/products/43",
+        "/api/v1/products?page=1",
+        "/api/v1/categories",
+    ] {
+        get(&a.url(path), ACME).await;
+    }
+    version.store(2, Ordering::SeqCst);
+    let event = b
+        .admin_post(
+            "/_folio/events",
+            &[],
+            r#"{"event":"product_update","tenant":"acme","params":{"id":42}}"#,
+        )
+        .await;
+    assert_eq!(event.status, 200, "{}", event.text());
+    let took = until_cache(&a.url("/api/v1/products/42"), ACME, "MISS", PROPAGATION).await;
+    assert_eq!(
+        get(&a.url("/api/v1/products/42"), ACME).await.json()["v"],
+        2
+    );
+    assert_eq!(
+        get(&a.url("/api/v1/products?page=1"), ACME).await.x_cache(),
+        "MISS",
+        "lists of the event"
+    );
+    assert_eq!(
+        get(&a.url("/api/v1/products/43"), ACME).await.x_cache(),
+        "HIT",
+        "only the named product"
+    );
+    assert_eq!(
+        get(&a.url("/api/v1/categories"), ACME).await.x_cache(),
+        "HIT",
+        "not listening to the event"
+    );
+    println!("an event on B reached A in {took:?}");
+}
+
+#[tokio::test]
+async fn a_fill_that_started_before_a_purge_is_never_stored() {
+    let slow = Arc::new(AtomicUsize::new(1));
+    let delay = Arc::clone(&slow);
+    let upstream = TestUpstream::start(move |_| {
+        Reply::json(r#"{"v":"old"}"#).delay(Duration::from_millis(
+            500 * delay.load(Ordering::SeqCst) as u64,
+        ))
+    })
+    .await;
+    let folio = Folio::start(&upstream, POLICIES).await;
+    let url = folio.url("/api/v1/products/5");
+    let fill = tokio::spawn({
+        let url = url.clone();
+        async move { get(&url, ACME).await }
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let purge = folio
+        .admin_post(
+            "/_folio/purge",
+            &[],
+            r#"{"tags":["product:5"],"tenant":"acme"}"#,
+        )
+        .await;
+    assert_eq!(purge.status, 200);
+    let filled = fill.await.unwrap();
+    assert_eq!(filled.status, 200);
+    assert!(
+        filled
+            .header("cache-status")
+            .contains("detail=purged-during-fill"),
+        "{}",
+        filled.header("cache-status")
+    );
+    slow.store(0, Ordering::SeqCst);
+    assert_eq!(
+        get(&url, ACME).await.x_cache(),
+        "MISS",
+        "the racing fill was not kept"
+    );
+    assert_eq!(get(&url, ACME).await.x_cache(), "HIT");
+}
+
+#[tokio::test]
+async fn redis_restarted_mid_test_leaves_no_stale_l1_entry_past_the_bound() {
+    let mut redis = TestRedis::start().await;
+    let (upstream, _) = versioned_upstream().await;
+    let a = Folio::start_with(with_redis(&upstream, &redis), POLICIES).await;
+    let b = Folio::start_with(with_redis(&upstream, &redis), POLICIES).await;
+    get(&b.url("/api/v1/products/9"), ACME).await;
+    assert_eq!(
+        get(&b.url("/api/v1/products/9"), ACME).await.x_cache(),
+        "HIT"
+    );
+
+    redis.restart().await;
+    // Purge through A as soon as A can reach Redis again; B may not have
+    // resubscribed yet, so the broadcast may never reach it.
+    eventually(
+        Duration::from_secs(10),
+        "A's purge reaches Redis",
+        || async {
+            a.admin_post(
+                "/_folio/purge",
+                &[],
+                r#"{"tags":["product:9"],"tenant":"acme"}"#,
+            )
+            .await
+            .status
+                == 200
+        },
+    )
+    .await;
+    let bound = Duration::from_secs(3);
+    let took = until_cache(&b.url("/api/v1/products/9"), ACME, "MISS", bound).await;
+    println!("after a Redis restart, B stopped serving the purged entry in {took:?}");
+}
+
+#[tokio::test]
+async fn a_purge_while_redis_is_down_says_it_did_not_propagate() {
+    let mut redis = TestRedis::start().await;
+    let (upstream, _) = versioned_upstream().await;
+    let folio = Folio::start_with(with_redis(&upstream, &redis), POLICIES).await;
+    get(&folio.url("/api/v1/products/1"), ACME).await;
+    redis.kill();
+    let purge = folio
+        .admin_post(
+            "/_folio/purge",
+            &[],
+            r#"{"tags":["product:1"],"tenant":"acme"}"#,
+        )
+        .await;
+    assert_eq!(purge.status, 503);
+    assert_eq!(purge.json()["error"], "not_propagated");
+    assert_eq!(
+        get(&folio.url("/api/v1/products/1"), ACME).await.x_cache(),
+        "MISS",
+        "applied here all the same"
+    );
+}
+
+#[tokio::test]
+async fn a_soft_purge_serves_stale_while_one_refresh_runs() {
+    let (upstream, version) = versioned_upstream().await;
+    let folio = Folio::start(&upstream, POLICIES).await;
+    let url = folio.url("/api/v1/products/3");
+    assert_eq!(get(&url, ACME).await.json()["v"], 1);
+    version.store(2, Ordering::SeqCst);
+    folio
+        .admin_post(
+            "/_folio/purge",
+            &[],
+            r#"{"tags":["product:3"],"tenant":"acme","soft":true}"#,
+        )
+        .await;
+    let stale = get(&url, ACME).await;
+    assert_eq!(stale.x_cache(), "STALE");
+    assert_eq!(stale.json()["v"], 1);
+    eventually(
+        Duration::from_secs(5),
+        "refreshed after the soft purge",
+        || async {
+            let got = get(&url, ACME).await;
+            got.x_cache() == "HIT" && got.json()["v"] == 2
+        },
+    )
+    .await;
+    assert_eq!(upstream.hits("/api/v1/products/3"), 2, "one refresh");
+}
+
+#[tokio::test]
+async fn rewarm_refetches_the_most_requested_entries_after_a_purge() {
+    let (upstream, version) = versioned_upstream().await;
+    let policies =
+        format!("{POLICIES}\"/hot/{{id}}\":\n  cache_ttl: 1h\n  tags: [hot]\n  rewarm: true\n");
+    let folio = Folio::start(&upstream, &policies).await;
+    for _ in 0..5 {
+        get(&folio.url("/hot/1"), ACME).await;
+    }
+    get(&folio.url("/hot/2"), ACME).await;
+    version.store(2, Ordering::SeqCst);
+    folio
+        .admin_post("/_folio/purge", &[], r#"{"tags":["hot"],"tenant":"acme"}"#)
+        .await;
+    eventually(Duration::from_secs(5), "rewarm refetched both", || async {
+        upstream.hits("/hot/1") == 2 && upstream.hits("/hot/2") == 2
+    })
+    .await;
+    let warmed = get(&folio.url("/hot/1"), ACME).await;
+    assert_eq!(
+        warmed.x_cache(),
+        "HIT",
+        "the next user does not pay the miss"
+    );
+    assert_eq!(warmed.json()["v"], 2);
+}
+
+#[tokio::test]
+async fn the_same_holds_on_a_three_master_redis_cluster() {
+    let cluster = TestCluster::start().await;
+    let (upstream, _) = versioned_upstream().await;
+    let clustered = || {
+        let mut settings = settings(upstream.uri());
+        settings.redis_cluster = cluster.urls();
+        settings
+    };
+    let a = Folio::start_with(clustered(), POLICIES).await;
+    let b = Folio::start_with(clustered(), POLICIES).await;
+
+    for id in 0..30 {
+        get(&a.url(&format!("/api/v1/products/{id}")), ACME).await;
+    }
+    eventually(
+        Duration::from_secs(5),
+        "entries spread over every master",
+        || async { cluster.key_counts().iter().all(|n| *n > 0) },
+    )
+    .await;
+    eventually(Duration::from_secs(5), "all 30 entries in L2", || async {
+        cluster.key_counts().iter().sum::<u64>() >= 30
+    })
+    .await;
+    let from_l2 = get(&b.url("/api/v1/products/3"), ACME).await;
+    assert_eq!(from_l2.x_cache(), "HIT");
+    assert_eq!(from_l2.header("x-cache-layer"), "L2");
+    get(&b.url("/api/v1/products/4"), ACME).await;
+
+    let put = send("PUT", &a.url("/api/v1/products/3"), ACME, "{}").await;
+    assert_eq!(put.status, 200);
+    until_cache(&b.url("/api/v1/products/3"), ACME, "MISS", PROPAGATION).await;
+    let purge = a
+        .admin_post(
+            "/_folio/purge",
+            &[],
+            r#"{"tags":["products"],"tenant":"acme"}"#,
+        )
+        .await;
+    assert_eq!(purge.status, 200, "{}", purge.text());
+    until_cache(&b.url("/api/v1/products/4"), ACME, "MISS", PROPAGATION).await;
+}
+
+#[tokio::test]
+async fn purges_of_many_entries_stay_cheap() {
+    let (upstream, _) = versioned_upstream().await;
+    let set = PolicySet::from_yaml("p.yaml", POLICIES).unwrap();
+    let folio = Folio::start_with_set(settings(upstream.uri()), set).await;
+    for id in 0..200 {
+        get(&folio.url(&format!("/api/v1/products/{id}")), ACME).await;
+    }
+    let started = Instant::now();
+    let purge = folio
+        .admin_post(
+            "/_folio/purge",
+            &[],
+            r#"{"tags":["products"],"tenant":"acme"}"#,
+        )
+        .await;
+    assert_eq!(purge.status, 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "a purge does not walk the entries"
+    );
+    for id in [0, 99, 199] {
+        assert_eq!(
+            get(&folio.url(&format!("/api/v1/products/{id}")), ACME)
+                .await
+                .x_cache(),
+            "MISS"
+        );
+    }
+    let _ = admin_post;
+}
