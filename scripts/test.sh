@@ -20,6 +20,8 @@ echo "==> cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 echo "==> cargo test"
 cargo test --locked
+echo "==> benches, smoke run (small sizes, debug build)"
+cargo test --benches --locked
 echo "==> cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked --quiet
 echo "==> all checks passed"

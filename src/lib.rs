@@ -9,6 +9,9 @@
 //! - `key`: the cache key;
 //! - `cache`: the tiers (`l1` moka, `l2` Redis) and the stored `entry`;
 //! - `flight`: one upstream fetch per key;
+//! - `invalidation`: purge marks, checked on every read and shared by every
+//!   instance through Redis; `admin`: the purge and event API; `rewarm`:
+//!   refetching popular entries after a purge;
 //! - `freshness`: RFC 9111 rules as pure functions;
 //! - `upstream`: the pooled client and proxy header hygiene;
 //! - `outcome`: `X-Cache` / `Cache-Status` vocabulary;
