@@ -473,6 +473,8 @@ fn make_entry(
     let etag = headers
         .remove(header::ETAG)
         .unwrap_or_else(|| freshness::etag_for(&body));
+    let mut tags = fill.tags.clone();
+    take_upstream_tags(&mut headers, &mut tags);
     // Vary names headers the policy does not key on: remember this request's
     // values, and answer only requests that send the same.
     let vary = headers
@@ -500,8 +502,33 @@ fn make_entry(
         stale_if_error: lifetime.stale_if_error,
         tenant: fill.tenant.clone(),
         path: fill.path.clone(),
-        tags: fill.tags.clone(),
+        tags,
         vary,
+    }
+}
+
+/// Headers in which upstreams name an answer's tags (Fastly, Cloudflare,
+/// Varnish xkey); they are for caches, so clients do not see them.
+const UPSTREAM_TAG_HEADERS: [&str; 3] = ["surrogate-key", "cache-tag", "xkey"];
+/// Bounds on tags taken from one upstream answer.
+const MAX_UPSTREAM_TAGS: usize = 256;
+const MAX_TAG_LEN: usize = 256;
+
+/// Moves the upstream's tags (space- or comma-separated) into `tags`.
+fn take_upstream_tags(headers: &mut HeaderMap, tags: &mut Vec<Box<str>>) {
+    for name in UPSTREAM_TAG_HEADERS {
+        for value in headers.get_all(name) {
+            let Ok(text) = value.to_str() else { continue };
+            for tag in text
+                .split([' ', ','])
+                .filter(|t| !t.is_empty() && t.len() <= MAX_TAG_LEN)
+            {
+                if tags.len() < MAX_UPSTREAM_TAGS && !tags.iter().any(|t| **t == *tag) {
+                    tags.push(tag.into());
+                }
+            }
+        }
+        headers.remove(name);
     }
 }
 

@@ -639,3 +639,55 @@ async fn purges_of_many_entries_stay_cheap() {
     }
     let _ = admin_post;
 }
+
+#[tokio::test]
+async fn the_upstreams_surrogate_keys_are_tags_too() {
+    let upstream = TestUpstream::start(|seen| {
+        let id = seen.uri.path().rsplit('/').next().unwrap_or("").to_owned();
+        Reply::json("{}")
+            .header("surrogate-key", &format!("item-{id} catalogue"))
+            .header("cache-tag", "shelf-a,shelf-b")
+            .header("xkey", &format!("x{id}"))
+    })
+    .await;
+    let folio = Folio::start(&upstream, "\"/items/{id}\":\n  cache_ttl: 1h\n").await;
+    for id in 1..=3 {
+        get(&folio.url(&format!("/items/{id}")), ACME).await;
+    }
+    let hit = get(&folio.url("/items/1"), ACME).await;
+    assert_eq!(hit.x_cache(), "HIT");
+    assert_eq!(
+        hit.header("surrogate-key"),
+        "",
+        "tags are for caches, not clients"
+    );
+    for (tag, gone) in [("item-1", 1), ("shelf-b", 2), ("x3", 3)] {
+        folio
+            .admin_post(
+                "/_folio/purge",
+                &[],
+                &format!(r#"{{"tags":["{tag}"],"tenant":"acme"}}"#),
+            )
+            .await;
+        assert_eq!(
+            get(&folio.url(&format!("/items/{gone}")), ACME)
+                .await
+                .x_cache(),
+            "MISS",
+            "{tag}"
+        );
+    }
+    get(&folio.url("/items/2"), GLOBEX).await;
+    folio
+        .admin_post(
+            "/_folio/purge",
+            &[],
+            r#"{"tags":["catalogue"],"tenant":"acme"}"#,
+        )
+        .await;
+    assert_eq!(
+        get(&folio.url("/items/2"), GLOBEX).await.x_cache(),
+        "HIT",
+        "upstream tags are tenant-scoped too"
+    );
+}
