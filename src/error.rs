@@ -19,6 +19,9 @@ pub(crate) enum ProxyError {
     /// The response body broke off or stalled.
     #[error("the upstream's response body could not be read: {0}")]
     UpstreamBody(String),
+    /// `Cache-Control: only-if-cached` and nothing suitable is stored.
+    #[error("nothing suitable is stored, and the request said only-if-cached")]
+    NotCached,
     /// Something in the request itself (e.g. an unusable tenant header).
     #[error("{0}")]
     BadRequest(String),
@@ -28,7 +31,7 @@ impl ProxyError {
     pub(crate) fn status(&self) -> StatusCode {
         match self {
             Self::UpstreamUnavailable(_) | Self::UpstreamBody(_) => StatusCode::BAD_GATEWAY,
-            Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::UpstreamTimeout(_) | Self::NotCached => StatusCode::GATEWAY_TIMEOUT,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
         }
     }
@@ -39,6 +42,7 @@ impl ProxyError {
             Self::UpstreamUnavailable(_) => "upstream_unavailable",
             Self::UpstreamTimeout(_) => "upstream_timeout",
             Self::UpstreamBody(_) => "upstream_body",
+            Self::NotCached => "only_if_cached",
             Self::BadRequest(_) => "bad_request",
         }
     }

@@ -1,58 +1,155 @@
-//! HTTP caching rules (RFC 9111) as pure functions of headers, a policy and
-//! `now`: may a response be stored, for how long, and does a conditional
-//! request match a stored entry.
+//! HTTP caching rules (RFC 9111, 5861, 9213) as pure functions of headers, a
+//! policy and the time: may a response be stored and for how long
+//! ([`decide`]), may a stored response answer a request ([`Request`]), and
+//! does a conditional request match ([`not_modified`]).
+//!
+//! Two modes, one engine: a request no policy matches is governed by the
+//! implicit [`Policy::rfc`], so only the upstream's headers count; a matched
+//! policy sets the TTL, bounded by the upstream unless `override_upstream`.
 
 use std::time::{Duration, SystemTime};
 
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use sha2::{Digest, Sha256};
 
 use crate::invalidation::MAX_ENTRY_LIFETIME;
 use crate::policy::Policy;
 
-/// The directives of all `Cache-Control` lines of a message.
+/// The targeted field of CDN-class caches (RFC 9213 §3).
+pub(crate) const CDN_CACHE_CONTROL: HeaderName = HeaderName::from_static("cdn-cache-control");
+
+/// Heuristic freshness never exceeds this (RFC 9111 §4.2.2 leaves the cap to us).
+const MAX_HEURISTIC: Duration = Duration::from_secs(24 * 3600);
+
+/// Statuses RFC 9110 §15.1 calls heuristically cacheable (206 aside: folio
+/// does not store partial content).
+pub(crate) const HEURISTIC_STATUSES: [u16; 11] =
+    [200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501];
+
+/// The directives of all `Cache-Control` lines of a message (request or response).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct CacheControl {
     pub(crate) no_store: bool,
+    /// Unqualified `no-cache`.
     pub(crate) no_cache: bool,
+    /// `no-cache="field, ..."`: those fields may not be reused.
+    pub(crate) no_cache_fields: Vec<HeaderName>,
+    /// Unqualified `private`.
     pub(crate) private: bool,
+    /// `private="field, ..."`: a shared cache must not store those fields.
+    pub(crate) private_fields: Vec<HeaderName>,
     pub(crate) public: bool,
     pub(crate) must_revalidate: bool,
+    pub(crate) proxy_revalidate: bool,
+    pub(crate) immutable: bool,
     pub(crate) max_age: Option<u64>,
     pub(crate) s_maxage: Option<u64>,
     pub(crate) stale_while_revalidate: Option<u64>,
     pub(crate) stale_if_error: Option<u64>,
+    /// Request: `max-stale` (without a value: any staleness).
+    pub(crate) max_stale: Option<u64>,
+    pub(crate) min_fresh: Option<u64>,
+    pub(crate) only_if_cached: bool,
 }
 
 impl CacheControl {
+    /// All `Cache-Control` lines of `headers`.
     pub(crate) fn parse(headers: &HeaderMap) -> Self {
+        Self::parse_field(headers, &header::CACHE_CONTROL)
+    }
+
+    /// All lines of `field`; unknown directives are ignored (RFC 9111 §5.2.3).
+    pub(crate) fn parse_field(headers: &HeaderMap, field: &HeaderName) -> Self {
         let mut cc = Self::default();
-        for value in headers.get_all(header::CACHE_CONTROL) {
+        for value in headers.get_all(field) {
             let Ok(text) = value.to_str() else { continue };
             for directive in split_outside_quotes(text) {
                 let (name, argument) = match directive.split_once('=') {
-                    Some((name, argument)) => {
-                        (name.trim(), Some(argument.trim().trim_matches('"')))
-                    }
+                    Some((name, argument)) => (name.trim(), Some(argument.trim())),
                     None => (directive.trim(), None),
                 };
-                // A malformed delta-seconds counts as 0: the safe reading (RFC 9111 §1.2.2).
-                let seconds = || Some(argument.and_then(|a| a.parse::<u64>().ok()).unwrap_or(0));
+                let unquoted = argument.map(|a| a.trim_matches('"'));
+                // A malformed delta-seconds reads as 0, the safe reading
+                // (RFC 9111 §1.2.2); an overflow as the largest value.
+                let seconds = || {
+                    let text = unquoted.unwrap_or("");
+                    Some(
+                        if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+                            text.parse::<u64>().unwrap_or(u64::from(u32::MAX))
+                        } else {
+                            0
+                        },
+                    )
+                };
+                let fields = || -> Vec<HeaderName> {
+                    unquoted
+                        .unwrap_or("")
+                        .split(',')
+                        .filter_map(|f| HeaderName::from_bytes(f.trim().as_bytes()).ok())
+                        .collect()
+                };
                 match name.to_ascii_lowercase().as_str() {
                     "no-store" => cc.no_store = true,
+                    "no-cache" if argument.is_some() => cc.no_cache_fields.extend(fields()),
                     "no-cache" => cc.no_cache = true,
+                    "private" if argument.is_some() => cc.private_fields.extend(fields()),
                     "private" => cc.private = true,
                     "public" => cc.public = true,
-                    "must-revalidate" | "proxy-revalidate" => cc.must_revalidate = true,
+                    "must-revalidate" => cc.must_revalidate = true,
+                    "proxy-revalidate" => cc.proxy_revalidate = true,
+                    "immutable" => cc.immutable = true,
                     "max-age" => cc.max_age = seconds(),
                     "s-maxage" => cc.s_maxage = seconds(),
                     "stale-while-revalidate" => cc.stale_while_revalidate = seconds(),
                     "stale-if-error" => cc.stale_if_error = seconds(),
-                    _ => {} // unknown directives are ignored (RFC 9111 §5.2.3)
+                    "max-stale" => {
+                        cc.max_stale = if argument.is_some() {
+                            seconds()
+                        } else {
+                            Some(u64::MAX)
+                        }
+                    }
+                    "min-fresh" => cc.min_fresh = seconds(),
+                    "only-if-cached" => cc.only_if_cached = true,
+                    _ => {}
                 }
             }
         }
         cc
+    }
+
+    /// The directives that govern a response for folio: `CDN-Cache-Control`
+    /// when folio acts as a CDN-class cache and the field is present (RFC
+    /// 9213 §2.1: then `Cache-Control` is ignored), else `Cache-Control`.
+    pub(crate) fn of_response(headers: &HeaderMap, cdn: bool) -> Self {
+        if cdn && headers.contains_key(&CDN_CACHE_CONTROL) {
+            Self::parse_field(headers, &CDN_CACHE_CONTROL)
+        } else {
+            Self::parse(headers)
+        }
+    }
+
+    /// A request's directives; `Pragma: no-cache` counts as `no-cache` when
+    /// there is no `Cache-Control` (RFC 9111 §5.4).
+    pub(crate) fn of_request(headers: &HeaderMap) -> Self {
+        let mut cc = Self::parse(headers);
+        if !headers.contains_key(header::CACHE_CONTROL)
+            && headers.get_all(header::PRAGMA).iter().any(|v| {
+                v.to_str().is_ok_and(|v| {
+                    v.split(',')
+                        .any(|d| d.trim().eq_ignore_ascii_case("no-cache"))
+                })
+            })
+        {
+            cc.no_cache = true;
+        }
+        cc
+    }
+
+    /// Shared caches may not serve the response stale (§5.2.2.2, §5.2.2.8;
+    /// `s-maxage` implies `proxy-revalidate`, §5.2.2.10).
+    fn forbids_stale(&self) -> bool {
+        self.must_revalidate || self.proxy_revalidate || self.s_maxage.is_some()
     }
 }
 
@@ -72,8 +169,9 @@ fn split_outside_quotes(text: &str) -> impl Iterator<Item = &str> {
 pub(crate) enum NotStored {
     Status,
     NoStore,
-    NoCache,
+    RequestNoStore,
     Private,
+    Authorization,
     SetCookie,
     VaryStar,
     NoLifetime,
@@ -85,8 +183,9 @@ impl NotStored {
         match self {
             Self::Status => "status-not-cacheable",
             Self::NoStore => "upstream-no-store",
-            Self::NoCache => "upstream-no-cache",
+            Self::RequestNoStore => "request-no-store",
             Self::Private => "upstream-private",
+            Self::Authorization => "authorization",
             Self::SetCookie => "set-cookie",
             Self::VaryStar => "vary-star",
             Self::NoLifetime => "no-lifetime",
@@ -98,25 +197,70 @@ impl NotStored {
 /// How long a stored response stays fresh, and its stale windows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Lifetime {
+    /// Freshness lifetime from the moment of storing, `Age` already counted.
     pub(crate) fresh_for: Duration,
+    /// The response's age when stored (RFC 9111 §4.2.3 corrected initial age).
     pub(crate) initial_age: Duration,
     pub(crate) stale_while_revalidate: Duration,
     pub(crate) stale_if_error: Duration,
 }
 
-/// Decides whether a response may be stored under `policy`, and for how long.
+/// What a stored response may be used for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Storage {
+    pub(crate) lifetime: Lifetime,
+    /// `no-cache`: stored, but validated with the upstream before every use.
+    pub(crate) revalidate: bool,
+    /// Never served stale (must-revalidate, proxy-revalidate, s-maxage).
+    pub(crate) no_stale: bool,
+    /// May answer a request carrying `Authorization` (RFC 9111 §3.5).
+    pub(crate) shared_ok: bool,
+    /// Header fields not to store (`private="f"`, `no-cache="f"`).
+    pub(crate) strip: Vec<HeaderName>,
+}
+
+/// What about the request matters to storing its response.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Asked {
+    pub(crate) authorization: bool,
+    pub(crate) no_store: bool,
+    /// When the request went upstream (local clock), for the age calculation.
+    pub(crate) at: Option<SystemTime>,
+}
+
+/// Decides whether a response may be stored, and how it may be used.
 ///
-/// The policy's TTL is bounded by what the upstream says (`no-store`,
-/// `private`, `no-cache`, `s-maxage`, `max-age`, `Expires`) unless the policy
-/// sets `override_upstream`. Without a policy TTL, the upstream's freshness
-/// is used as is.
-pub(crate) fn lifetime(
+/// With a policy TTL, the TTL is bounded by the upstream's `s-maxage` /
+/// `max-age` / `Expires`, and the upstream's `no-store` / `private` /
+/// `no-cache` hold, unless the policy sets `override_upstream`. Without one
+/// (and always for the implicit RFC policy), the upstream's explicit
+/// freshness counts, else heuristic freshness where allowed, else a response
+/// with a validator is stored for revalidation only.
+pub(crate) fn decide(
     policy: &Policy,
+    asked: Asked,
     status: StatusCode,
     headers: &HeaderMap,
     now: SystemTime,
-) -> Result<Lifetime, NotStored> {
-    if !policy.cache_statuses.contains(&status) {
+    cdn: bool,
+) -> Result<Storage, NotStored> {
+    if asked.no_store {
+        return Err(NotStored::RequestNoStore);
+    }
+    let cc = CacheControl::of_response(headers, cdn);
+    let obey = !policy.override_upstream;
+    let explicit = explicit_lifetime(&cc, headers);
+    let heuristic_status = HEURISTIC_STATUSES.contains(&status.as_u16());
+    let status_ok = if policy.implicit {
+        // Any final status with explicit freshness; heuristically cacheable
+        // ones (or `public`) otherwise. Partial and not-modified answers
+        // are never stored as such.
+        !matches!(status.as_u16(), 100..=199 | 206 | 304)
+            && (explicit.is_some() || heuristic_status || cc.public)
+    } else {
+        policy.cache_statuses.contains(&status)
+    };
+    if !status_ok {
         return Err(NotStored::Status);
     }
     if headers.contains_key(header::SET_COOKIE) {
@@ -128,58 +272,72 @@ pub(crate) fn lifetime(
     }) {
         return Err(NotStored::VaryStar);
     }
-    let cc = CacheControl::parse(headers);
-    let obey = !policy.override_upstream;
     if obey && cc.no_store {
         return Err(NotStored::NoStore);
     }
     if obey && cc.private {
         return Err(NotStored::Private);
     }
-    if obey && cc.no_cache {
-        return Err(NotStored::NoCache);
+    let shared_ok = cc.public || cc.s_maxage.is_some() || cc.must_revalidate;
+    if asked.authorization && !shared_ok && !policy.private {
+        return Err(NotStored::Authorization);
     }
-    let initial_age = headers
-        .get(header::AGE)
-        .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
-        .map_or(Duration::ZERO, Duration::from_secs);
-    let upstream = upstream_lifetime(&cc, headers).map(|d| d.saturating_sub(initial_age));
-    let fresh_for = match (policy.ttl, upstream) {
+    let initial_age = corrected_initial_age(headers, asked.at.unwrap_or(now), now);
+    let upstream = explicit.or_else(|| {
+        // Heuristics need Last-Modified and a status (or `public`) that allows them.
+        (heuristic_status || cc.public)
+            .then(|| heuristic_lifetime(headers, now))
+            .flatten()
+    });
+    let has_validator =
+        headers.contains_key(header::ETAG) || headers.contains_key(header::LAST_MODIFIED);
+    let lifetime = match (policy.ttl, upstream) {
         (Some(ttl), Some(upstream)) if obey => ttl.min(upstream),
         (Some(ttl), _) => ttl,
         (None, Some(upstream)) => upstream,
+        // Storable for revalidation only: stale from the start.
+        (None, None) if has_validator => Duration::ZERO,
         (None, None) => return Err(NotStored::NoLifetime),
     };
-    if fresh_for.is_zero() {
+    let fresh_for = lifetime.saturating_sub(initial_age).min(MAX_ENTRY_LIFETIME);
+    if fresh_for.is_zero() && !has_validator {
         return Err(NotStored::NoLifetime);
     }
-    // must-revalidate forbids serving stale (RFC 9111 §5.2.2.2).
-    let may_serve_stale = !(obey && cc.must_revalidate);
+    let no_stale = obey && cc.forbids_stale();
+    let room = MAX_ENTRY_LIFETIME - fresh_for;
     let window = |policy_window: Duration, upstream_window: Option<u64>| {
-        if !may_serve_stale {
+        if no_stale {
             Duration::ZERO
         } else if policy_window.is_zero() {
-            upstream_window.map_or(Duration::ZERO, Duration::from_secs)
+            upstream_window
+                .map_or(Duration::ZERO, Duration::from_secs)
+                .min(room)
         } else {
-            policy_window
+            policy_window.min(room)
         }
     };
-    let _ = now;
-    // No entry outlives the purge marks that could cover it.
-    let fresh_for = fresh_for.min(MAX_ENTRY_LIFETIME);
-    let room = MAX_ENTRY_LIFETIME - fresh_for;
-    Ok(Lifetime {
-        fresh_for,
-        initial_age,
-        stale_while_revalidate: window(policy.stale_while_revalidate, cc.stale_while_revalidate)
-            .min(room),
-        stale_if_error: window(policy.stale_if_error, cc.stale_if_error).min(room),
+    let mut strip = cc.private_fields.clone();
+    strip.extend(cc.no_cache_fields.iter().cloned());
+    Ok(Storage {
+        lifetime: Lifetime {
+            fresh_for,
+            initial_age,
+            stale_while_revalidate: window(
+                policy.stale_while_revalidate,
+                cc.stale_while_revalidate,
+            ),
+            stale_if_error: window(policy.stale_if_error, cc.stale_if_error),
+        },
+        revalidate: obey && cc.no_cache,
+        no_stale,
+        shared_ok,
+        strip,
     })
 }
 
-/// The upstream's own freshness lifetime: `s-maxage`, else `max-age`, else
-/// `Expires` − `Date` (an unparsable `Expires` means already stale).
-fn upstream_lifetime(cc: &CacheControl, headers: &HeaderMap) -> Option<Duration> {
+/// `s-maxage`, else `max-age`, else `Expires` − `Date` (RFC 9111 §4.2.1);
+/// an `Expires` that is not a valid date means already expired.
+fn explicit_lifetime(cc: &CacheControl, headers: &HeaderMap) -> Option<Duration> {
     if let Some(seconds) = cc.s_maxage.or(cc.max_age) {
         return Some(Duration::from_secs(seconds));
     }
@@ -194,8 +352,114 @@ fn upstream_lifetime(cc: &CacheControl, headers: &HeaderMap) -> Option<Duration>
     Some(expires.duration_since(date).unwrap_or(Duration::ZERO))
 }
 
+/// 10% of the time since `Last-Modified` (RFC 9111 §4.2.2), capped.
+fn heuristic_lifetime(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let modified = headers.get(header::LAST_MODIFIED).and_then(http_date)?;
+    let date = headers.get(header::DATE).and_then(http_date).unwrap_or(now);
+    let age = date.duration_since(modified).ok()?;
+    Some((age / 10).min(MAX_HEURISTIC))
+}
+
+/// RFC 9111 §4.2.3: `max(apparent_age, age_value + response_delay)`.
+fn corrected_initial_age(
+    headers: &HeaderMap,
+    request_time: SystemTime,
+    response_time: SystemTime,
+) -> Duration {
+    let age_value = headers
+        .get(header::AGE)
+        .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+        .map_or(Duration::ZERO, Duration::from_secs);
+    let apparent_age = headers
+        .get(header::DATE)
+        .and_then(http_date)
+        .and_then(|date| response_time.duration_since(date).ok())
+        .unwrap_or(Duration::ZERO);
+    let response_delay = response_time
+        .duration_since(request_time)
+        .unwrap_or(Duration::ZERO);
+    apparent_age.max(age_value + response_delay)
+}
+
 fn http_date(value: &HeaderValue) -> Option<SystemTime> {
     httpdate::parse_http_date(value.to_str().ok()?).ok()
+}
+
+/// What a request's directives allow of a stored response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Use {
+    /// Serve it as is.
+    Fresh,
+    /// Serve it stale: the client accepts it (`max-stale`).
+    StaleAccepted,
+    /// Stale, within `stale-while-revalidate`: serve, refresh behind.
+    StaleWhileRevalidate,
+    /// Ask the upstream first (conditionally when the entry has validators);
+    /// serve stale only if the upstream fails within `stale-if-error`.
+    Revalidate,
+}
+
+/// Facts about a stored response, for [`Request::allows`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stored {
+    pub(crate) age: Duration,
+    /// Freshness lifetime (fresh while `age` is below it).
+    pub(crate) lifetime: Duration,
+    pub(crate) stale_while_revalidate: Duration,
+    pub(crate) revalidate: bool,
+    pub(crate) no_stale: bool,
+}
+
+/// A request's cache directives.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Request {
+    pub(crate) cc: CacheControl,
+}
+
+impl Request {
+    pub(crate) fn new(headers: &HeaderMap) -> Self {
+        Self {
+            cc: CacheControl::of_request(headers),
+        }
+    }
+
+    /// How a stored response may answer this request (RFC 9111 §4.2, §5.2.1).
+    pub(crate) fn allows(&self, stored: &Stored) -> Use {
+        let cc = &self.cc;
+        if cc.no_cache || stored.revalidate {
+            return Use::Revalidate;
+        }
+        let mut lifetime = stored.lifetime;
+        if let Some(max_age) = cc.max_age {
+            lifetime = lifetime.min(Duration::from_secs(max_age));
+        }
+        let remaining = lifetime.saturating_sub(stored.age);
+        let min_fresh = Duration::from_secs(cc.min_fresh.unwrap_or(0));
+        if stored.age < lifetime && (min_fresh.is_zero() || remaining >= min_fresh) {
+            return Use::Fresh;
+        }
+        if stored.no_stale {
+            return Use::Revalidate;
+        }
+        let staleness = stored.age.saturating_sub(stored.lifetime);
+        if let Some(max_stale) = cc.max_stale
+            && staleness <= Duration::from_secs(max_stale)
+            && cc
+                .max_age
+                .is_none_or(|max_age| stored.age <= Duration::from_secs(max_age))
+        {
+            return Use::StaleAccepted;
+        }
+        // The client's own limits (max-age, min-fresh) rule out serving stale
+        // without asking; otherwise stale-while-revalidate may.
+        if cc.max_age.is_none()
+            && cc.min_fresh.is_none()
+            && staleness < stored.stale_while_revalidate
+        {
+            return Use::StaleWhileRevalidate;
+        }
+        Use::Revalidate
+    }
 }
 
 /// A strong ETag from the body's SHA-256 (first 128 bits).
@@ -240,209 +504,4 @@ fn opaque(tag: &str) -> &str {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::policy::PolicySet;
-
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in pairs {
-            map.append(*name, HeaderValue::from_static(value));
-        }
-        map
-    }
-
-    fn policy(fields: &str) -> std::sync::Arc<Policy> {
-        let set = PolicySet::from_yaml("f.yaml", &format!("\"/p\":\n{fields}")).unwrap();
-        std::sync::Arc::clone(set.match_request(&http::Method::GET, "/p").unwrap().policy)
-    }
-
-    fn ttl(fields: &str, response: &[(&'static str, &'static str)]) -> Result<u64, NotStored> {
-        lifetime(
-            &policy(fields),
-            StatusCode::OK,
-            &headers(response),
-            SystemTime::now(),
-        )
-        .map(|l| l.fresh_for.as_secs())
-    }
-
-    #[test]
-    fn cache_control_parsing() {
-        let cc = CacheControl::parse(&headers(&[
-            ("cache-control", "Public, max-age=60, s-maxage=\"120\""),
-            (
-                "cache-control",
-                "x-unknown=\"a,b\", stale-if-error=30, max-age=oops",
-            ),
-        ]));
-        assert!(cc.public);
-        assert_eq!(cc.s_maxage, Some(120));
-        assert_eq!(cc.max_age, Some(0), "a malformed value is read as 0");
-        assert_eq!(cc.stale_if_error, Some(30));
-    }
-
-    #[test]
-    fn policy_ttl_is_bounded_by_the_upstream() {
-        assert_eq!(ttl("  cache_ttl: 1h\n", &[]), Ok(3600));
-        assert_eq!(
-            ttl("  cache_ttl: 1h\n", &[("cache-control", "max-age=60")]),
-            Ok(60)
-        );
-        assert_eq!(
-            ttl(
-                "  cache_ttl: 1h\n",
-                &[("cache-control", "max-age=600, s-maxage=30")]
-            ),
-            Ok(30)
-        );
-        assert_eq!(
-            ttl(
-                "  cache_ttl: 1h\n",
-                &[("cache-control", "max-age=60"), ("age", "50")]
-            ),
-            Ok(10)
-        );
-        assert_eq!(
-            ttl("  cache_ttl: 1h\n", &[("cache-control", "no-store")]),
-            Err(NotStored::NoStore)
-        );
-        assert_eq!(
-            ttl("  cache_ttl: 1h\n", &[("cache-control", "private")]),
-            Err(NotStored::Private)
-        );
-        assert_eq!(
-            ttl("  cache_ttl: 1h\n", &[("set-cookie", "a=b")]),
-            Err(NotStored::SetCookie)
-        );
-        assert_eq!(
-            ttl("  cache_ttl: 1h\n", &[("vary", "Accept, *")]),
-            Err(NotStored::VaryStar)
-        );
-    }
-
-    #[test]
-    fn override_upstream_keeps_the_policy_ttl() {
-        let fields = "  cache_ttl: 1h\n  override_upstream: true\n";
-        assert_eq!(
-            ttl(fields, &[("cache-control", "private, max-age=5")]),
-            Ok(3600)
-        );
-        assert_eq!(ttl(fields, &[("cache-control", "no-store")]), Ok(3600));
-    }
-
-    #[test]
-    fn without_policy_ttl_the_upstream_decides() {
-        let fields = "  cache_statuses: [200]\n";
-        assert_eq!(ttl(fields, &[]), Err(NotStored::NoLifetime));
-        assert_eq!(ttl(fields, &[("cache-control", "max-age=42")]), Ok(42));
-        assert_eq!(
-            ttl(
-                fields,
-                &[
-                    ("date", "Sun, 06 Nov 1994 08:49:37 GMT"),
-                    ("expires", "Sun, 06 Nov 1994 08:50:37 GMT")
-                ]
-            ),
-            Ok(60)
-        );
-        assert_eq!(
-            ttl(fields, &[("expires", "not a date")]),
-            Err(NotStored::NoLifetime)
-        );
-    }
-
-    #[test]
-    fn statuses_outside_the_policy_list_are_not_stored() {
-        let p = policy("  cache_ttl: 1m\n");
-        let now = SystemTime::now();
-        assert!(lifetime(&p, StatusCode::NOT_FOUND, &HeaderMap::new(), now).is_ok());
-        assert_eq!(
-            lifetime(
-                &p,
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &HeaderMap::new(),
-                now
-            ),
-            Err(NotStored::Status)
-        );
-    }
-
-    #[test]
-    fn stale_windows_from_policy_or_upstream_and_must_revalidate() {
-        let p = policy("  cache_ttl: 1m\n  stale_if_error: 5m\n");
-        let now = SystemTime::now();
-        let l = lifetime(
-            &p,
-            StatusCode::OK,
-            &headers(&[("cache-control", "stale-while-revalidate=7")]),
-            now,
-        )
-        .unwrap();
-        assert_eq!(l.stale_if_error, Duration::from_secs(300));
-        assert_eq!(l.stale_while_revalidate, Duration::from_secs(7));
-        let l = lifetime(
-            &p,
-            StatusCode::OK,
-            &headers(&[("cache-control", "must-revalidate")]),
-            now,
-        )
-        .unwrap();
-        assert_eq!(l.stale_if_error, Duration::ZERO);
-    }
-
-    #[test]
-    fn conditional_requests() {
-        let etag = HeaderValue::from_static("\"v1\"");
-        let lm = HeaderValue::from_static("Sun, 06 Nov 1994 08:49:37 GMT");
-        assert!(not_modified(
-            &headers(&[("if-none-match", "\"v1\"")]),
-            &etag,
-            None
-        ));
-        assert!(not_modified(
-            &headers(&[("if-none-match", "\"x\", W/\"v1\"")]),
-            &etag,
-            None
-        ));
-        assert!(not_modified(
-            &headers(&[("if-none-match", "*")]),
-            &etag,
-            None
-        ));
-        assert!(!not_modified(
-            &headers(&[("if-none-match", "\"v2\"")]),
-            &etag,
-            None
-        ));
-        assert!(not_modified(
-            &headers(&[("if-modified-since", "Sun, 06 Nov 1994 08:49:37 GMT")]),
-            &etag,
-            Some(&lm)
-        ));
-        assert!(!not_modified(
-            &headers(&[("if-modified-since", "Sat, 05 Nov 1994 08:49:37 GMT")]),
-            &etag,
-            Some(&lm)
-        ));
-        assert!(
-            !not_modified(
-                &headers(&[
-                    ("if-none-match", "\"v2\""),
-                    ("if-modified-since", "Sun, 06 Nov 1994 08:49:37 GMT")
-                ]),
-                &etag,
-                Some(&lm)
-            ),
-            "If-Modified-Since is ignored when If-None-Match is present"
-        );
-        assert!(!not_modified(&HeaderMap::new(), &etag, Some(&lm)));
-    }
-
-    #[test]
-    fn body_etags_are_strong_and_stable() {
-        assert_eq!(etag_for(b"abc"), etag_for(b"abc"));
-        assert_ne!(etag_for(b"abc"), etag_for(b"abd"));
-        assert!(etag_for(b"").to_str().unwrap().starts_with('"'));
-    }
-}
+mod tests;

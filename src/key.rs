@@ -77,6 +77,23 @@ impl CacheKey {
         Self(hasher.0.finalize().into())
     }
 
+    /// The key of one variant of this key's response: the upstream's
+    /// `Vary` named these request headers, and this request sent these
+    /// (normalized) values.
+    pub(crate) fn variant(&self, names: &[HeaderName], headers: &HeaderMap) -> Self {
+        let mut hasher = Hasher(Sha256::new());
+        hasher.field(b"variant");
+        hasher.field(&self.0);
+        for name in names {
+            hasher.field(name.as_str().as_bytes());
+            match vary_value(headers, name) {
+                Some(value) => hasher.field(value.as_bytes()),
+                None => hasher.count(usize::MAX), // absent differs from empty
+            }
+        }
+        Self(hasher.0.finalize().into())
+    }
+
     /// The key as 64 hex digits (the Redis key suffix).
     pub(crate) fn hex(&self) -> String {
         hex::encode(self.0)
@@ -224,13 +241,33 @@ fn form_decode(text: &str) -> Cow<'_, str> {
     Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }
 
+/// A request header's value as `Vary` selection compares it: normalized, and
+/// for `Accept-Encoding` an order-free set of codings; `None` when absent.
+pub(crate) fn vary_value(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
+    if !headers.contains_key(name) {
+        return None;
+    }
+    let value = normalized_header(headers, name);
+    if *name == header::ACCEPT_ENCODING {
+        let mut codings: Vec<String> = value.split(',').map(|c| c.replace(' ', "")).collect();
+        codings.sort();
+        codings.dedup();
+        return Some(codings.join(","));
+    }
+    Some(value)
+}
+
 /// A header's values as one string that ignores harmless differences: case,
 /// surrounding and repeated whitespace, and the split into several lines.
 pub(crate) fn normalized_header(headers: &HeaderMap, name: &HeaderName) -> String {
     let mut out = String::new();
     for value in headers.get_all(name) {
         for item in String::from_utf8_lossy(value.as_bytes()).split(',') {
-            let item = item.split_whitespace().collect::<Vec<_>>().join(" ");
+            let item = item
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .replace("; ", ";");
             if item.is_empty() {
                 continue;
             }
@@ -348,6 +385,43 @@ mod tests {
             key(&shared, "t", "/p/1", None, &h),
             key(&shared, "t", "/p/1", None, &HeaderMap::new())
         );
+    }
+
+    #[test]
+    fn vary_values_ignore_harmless_differences() {
+        let of = |name: &'static str, v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(name, HeaderValue::from_static(v));
+            vary_value(&h, &HeaderName::from_static(name))
+        };
+        assert_eq!(
+            of("accept-encoding", "gzip, br"),
+            of("accept-encoding", "br,gzip")
+        );
+        assert_eq!(
+            of("accept-encoding", "GZIP,  br"),
+            of("accept-encoding", "br, gzip")
+        );
+        assert_eq!(
+            of("accept-language", "en-US, fr;q=0.5"),
+            of("accept-language", "en-us,fr; q=0.5")
+        );
+        assert_ne!(
+            of("accept-language", "en, fr"),
+            of("accept-language", "fr, en"),
+            "preference order counts"
+        );
+        assert_eq!(vary_value(&HeaderMap::new(), &header::ACCEPT), None);
+        let set = policy("");
+        let key = key(&set, "t", "/p/1", None, &HeaderMap::new());
+        let names = [header::ACCEPT_ENCODING];
+        let mut gzip = HeaderMap::new();
+        gzip.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
+        assert_ne!(
+            key.variant(&names, &gzip),
+            key.variant(&names, &HeaderMap::new())
+        );
+        assert_eq!(key.variant(&names, &gzip), key.variant(&names, &gzip));
     }
 
     #[test]

@@ -107,6 +107,7 @@ pub async fn run(
         tenant: settings.tenant.clone(),
         invalidator,
         hot: rewarm::Hot::default(),
+        cdn: settings.cdn,
     });
     tracing::info!(
         upstream = %settings.upstream,

@@ -65,6 +65,9 @@ struct ServeArgs {
     /// Longest wait for the upstream's answer (then 504).
     #[arg(long, env = "FOLIO_UPSTREAM_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     upstream_timeout: Duration,
+    /// Ignore CDN-Cache-Control from the upstream (by default folio is a CDN-class cache and obeys it over Cache-Control).
+    #[arg(long, env = "FOLIO_IGNORE_CDN_CACHE_CONTROL")]
+    ignore_cdn_cache_control: bool,
     /// Longest wait for one Redis command (then it counts as a miss).
     #[arg(long, env = "FOLIO_L2_TIMEOUT", default_value = "50ms", value_parser = parse_duration)]
     l2_timeout: Duration,
@@ -131,6 +134,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     settings.tenant = args.tenant;
     settings.upstream_timeout = args.upstream_timeout;
     settings.l2_timeout = args.l2_timeout;
+    settings.cdn = !args.ignore_cdn_cache_control;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

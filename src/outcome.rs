@@ -23,8 +23,10 @@ pub(crate) enum BypassReason {
     CacheOff,
     /// Not GET or HEAD.
     Method,
-    /// `Authorization` or `Cookie` on a route whose policy is not `private`.
+    /// `Cookie` on a route whose policy is not `private`.
     Credentials,
+    /// A `Range` request with nothing stored to answer it.
+    Range,
 }
 
 impl BypassReason {
@@ -34,6 +36,7 @@ impl BypassReason {
             Self::CacheOff => "cache-off",
             Self::Method => "method",
             Self::Credentials => "credentials",
+            Self::Range => "range",
         }
     }
 }
@@ -47,6 +50,9 @@ pub(crate) enum Forward {
     VaryMiss,
     /// Stored but stale.
     Stale,
+    /// Stored and fresh, but the request's directives (`no-cache`,
+    /// `max-age`, `min-fresh`, credentials) did not allow its use.
+    Request,
 }
 
 impl Forward {
@@ -55,6 +61,7 @@ impl Forward {
             Self::UriMiss => "uri-miss",
             Self::VaryMiss => "vary-miss",
             Self::Stale => "stale",
+            Self::Request => "request",
         }
     }
 }
@@ -68,6 +75,10 @@ pub(crate) enum Served {
     StaleWhileRevalidate(Layer),
     /// Stale from a tier because the upstream failed.
     StaleIfError(Layer),
+    /// Stale from a tier because the client accepts it (`max-stale`).
+    StaleAccepted(Layer),
+    /// `only-if-cached` and nothing suitable stored: a 504, nothing forwarded.
+    OnlyIfCached,
     /// From the upstream, for a cacheable request.
     Miss {
         forward: Forward,
@@ -75,6 +86,8 @@ pub(crate) enum Served {
         stored: bool,
         /// Another request's fetch answered this one (single flight).
         collapsed: bool,
+        /// A stale entry was revalidated (the upstream said 304).
+        revalidated: bool,
         detail: Option<&'static str>,
     },
     /// Passed to the upstream without looking at the cache.
@@ -86,7 +99,10 @@ impl Served {
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Hit(_) => "HIT",
-            Self::StaleWhileRevalidate(_) | Self::StaleIfError(_) => "STALE",
+            Self::StaleWhileRevalidate(_) | Self::StaleIfError(_) | Self::StaleAccepted(_) => {
+                "STALE"
+            }
+            Self::OnlyIfCached => "MISS",
             Self::Miss {
                 forward: Forward::Stale,
                 ..
@@ -99,9 +115,11 @@ impl Served {
     /// The `X-Cache-Layer` value: which tier answered, or `UPSTREAM`.
     pub(crate) fn layer(self) -> &'static str {
         match self {
-            Self::Hit(layer) | Self::StaleWhileRevalidate(layer) | Self::StaleIfError(layer) => {
-                layer.as_str()
-            }
+            Self::Hit(layer)
+            | Self::StaleWhileRevalidate(layer)
+            | Self::StaleIfError(layer)
+            | Self::StaleAccepted(layer) => layer.as_str(),
+            Self::OnlyIfCached => "NONE",
             Self::Miss {
                 collapsed: true, ..
             } => "COLLAPSED",
@@ -113,14 +131,29 @@ impl Served {
     pub(crate) fn cache_status(self, ttl: Option<i64>, forwarded_status: Option<u16>) -> String {
         let mut out = String::from(CACHE_NAME);
         match self {
-            Self::Hit(_) => out.push_str("; hit"),
-            Self::StaleWhileRevalidate(_) => out.push_str("; hit; detail=stale-while-revalidate"),
-            Self::StaleIfError(_) => out.push_str("; fwd=stale; detail=stale-if-error"),
+            Self::Hit(layer) => {
+                let _ = write!(out, "; hit; detail={}", layer.as_str());
+            }
+            Self::StaleWhileRevalidate(layer) => {
+                let _ = write!(
+                    out,
+                    "; hit; detail=stale-while-revalidate-{}",
+                    layer.as_str()
+                );
+            }
+            Self::StaleAccepted(layer) => {
+                let _ = write!(out, "; hit; detail=max-stale-{}", layer.as_str());
+            }
+            Self::StaleIfError(layer) => {
+                let _ = write!(out, "; fwd=stale; detail=stale-if-error-{}", layer.as_str());
+            }
+            Self::OnlyIfCached => out.push_str("; detail=only-if-cached"),
             Self::Miss {
                 forward,
                 stored,
                 collapsed,
                 detail,
+                ..
             } => {
                 let _ = write!(out, "; fwd={}", forward.as_str());
                 if stored {
@@ -178,12 +211,13 @@ mod tests {
         assert_eq!(Served::Hit(Layer::L2).layer(), "L2");
         assert_eq!(
             Served::Hit(Layer::L1).cache_status(Some(42), None),
-            "folio; hit; ttl=42"
+            "folio; hit; detail=L1; ttl=42"
         );
         let miss = Served::Miss {
             forward: Forward::UriMiss,
             stored: true,
             collapsed: false,
+            revalidated: false,
             detail: None,
         };
         assert_eq!(miss.as_str(), "MISS");
@@ -203,6 +237,7 @@ mod tests {
             forward: Forward::Stale,
             stored: true,
             collapsed: false,
+            revalidated: false,
             detail: None,
         };
         assert_eq!(expired.as_str(), "EXPIRED");
@@ -215,7 +250,7 @@ mod tests {
         Served::Hit(Layer::L1).annotate(&mut headers, Some(1), None);
         assert_eq!(
             headers[CACHE_STATUS],
-            "origin-cache; hit, folio; hit; ttl=1"
+            "origin-cache; hit, folio; hit; detail=L1; ttl=1"
         );
         assert_eq!(headers[X_CACHE], "HIT");
     }

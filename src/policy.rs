@@ -76,11 +76,16 @@ pub(crate) struct Policy {
     pub(crate) rewarm: bool,
     /// What clients are told; `None` passes the upstream's `Cache-Control`.
     pub(crate) cache_control: Option<HeaderValue>,
+    /// `CDN-Cache-Control` sent to clients (CDNs in front of folio).
+    pub(crate) cdn_cache_control: Option<HeaderValue>,
     pub(crate) cache_statuses: Vec<StatusCode>,
     pub(crate) max_body: usize,
     /// Cache even when the upstream says `no-store`, `private` or a shorter
     /// `max-age`.
     pub(crate) override_upstream: bool,
+    /// The policy of requests no policy matches: plain RFC 9111, where only
+    /// the upstream's headers count.
+    pub(crate) implicit: bool,
     pub(crate) source: Source,
 }
 
@@ -93,6 +98,38 @@ pub(crate) const DEFAULT_CACHE_STATUSES: [u16; 11] =
 pub(crate) const DEFAULT_MAX_BODY: usize = 8 << 20;
 
 impl Policy {
+    /// The implicit policy: a plain RFC 9111 shared cache for any origin.
+    pub(crate) fn rfc() -> Self {
+        Self {
+            name: Arc::from("(no policy)"),
+            template: Template {
+                segments: Vec::new(),
+            },
+            methods: vec![Method::GET, Method::HEAD],
+            cache: true,
+            ttl: None,
+            stale_while_revalidate: Duration::ZERO,
+            stale_if_error: Duration::ZERO,
+            key_query: QueryKey::All,
+            key_headers: Vec::new(),
+            private: false,
+            tags: Vec::new(),
+            invalidate_on: Vec::new(),
+            events: Vec::new(),
+            rewarm: false,
+            cache_control: None,
+            cdn_cache_control: None,
+            cache_statuses: Vec::new(),
+            max_body: DEFAULT_MAX_BODY,
+            override_upstream: false,
+            implicit: true,
+            source: Source {
+                file: PathBuf::new(),
+                line: 0,
+            },
+        }
+    }
+
     /// Whether requests with this method may be answered from the cache.
     pub(crate) fn caches(&self, method: &Method) -> bool {
         self.cache && (*method == Method::GET || *method == Method::HEAD)
@@ -107,9 +144,11 @@ pub(crate) struct Match<'a> {
 }
 
 /// All endpoint policies, ready to match requests.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct PolicySet {
     policies: Vec<Arc<Policy>>,
+    /// Governs requests no policy matches.
+    rfc: Arc<Policy>,
     router: Router,
 }
 
@@ -136,7 +175,16 @@ impl PolicySet {
             router.insert(&policy.template, policy.methods.clone(), index);
         }
         let policies = policies.into_iter().map(Arc::new).collect();
-        Ok(Self { policies, router })
+        Ok(Self {
+            policies,
+            router,
+            rfc: Arc::new(Policy::rfc()),
+        })
+    }
+
+    /// The implicit policy of requests no policy matches.
+    pub(crate) fn rfc(&self) -> &Arc<Policy> {
+        &self.rfc
     }
 
     /// Every policy, in file order.

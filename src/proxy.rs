@@ -3,16 +3,20 @@
 //! 1. unsafe methods pass to the upstream; a 2xx/3xx answer purges the
 //!    cached GETs of the same path on every instance (RFC 9111 §4.4), and a
 //!    2xx raises the route's events before the client gets its answer;
-//! 2. the policy for the route decides whether the cache is used at all;
-//! 3. the key (tenant, path, kept query, varied headers) is built;
-//! 4. L1, then L2, are asked; an entry a purge covers is ignored; a fresh
-//!    entry answers (`HIT`), a stale or soft-purged one may answer while a
-//!    background refresh runs (`STALE`);
-//! 5. otherwise one request per key fetches from the upstream (single
-//!    flight), the answer is stored if the policy and the upstream allow and
-//!    no purge came while it was fetched, and every waiting request gets it
-//!    (`MISS`);
-//! 6. if the upstream fails, a stale entry within `stale_if_error` answers;
+//! 2. the policy for the route decides whether and how the cache is used; a
+//!    request no policy matches is governed by plain RFC 9111 (the implicit
+//!    policy), so only the upstream's headers count;
+//! 3. the key (tenant, path, kept query, varied headers) is built; when the
+//!    upstream's answer named `Vary`, the key of this request's variant;
+//! 4. L1, then L2, are asked; an entry a purge covers is ignored; the
+//!    request's own directives and the entry's freshness decide between a
+//!    `HIT`, a stale answer (`STALE`), and asking the upstream;
+//! 5. otherwise one request per key asks the upstream (single flight),
+//!    conditionally when a stale entry has validators (a 304 refreshes it);
+//!    the answer is stored if the rules allow and no purge came meanwhile,
+//!    and every waiting request gets it (`MISS`, or `EXPIRED` for a stale
+//!    entry asked again);
+//! 6. if the upstream fails, a stale entry within `stale-if-error` answers;
 //!    else a 502/504 with a JSON body.
 
 use std::collections::HashMap;
@@ -21,17 +25,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
 use hyper::body::Incoming;
 use tracing::{Level, info, warn};
 
 use crate::body::Body;
-use crate::cache::entry::{Entry, Freshness};
+use crate::cache::entry::Entry;
 use crate::cache::{Cache, Layer};
 use crate::error::ProxyError;
 use crate::flight::{Flights, Outcome, Role};
-use crate::freshness::{self, Lifetime, NotStored};
+use crate::freshness::{self, Asked, CDN_CACHE_CONTROL, NotStored, Storage, Stored, Use};
 use crate::invalidation::{Invalidator, Mark, Scope, Verdict, route_tag, scopes_for_event};
 use crate::key::{CacheKey, normalize_path, query_pairs};
 use crate::outcome::{BypassReason, CACHE_STATUS, Forward, Served, X_CACHE, X_CACHE_LAYER};
@@ -57,6 +62,8 @@ pub(crate) struct State {
     pub(crate) tenant: TenantSource,
     pub(crate) invalidator: Arc<Invalidator>,
     pub(crate) hot: Hot,
+    /// Obey `CDN-Cache-Control` over `Cache-Control` (RFC 9213).
+    pub(crate) cdn: bool,
 }
 
 /// Serves one request; never fails (errors are JSON responses).
@@ -103,10 +110,12 @@ async fn serve(state: &Arc<State>, request: Request<Incoming>, client: IpAddr) -
         let effects = WriteEffects::of(state, &policies, &parts);
         return pass(state, parts, body, client, BypassReason::Method, effects).await;
     }
-    let Some(matched) = policies.match_request(&parts.method, parts.uri.path()) else {
-        return pass(state, parts, body, client, BypassReason::NoPolicy, None).await;
+    let cacheable_method = parts.method == Method::GET || parts.method == Method::HEAD;
+    let (policy, params) = match policies.match_request(&parts.method, parts.uri.path()) {
+        Some(matched) => (matched.policy, matched.params),
+        None if cacheable_method => (policies.rfc(), Vec::new()),
+        None => return pass(state, parts, body, client, BypassReason::NoPolicy, None).await,
     };
-    let policy = matched.policy;
     if !policy.caches(&parts.method) {
         let reason = if policy.cache {
             BypassReason::Method
@@ -115,7 +124,9 @@ async fn serve(state: &Arc<State>, request: Request<Incoming>, client: IpAddr) -
         };
         return pass(state, parts, body, client, reason, None).await;
     }
-    if !policy.private && carries_credentials(&parts.headers) {
+    // A cookie may change the answer without the upstream saying so (few
+    // send `Vary: Cookie`): shared entries are never built from one.
+    if !policy.private && parts.headers.contains_key(header::COOKIE) {
         return pass(state, parts, body, client, BypassReason::Credentials, None).await;
     }
     drop(body); // a GET's body has no meaning for the cache (RFC 9110 §9.3.1)
@@ -123,7 +134,11 @@ async fn serve(state: &Arc<State>, request: Request<Incoming>, client: IpAddr) -
         Ok(tenant) => tenant,
         Err(error) => return error.to_response(),
     };
-    let key = CacheKey::new(
+    let asked = freshness::Request::new(&parts.headers);
+    // RFC 9111 §3.5: only responses that say so may answer (or be stored
+    // for) requests with credentials; a private policy keys on them instead.
+    let authorization = !policy.private && parts.headers.contains_key(header::AUTHORIZATION);
+    let primary = CacheKey::new(
         &tenant,
         parts.uri.path(),
         parts.uri.query(),
@@ -131,15 +146,23 @@ async fn serve(state: &Arc<State>, request: Request<Incoming>, client: IpAddr) -
         policy,
     );
     if policy.rewarm {
-        state.hot.touch(key, || {
-            Fill::new(policy, key, &tenant, &matched.params, &parts, client)
-        });
+        let fill = || {
+            Fill::new(
+                policy, primary, primary, &tenant, &params, &parts, client, None,
+            )
+        };
+        state.hot.touch(primary, fill);
     }
 
     let now = SystemTime::now();
-    let mut forward = Forward::UriMiss;
+    let (key, found, saw_index) = lookup(state, primary, &parts.headers, now).await;
+    let mut forward = if saw_index {
+        Forward::VaryMiss
+    } else {
+        Forward::UriMiss
+    };
     let mut stale = None;
-    if let Some((entry, layer)) = state.cache.lookup(&key, now).await {
+    if let Some((entry, layer)) = found {
         let verdict = state.invalidator.verdict(&key, &entry);
         if *entry.tenant != *tenant {
             // Cannot happen short of a SHA-256 collision; never serve it.
@@ -147,19 +170,39 @@ async fn serve(state: &Arc<State>, request: Request<Incoming>, client: IpAddr) -
             state.cache.remove_local(&key).await; // free the memory; L2 expires by itself
         } else if !entry.vary_matches(&parts.headers) {
             forward = Forward::VaryMiss;
+        } else if authorization && !entry.shared_ok {
+            forward = Forward::Request;
         } else {
-            let freshness = match (entry.freshness(now), verdict) {
-                // A soft purge makes a fresh entry stale-while-revalidate.
-                (Freshness::Fresh, Verdict::Stale) => Freshness::StaleWhileRevalidate,
-                (freshness, _) => freshness,
+            let facts = Stored {
+                age: entry.age(now),
+                lifetime: entry.lifetime(),
+                stale_while_revalidate: entry.stale_while_revalidate,
+                revalidate: entry.revalidate,
+                no_stale: entry.no_stale,
             };
-            match freshness {
-                Freshness::Fresh => {
-                    return respond(&parts, policy, &entry, Served::Hit(layer), now);
+            let mut usable = asked.allows(&facts);
+            if verdict == Verdict::Stale && usable == Use::Fresh {
+                usable = Use::StaleWhileRevalidate; // a soft purge
+            }
+            match usable {
+                Use::Fresh => return respond(&parts, policy, &entry, Served::Hit(layer), now),
+                Use::StaleAccepted => {
+                    return respond(&parts, policy, &entry, Served::StaleAccepted(layer), now);
                 }
-                Freshness::StaleWhileRevalidate => {
-                    let fill = Fill::new(policy, key, &tenant, &matched.params, &parts, client);
-                    refresh_in_background(state, fill);
+                Use::StaleWhileRevalidate => {
+                    if !asked.cc.only_if_cached {
+                        let fill = Fill::new(
+                            policy,
+                            key,
+                            primary,
+                            &tenant,
+                            &params,
+                            &parts,
+                            client,
+                            Some(&entry),
+                        );
+                        refresh_in_background(state, fill.asking(authorization, false));
+                    }
                     return respond(
                         &parts,
                         policy,
@@ -168,15 +211,31 @@ async fn serve(state: &Arc<State>, request: Request<Incoming>, client: IpAddr) -
                         now,
                     );
                 }
-                Freshness::StaleIfError => {
-                    forward = Forward::Stale;
+                Use::Revalidate => {
+                    let fresh = facts.age < facts.lifetime && verdict == Verdict::Valid;
+                    forward = if fresh {
+                        Forward::Request
+                    } else {
+                        Forward::Stale
+                    };
                     stale = Some((entry, layer));
                 }
-                Freshness::Expired => forward = Forward::Stale,
             }
         }
     }
-    let fill = Fill::new(policy, key, &tenant, &matched.params, &parts, client);
+    if asked.cc.only_if_cached {
+        return error_response(&ProxyError::NotCached, Served::OnlyIfCached);
+    }
+    if parts.headers.contains_key(header::RANGE) && parts.method == Method::GET {
+        // Partial answers are not stored; the range goes to the upstream as asked.
+        let headers = upstream::forward_headers(parts.headers.clone(), &parts.uri, client);
+        return forward_range(state, &parts, headers).await;
+    }
+    let validators = stale.as_ref().map(|(entry, _)| entry);
+    let fill = Fill::new(
+        policy, key, primary, &tenant, &params, &parts, client, validators,
+    )
+    .asking(authorization, asked.cc.no_store);
     fill_and_respond(state, &parts, fill, forward, stale).await
 }
 
@@ -187,8 +246,22 @@ fn is_safe(method: &Method) -> bool {
     )
 }
 
-fn carries_credentials(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::AUTHORIZATION) || headers.contains_key(header::COOKIE)
+/// Looks up `primary`; when it holds a vary index, looks up this request's
+/// variant instead. Returns the key to use, what was found, and whether an
+/// index was seen.
+async fn lookup(
+    state: &State,
+    primary: CacheKey,
+    headers: &HeaderMap,
+    now: SystemTime,
+) -> (CacheKey, Option<(Arc<Entry>, Layer)>, bool) {
+    match state.cache.lookup(&primary, now).await {
+        Some((index, _)) if index.vary_index => {
+            let variant = primary.variant(&index.vary_names(), headers);
+            (variant, state.cache.lookup(&variant, now).await, true)
+        }
+        found => (primary, found, false),
+    }
 }
 
 /// What a write does to the cache once the upstream accepts it.
@@ -314,38 +387,85 @@ fn error_response(error: &ProxyError, served: Served) -> Response<Body> {
     response
 }
 
+/// Forwards a `Range` request as asked; the partial answer is not stored.
+async fn forward_range(state: &State, parts: &Parts, headers: HeaderMap) -> Response<Body> {
+    let served = Served::Bypass(BypassReason::Range);
+    let request = match state.upstream.request(
+        Method::GET,
+        parts.uri.path_and_query(),
+        headers,
+        Body::Empty,
+    ) {
+        Ok(request) => request,
+        Err(error) => return error_response(&error, served),
+    };
+    match state.upstream.send(request).await {
+        Ok(response) => {
+            let status = response.status();
+            let (mut head, body) = response.into_parts();
+            upstream::strip_hop_by_hop(&mut head.headers);
+            upstream::append_via(&mut head.headers);
+            served.annotate(&mut head.headers, None, Some(status.as_u16()));
+            Response::from_parts(head, Body::stream(body))
+        }
+        Err(error) => error_response(&error, served),
+    }
+}
+
 /// Everything a fetch needs, owned, so a background refresh can take it.
 #[derive(Debug, Clone)]
 pub(crate) struct Fill {
     policy: Arc<Policy>,
+    /// The flight's key: the variant's when an index named it.
     key: CacheKey,
+    /// The key without variant: where responses without `Vary` and vary
+    /// indexes are stored.
+    primary: CacheKey,
     pub(crate) tenant: Box<str>,
     pub(crate) path: Box<str>,
     pub(crate) tags: Vec<Box<str>>,
     uri: Uri,
     headers: HeaderMap,
     client: IpAddr,
+    /// The stale entry being revalidated: its validators go upstream, and a
+    /// 304 refreshes it.
+    stale: Option<Arc<Entry>>,
+    authorization: bool,
+    no_store: bool,
 }
 
 impl Fill {
+    #[allow(clippy::too_many_arguments)]
     fn new(
         policy: &Arc<Policy>,
         key: CacheKey,
+        primary: CacheKey,
         tenant: &str,
         params: &[(&str, &str)],
         parts: &Parts,
         client: IpAddr,
+        stale: Option<&Arc<Entry>>,
     ) -> Self {
         Self {
             policy: Arc::clone(policy),
             key,
+            primary,
             tenant: tenant.into(),
             path: normalize_path(parts.uri.path()).into(),
             tags: render_tags(policy, params, parts.uri.query()),
             uri: parts.uri.clone(),
             headers: parts.headers.clone(),
             client,
+            stale: stale.filter(|e| e.has_validators()).cloned(),
+            authorization: false,
+            no_store: false,
         }
+    }
+
+    fn asking(mut self, authorization: bool, no_store: bool) -> Self {
+        self.authorization = authorization;
+        self.no_store = no_store;
+        self
     }
 }
 
@@ -384,14 +504,15 @@ fn render_tags(policy: &Policy, params: &[(&str, &str)], query: Option<&str>) ->
 
 /// The result of asking the upstream on behalf of the cache.
 enum Fetched {
-    /// Stored-worthy: an entry every waiting request may get.
-    Entry(Arc<Entry>),
+    /// Stored-worthy: an entry every waiting request may get. `true` when
+    /// a stale entry was revalidated (304) rather than fetched anew.
+    Entry(Arc<Entry>, bool),
     /// Not to be stored; the response goes to this client only.
     Response(Response<Body>, NotStored),
 }
 
-/// Fetches for the cache: a GET (also for HEAD), without the client's
-/// conditionals, so the answer is a full response worth storing.
+/// Asks the upstream for the cache: a GET (also for HEAD), without the
+/// client's conditionals, but with the stale entry's validators.
 async fn fetch(state: &State, fill: &Fill) -> Result<Fetched, ProxyError> {
     let mut headers = upstream::forward_headers(fill.headers.clone(), &fill.uri, fill.client);
     for name in [
@@ -404,17 +525,66 @@ async fn fetch(state: &State, fill: &Fill) -> Result<Fetched, ProxyError> {
     ] {
         headers.remove(name);
     }
+    if let Some(stale) = &fill.stale {
+        if stale.upstream_etag {
+            headers.insert(header::IF_NONE_MATCH, stale.etag.clone());
+        }
+        if let Some(modified) = stale.headers.get(header::LAST_MODIFIED) {
+            headers.insert(header::IF_MODIFIED_SINCE, modified.clone());
+        }
+    }
     let request =
         state
             .upstream
             .request(Method::GET, fill.uri.path_and_query(), headers, Body::Empty)?;
     let requested_at = state.invalidator.now();
+    let asked = Asked {
+        authorization: fill.authorization,
+        no_store: fill.no_store,
+        at: Some(SystemTime::now()),
+    };
     let response = state.upstream.send(request).await?;
     let now = SystemTime::now();
     let (mut head, body) = response.into_parts();
     upstream::strip_hop_by_hop(&mut head.headers);
-    let lifetime = match freshness::lifetime(&fill.policy, head.status, &head.headers, now) {
-        Ok(lifetime) => lifetime,
+
+    if head.status == StatusCode::NOT_MODIFIED
+        && let Some(stale) = &fill.stale
+    {
+        // RFC 9111 §4.3.4: the 304's fields replace the stored ones.
+        let merged = merge_not_modified(stale, &head.headers);
+        return Ok(
+            match freshness::decide(&fill.policy, asked, stale.status, &merged, now, state.cdn) {
+                Ok(storage) => {
+                    let entry = make_entry(
+                        fill,
+                        stale.status,
+                        merged,
+                        stale.body.clone(),
+                        &storage,
+                        requested_at,
+                        now,
+                    );
+                    Fetched::Entry(Arc::new(entry), true)
+                }
+                Err(reason) => {
+                    let mut response = Response::new(Body::full(stale.body.clone()));
+                    *response.status_mut() = stale.status;
+                    *response.headers_mut() = merged;
+                    Fetched::Response(response, reason)
+                }
+            },
+        );
+    }
+    let storage = match freshness::decide(
+        &fill.policy,
+        asked,
+        head.status,
+        &head.headers,
+        now,
+        state.cdn,
+    ) {
+        Ok(storage) => storage,
         Err(reason) => {
             return Ok(Fetched::Response(
                 Response::from_parts(head, Body::stream(body)),
@@ -444,21 +614,48 @@ async fn fetch(state: &State, fill: &Fill) -> Result<Fetched, ProxyError> {
             ))
         }
         Collected::Complete(bytes) => {
-            let entry = make_entry(fill, head, bytes, lifetime, requested_at, now);
-            Ok(Fetched::Entry(Arc::new(entry)))
+            let entry = make_entry(
+                fill,
+                head.status,
+                head.headers,
+                bytes,
+                &storage,
+                requested_at,
+                now,
+            );
+            Ok(Fetched::Entry(Arc::new(entry), false))
         }
     }
 }
 
+/// The stored headers updated with a 304's (RFC 9111 §4.3.4), the stored
+/// ETag put back where the upstream gave one.
+fn merge_not_modified(stale: &Entry, fresh: &HeaderMap) -> HeaderMap {
+    let mut merged = stale.headers.clone();
+    if stale.upstream_etag {
+        merged.insert(header::ETAG, stale.etag.clone());
+    }
+    for name in fresh.keys() {
+        if *name == header::CONTENT_LENGTH {
+            continue;
+        }
+        merged.remove(name);
+        for value in fresh.get_all(name) {
+            merged.append(name.clone(), value.clone());
+        }
+    }
+    merged
+}
+
 fn make_entry(
     fill: &Fill,
-    head: http::response::Parts,
-    body: bytes::Bytes,
-    lifetime: Lifetime,
+    status: StatusCode,
+    mut headers: HeaderMap,
+    body: Bytes,
+    storage: &Storage,
     requested_at: SystemTime,
     now: SystemTime,
 ) -> Entry {
-    let mut headers = head.headers;
     for name in [
         header::AGE,
         header::DATE,
@@ -469,14 +666,16 @@ fn make_entry(
     ] {
         headers.remove(name);
     }
+    for name in &storage.strip {
+        headers.remove(name);
+    }
     upstream::append_via(&mut headers);
-    let etag = headers
-        .remove(header::ETAG)
-        .unwrap_or_else(|| freshness::etag_for(&body));
+    let upstream_etag = headers.get(header::ETAG).cloned();
+    headers.remove(header::ETAG);
     let mut tags = fill.tags.clone();
     take_upstream_tags(&mut headers, &mut tags);
-    // Vary names headers the policy does not key on: remember this request's
-    // values, and answer only requests that send the same.
+    // Vary names headers the policy does not key on: the entry answers only
+    // requests with the same (normalized) values, under its variant key.
     let vary = headers
         .get_all(header::VARY)
         .iter()
@@ -485,15 +684,19 @@ fn make_entry(
         .filter_map(|name| http::HeaderName::from_bytes(name.trim().as_bytes()).ok())
         .filter(|name| !fill.policy.key_headers.contains(name))
         .map(|name| {
-            let value = fill.headers.get(&name).cloned();
+            let value = crate::key::vary_value(&fill.headers, &name)
+                .and_then(|v| HeaderValue::from_str(&v).ok());
             (name, value)
         })
         .collect();
+    let lifetime = storage.lifetime;
     Entry {
-        status: head.status,
+        status,
         headers,
+        etag: upstream_etag
+            .clone()
+            .unwrap_or_else(|| freshness::etag_for(&body)),
         body,
-        etag,
         requested_at,
         stored_at: now,
         fresh_until: now + lifetime.fresh_for,
@@ -504,6 +707,11 @@ fn make_entry(
         path: fill.path.clone(),
         tags,
         vary,
+        revalidate: storage.revalidate,
+        no_stale: storage.no_stale,
+        shared_ok: storage.shared_ok,
+        upstream_etag: upstream_etag.is_some(),
+        vary_index: false,
     }
 }
 
@@ -532,8 +740,8 @@ fn take_upstream_tags(headers: &mut HeaderMap, tags: &mut Vec<Box<str>>) {
     }
 }
 
-/// A cache miss: lead or follow the key's single flight, store what may be
-/// stored, and answer.
+/// A cache miss (or a stale entry to revalidate): lead or follow the key's
+/// single flight, store what may be stored, and answer.
 async fn fill_and_respond(
     state: &State,
     parts: &Parts,
@@ -541,10 +749,11 @@ async fn fill_and_respond(
     forward: Forward,
     stale: Option<(Arc<Entry>, Layer)>,
 ) -> Response<Body> {
-    let miss = |stored, collapsed, detail| Served::Miss {
+    let miss = |stored, collapsed, revalidated, detail| Served::Miss {
         forward,
         stored,
         collapsed,
+        revalidated,
         detail,
     };
     let leader = match state.flights.join(fill.key) {
@@ -553,51 +762,57 @@ async fn fill_and_respond(
             .wait(state.upstream.timeout() + FOLLOWER_MARGIN)
             .await
         {
-            Some(Outcome::Shared(entry)) => {
+            Some(Outcome::Shared(entry))
+                if entry.vary_matches(&parts.headers)
+                    && (!fill.authorization || entry.shared_ok) =>
+            {
                 return respond(
                     parts,
                     &fill.policy,
                     &entry,
-                    miss(true, true, None),
+                    miss(true, true, false, None),
                     SystemTime::now(),
                 );
             }
             Some(Outcome::Failed(error)) => {
                 return stale_or_error(parts, &fill.policy, stale, &error, forward);
             }
-            // Not for us, or the leader is gone or slow: fetch on our own.
-            Some(Outcome::NotShareable | Outcome::Abandoned) | None => None,
+            // Not for us (another variant, private, too large), or the
+            // leader is gone or slow: fetch on our own.
+            _ => None,
         },
     };
     let fetched = fetch(state, &fill).await;
     let now = SystemTime::now();
     match fetched {
-        Ok(Fetched::Entry(entry)) => {
+        Ok(Fetched::Entry(entry, revalidated)) => {
             if !store_unless_purged(state, &fill, &entry, now).await {
                 // Fetched before a purge landed: right for this client, whose
                 // request came first, but not to keep or to share.
                 if let Some(leader) = leader {
                     leader.finish(Outcome::NotShareable);
                 }
-                return respond(
-                    parts,
-                    &fill.policy,
-                    &entry,
-                    miss(false, false, Some("purged-during-fill")),
-                    now,
-                );
+                let served = miss(false, false, revalidated, Some("purged-during-fill"));
+                return respond(parts, &fill.policy, &entry, served, now);
             }
             if let Some(leader) = leader {
                 leader.finish(Outcome::Shared(Arc::clone(&entry)));
             }
-            respond(parts, &fill.policy, &entry, miss(true, false, None), now)
+            respond(
+                parts,
+                &fill.policy,
+                &entry,
+                miss(true, false, revalidated, None),
+                now,
+            )
         }
         Ok(Fetched::Response(mut response, reason)) => {
             if let Some(leader) = leader {
                 leader.finish(Outcome::NotShareable);
             }
             if is_upstream_failure(response.status())
-                && let Some((entry, layer)) = stale
+                && let Some((entry, layer)) =
+                    stale.filter(|(entry, _)| entry.may_serve_on_error(now))
             {
                 return respond(
                     parts,
@@ -609,11 +824,14 @@ async fn fill_and_respond(
             }
             let status = response.status().as_u16();
             upstream::append_via(response.headers_mut());
-            miss(false, false, Some(reason.as_str())).annotate(
+            miss(false, false, false, Some(reason.as_str())).annotate(
                 response.headers_mut(),
                 None,
                 Some(status),
             );
+            if parts.method == Method::HEAD {
+                *response.body_mut() = Body::Empty;
+            }
             response
         }
         Err(error) => {
@@ -626,7 +844,9 @@ async fn fill_and_respond(
 }
 
 /// Stores a fetched entry unless a purge that covers it arrived while it was
-/// being fetched (the generation check that keeps purged data out).
+/// being fetched (the generation check that keeps purged data out). An
+/// entry with `Vary` goes under its variant's key, with an index under the
+/// primary key naming the headers that pick the variant.
 async fn store_unless_purged(
     state: &State,
     fill: &Fill,
@@ -636,7 +856,19 @@ async fn store_unless_purged(
     if state.invalidator.verdict(&fill.key, entry) != Verdict::Valid {
         return false;
     }
-    state.cache.store(fill.key, Arc::clone(entry), now).await;
+    if entry.vary.is_empty() {
+        state
+            .cache
+            .store(fill.primary, Arc::clone(entry), now)
+            .await;
+    } else {
+        let variant = fill.primary.variant(&entry.vary_names(), &fill.headers);
+        state.cache.store(variant, Arc::clone(entry), now).await;
+        state
+            .cache
+            .store(fill.primary, Arc::new(entry.index()), now)
+            .await;
+    }
     true
 }
 
@@ -652,23 +884,19 @@ fn stale_or_error(
     error: &ProxyError,
     forward: Forward,
 ) -> Response<Body> {
-    match stale {
-        Some((entry, layer)) => respond(
-            parts,
-            policy,
-            &entry,
-            Served::StaleIfError(layer),
-            SystemTime::now(),
-        ),
-        None => error_response(
-            error,
-            Served::Miss {
+    let now = SystemTime::now();
+    match stale.filter(|(entry, _)| entry.may_serve_on_error(now)) {
+        Some((entry, layer)) => respond(parts, policy, &entry, Served::StaleIfError(layer), now),
+        None => {
+            let served = Served::Miss {
                 forward,
                 stored: false,
                 collapsed: false,
+                revalidated: false,
                 detail: Some(error.code()),
-            },
-        ),
+            };
+            error_response(error, served)
+        }
     }
 }
 
@@ -687,15 +915,17 @@ pub(crate) async fn refetch(state: &Arc<State>, fill: Fill) -> bool {
     // Another refresh may have stored a fresh entry between our read and
     // our lead: then there is nothing to do.
     let now = SystemTime::now();
-    if let Some((entry, _)) = state.cache.lookup(&fill.key, now).await
-        && entry.freshness(now) == Freshness::Fresh
+    if let Some((_, Some((entry, _)), _)) =
+        Some(lookup(state, fill.primary, &fill.headers, now).await)
+        && entry.age(now) < entry.lifetime()
+        && !entry.revalidate
         && state.invalidator.verdict(&fill.key, &entry) == Verdict::Valid
     {
         leader.finish(Outcome::Shared(entry));
         return false;
     }
     match fetch(state, &fill).await {
-        Ok(Fetched::Entry(entry)) => {
+        Ok(Fetched::Entry(entry, _)) => {
             if store_unless_purged(state, &fill, &entry, SystemTime::now()).await {
                 leader.finish(Outcome::Shared(entry));
                 true
@@ -716,7 +946,8 @@ pub(crate) async fn refetch(state: &Arc<State>, fill: Fill) -> bool {
 }
 
 /// An answer from a stored entry: 304 when the client's conditional matches,
-/// else the stored response (without body for HEAD).
+/// 206 for a satisfiable byte range, else the stored response (without body
+/// for HEAD).
 fn respond(
     request: &Parts,
     policy: &Policy,
@@ -729,8 +960,17 @@ fn respond(
     if let Some(cache_control) = &policy.cache_control {
         headers.insert(header::CACHE_CONTROL, cache_control.clone());
     }
+    if let Some(cdn) = &policy.cdn_cache_control {
+        headers.insert(CDN_CACHE_CONTROL, cdn.clone());
+    }
     headers.insert(header::AGE, HeaderValue::from(entry.age(now).as_secs()));
-    let forwarded = matches!(served, Served::Miss { .. }).then_some(entry.status.as_u16());
+    let forwarded = match served {
+        Served::Miss {
+            revalidated: true, ..
+        } => Some(304),
+        Served::Miss { .. } => Some(entry.status.as_u16()),
+        _ => None,
+    };
     served.annotate(&mut headers, Some(entry.ttl_secs(now)), forwarded);
 
     let (status, body) = if entry.status.is_success()
@@ -747,14 +987,94 @@ fn respond(
             headers.remove(name);
         }
         (StatusCode::NOT_MODIFIED, Body::Empty)
+    } else if let Some(range) = requested_range(request, entry) {
+        match range {
+            Ok((start, end)) => {
+                let len = entry.body.len();
+                if let Ok(value) = HeaderValue::from_str(&format!("bytes {start}-{end}/{len}")) {
+                    headers.insert(header::CONTENT_RANGE, value);
+                }
+                (
+                    StatusCode::PARTIAL_CONTENT,
+                    Body::full(entry.body.slice(start..=end)),
+                )
+            }
+            Err(len) => {
+                if let Ok(value) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                    headers.insert(header::CONTENT_RANGE, value);
+                }
+                headers.remove(header::CONTENT_TYPE);
+                (StatusCode::RANGE_NOT_SATISFIABLE, Body::Empty)
+            }
+        }
     } else if request.method == Method::HEAD {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(entry.body.len()));
         (entry.status, Body::Empty)
     } else {
         (entry.status, Body::full(entry.body.clone()))
     };
+    if entry.status == StatusCode::OK {
+        headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    }
     let mut response = Response::new(body);
     *response.status_mut() = status;
     *response.headers_mut() = headers;
     response
+}
+
+/// The byte range a GET asks of a stored full 200 (RFC 9110 §14): `None`
+/// to send the whole body (no range, several ranges, an unparsable one, or
+/// an `If-Range` that does not match); `Err(len)` when unsatisfiable.
+fn requested_range(request: &Parts, entry: &Entry) -> Option<Result<(usize, usize), usize>> {
+    if request.method != Method::GET || entry.status != StatusCode::OK {
+        return None;
+    }
+    let spec = request.headers.get(header::RANGE)?.to_str().ok()?.trim();
+    if let Some(condition) = request
+        .headers
+        .get(header::IF_RANGE)
+        .and_then(|v| v.to_str().ok())
+    {
+        // A strong ETag match, or the exact Last-Modified date.
+        let matches = if condition.starts_with('"') {
+            !condition.starts_with("W/")
+                && entry.upstream_etag
+                && entry.etag.as_bytes() == condition.as_bytes()
+        } else {
+            entry
+                .headers
+                .get(header::LAST_MODIFIED)
+                .is_some_and(|lm| lm.as_bytes() == condition.as_bytes())
+        };
+        if !matches {
+            return None;
+        }
+    }
+    let ranges = spec.strip_prefix("bytes=")?;
+    if ranges.contains(',') {
+        return None;
+    }
+    let len = entry.body.len();
+    let (first, last) = ranges.trim().split_once('-')?;
+    let (start, end) = match (first.trim(), last.trim()) {
+        ("", suffix) => {
+            let suffix: usize = suffix.parse().ok()?;
+            if suffix == 0 {
+                return Some(Err(len));
+            }
+            (len.saturating_sub(suffix), len.checked_sub(1)?)
+        }
+        (first, "") => (first.parse().ok()?, len.saturating_sub(1)),
+        (first, last) => {
+            let (first, last): (usize, usize) = (first.parse().ok()?, last.parse().ok()?);
+            if last < first {
+                return None;
+            }
+            (first, last.min(len.saturating_sub(1)))
+        }
+    };
+    if start >= len {
+        return Some(Err(len));
+    }
+    Some(Ok((start, end)))
 }

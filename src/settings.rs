@@ -35,6 +35,9 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// Who may purge through the admin API.
     pub admin: crate::AdminAuth,
+    /// Act as a CDN-class cache: `CDN-Cache-Control` from the upstream wins
+    /// over `Cache-Control` (RFC 9213).
+    pub cdn: bool,
 }
 
 impl Settings {
@@ -51,6 +54,7 @@ impl Settings {
             tenant: TenantSource::default(),
             shutdown_grace: Duration::from_secs(10),
             admin: crate::AdminAuth::default(),
+            cdn: true,
         }
     }
 }

@@ -2,7 +2,7 @@
 //! binary encoding for Redis.
 //!
 //! Layout (all integers little-endian), version 1:
-//! `u8 version | u16 status | u64 requested_at_us | u64 stored_at_ms |
+//! `u8 version | u16 status | u8 flags | u64 requested_at_us | u64 stored_at_ms |
 //!  u64 fresh_until_ms | u32 initial_age_s | u32 swr_s | u32 sie_s |
 //!  str etag | str tenant | str path |
 //!  u16 n, str × n tags | u16 n, (str name, u8 present, str value) × n vary |
@@ -18,6 +18,17 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 const VERSION: u8 = 1;
+
+/// How long past its freshness an entry with validators is kept, to be
+/// revalidated with a conditional request rather than fetched again.
+const REVALIDATION_WINDOW: Duration = Duration::from_secs(600);
+
+/// Flag bits of the encoding.
+const REVALIDATE: u8 = 1;
+const NO_STALE: u8 = 2;
+const SHARED_OK: u8 = 4;
+const UPSTREAM_ETAG: u8 = 8;
+const VARY_INDEX: u8 = 16;
 
 /// Overhead of one entry beyond its body and headers, for L1 weighing.
 const ENTRY_OVERHEAD: usize = 256;
@@ -48,39 +59,50 @@ pub(crate) struct Entry {
     /// Request header values the upstream's `Vary` named, beyond those the
     /// policy keys on: the entry only answers requests with the same values.
     pub(crate) vary: Vec<(HeaderName, Option<HeaderValue>)>,
-}
-
-/// Where an entry stands in its life at a given moment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Freshness {
-    Fresh,
-    /// Stale, but may be served while one background refresh runs.
-    StaleWhileRevalidate,
-    /// Stale; may only be served if the upstream fails.
-    StaleIfError,
-    /// Past every window: useless.
-    Expired,
+    /// `no-cache`: validate with the upstream before every use.
+    pub(crate) revalidate: bool,
+    /// Never served stale (must-revalidate, proxy-revalidate, s-maxage).
+    pub(crate) no_stale: bool,
+    /// May answer requests carrying `Authorization` (RFC 9111 §3.5).
+    pub(crate) shared_ok: bool,
+    /// The ETag is the upstream's, so it can be sent back as a validator.
+    pub(crate) upstream_etag: bool,
+    /// Not a response: the names in `vary` say which request headers pick
+    /// the variant, stored under its own key.
+    pub(crate) vary_index: bool,
 }
 
 impl Entry {
-    /// The entry's state at `now`.
-    pub(crate) fn freshness(&self, now: SystemTime) -> Freshness {
-        if now < self.fresh_until {
-            Freshness::Fresh
-        } else if now < self.fresh_until + self.stale_while_revalidate {
-            Freshness::StaleWhileRevalidate
-        } else if now < self.fresh_until + self.stale_if_error {
-            Freshness::StaleIfError
-        } else {
-            Freshness::Expired
+    /// How long a tier should keep the entry from `now`: until every window
+    /// that could still use it has closed (with validators, also the time
+    /// to revalidate it), and never past the longest entry lifetime.
+    pub(crate) fn retain_for(&self, now: SystemTime) -> Duration {
+        let mut window = self.stale_while_revalidate.max(self.stale_if_error);
+        if self.has_validators() {
+            window = window.max(REVALIDATION_WINDOW);
         }
+        let end = (self.fresh_until + window)
+            .min(self.stored_at + crate::invalidation::MAX_ENTRY_LIFETIME);
+        end.duration_since(now).unwrap_or(Duration::ZERO)
     }
 
-    /// How long a tier should keep the entry from `now`: until every window
-    /// that could still use it has closed.
-    pub(crate) fn retain_for(&self, now: SystemTime) -> Duration {
-        let end = self.fresh_until + self.stale_while_revalidate.max(self.stale_if_error);
-        end.duration_since(now).unwrap_or(Duration::ZERO)
+    /// Whether a conditional request can revalidate the entry.
+    pub(crate) fn has_validators(&self) -> bool {
+        self.upstream_etag || self.headers.contains_key(http::header::LAST_MODIFIED)
+    }
+
+    /// The age at which the entry stops being fresh (its freshness lifetime).
+    pub(crate) fn lifetime(&self) -> Duration {
+        self.initial_age
+            + self
+                .fresh_until
+                .duration_since(self.stored_at)
+                .unwrap_or(Duration::ZERO)
+    }
+
+    /// Whether `stale-if-error` still allows serving it at `now`.
+    pub(crate) fn may_serve_on_error(&self, now: SystemTime) -> bool {
+        !self.no_stale && now < self.fresh_until + self.stale_if_error
     }
 
     /// `Age` at `now` (RFC 9111 §4.2.3: the upstream's age plus our residence).
@@ -96,11 +118,56 @@ impl Entry {
         }
     }
 
-    /// Whether this entry may answer a request carrying `headers`.
+    /// Whether this entry may answer a request carrying `headers`: every
+    /// header its `Vary` named has the same normalized value (or is absent
+    /// in both).
     pub(crate) fn vary_matches(&self, headers: &HeaderMap) -> bool {
-        self.vary
-            .iter()
-            .all(|(name, stored)| headers.get(name) == stored.as_ref())
+        self.vary.iter().all(|(name, stored)| {
+            match (stored, crate::key::vary_value(headers, name)) {
+                (None, None) => true,
+                (Some(stored), Some(asked)) => stored.as_bytes() == asked.as_bytes(),
+                _ => false,
+            }
+        })
+    }
+
+    /// The header names of a vary index (or of a response's `Vary`).
+    pub(crate) fn vary_names(&self) -> Vec<HeaderName> {
+        self.vary.iter().map(|(name, _)| name.clone()).collect()
+    }
+
+    /// The index stored under the primary key of a response with `Vary`:
+    /// which request headers pick the variant. Kept as long as the variant.
+    pub(crate) fn index(&self) -> Self {
+        let window = self
+            .stale_while_revalidate
+            .max(self.stale_if_error)
+            .max(REVALIDATION_WINDOW);
+        Self {
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+            body: Bytes::new(),
+            etag: HeaderValue::from_static("\"\""),
+            requested_at: self.requested_at,
+            stored_at: self.stored_at,
+            fresh_until: self.fresh_until,
+            initial_age: Duration::ZERO,
+            stale_while_revalidate: Duration::ZERO,
+            stale_if_error: window,
+            tenant: self.tenant.clone(),
+            path: self.path.clone(),
+            tags: self.tags.clone(),
+            vary: self
+                .vary
+                .iter()
+                .map(|(name, _)| (name.clone(), None))
+                .collect(),
+            revalidate: false,
+            no_stale: false,
+            shared_ok: false,
+            upstream_etag: false,
+            vary_index: true,
+        }
     }
 
     /// `requested_at` in microseconds since the epoch, as purge marks count.
@@ -126,6 +193,19 @@ impl Entry {
         let mut out = BytesMut::with_capacity(self.body.len() + 512);
         out.put_u8(VERSION);
         out.put_u16_le(self.status.as_u16());
+        let flags = [
+            (self.revalidate, REVALIDATE),
+            (self.no_stale, NO_STALE),
+            (self.shared_ok, SHARED_OK),
+            (self.upstream_etag, UPSTREAM_ETAG),
+            (self.vary_index, VARY_INDEX),
+        ];
+        out.put_u8(
+            flags
+                .iter()
+                .filter(|(on, _)| *on)
+                .fold(0, |acc, (_, bit)| acc | bit),
+        );
         out.put_u64_le(unix_us(self.requested_at));
         out.put_u64_le(unix_ms(self.stored_at));
         out.put_u64_le(unix_ms(self.fresh_until));
@@ -163,6 +243,7 @@ impl Entry {
             return None;
         }
         let status = StatusCode::from_u16(take_u16(&mut buf)?).ok()?;
+        let flags = take_u8(&mut buf)?;
         let requested_at = UNIX_EPOCH + Duration::from_micros(take_u64(&mut buf)?);
         let stored_at = from_unix_ms(take_u64(&mut buf)?);
         let fresh_until = from_unix_ms(take_u64(&mut buf)?);
@@ -211,6 +292,11 @@ impl Entry {
             path,
             tags,
             vary,
+            revalidate: flags & REVALIDATE != 0,
+            no_stale: flags & NO_STALE != 0,
+            shared_ok: flags & SHARED_OK != 0,
+            upstream_etag: flags & UPSTREAM_ETAG != 0,
+            vary_index: flags & VARY_INDEX != 0,
         })
     }
 }
@@ -301,6 +387,11 @@ pub(crate) mod tests {
                 ),
                 (HeaderName::from_static("x-absent"), None),
             ],
+            revalidate: false,
+            no_stale: false,
+            shared_ok: true,
+            upstream_etag: true,
+            vary_index: false,
         }
     }
 
@@ -325,19 +416,28 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn freshness_windows() {
+    fn lifetimes_ages_and_windows() {
         let entry = sample(b"");
         let at = |secs| entry.stored_at + Duration::from_secs(secs);
-        assert_eq!(entry.freshness(at(0)), Freshness::Fresh);
-        assert_eq!(entry.freshness(at(59)), Freshness::Fresh);
-        assert_eq!(entry.freshness(at(65)), Freshness::StaleWhileRevalidate);
-        assert_eq!(entry.freshness(at(100)), Freshness::StaleIfError);
-        assert_eq!(entry.freshness(at(400)), Freshness::Expired);
-        assert_eq!(entry.retain_for(at(0)), Duration::from_secs(360));
-        assert_eq!(entry.retain_for(at(1000)), Duration::ZERO);
+        assert_eq!(
+            entry.lifetime(),
+            Duration::from_secs(63),
+            "fresh for 60 s after arriving 3 s old"
+        );
         assert_eq!(entry.age(at(10)), Duration::from_secs(13));
         assert_eq!(entry.ttl_secs(at(10)), 50);
         assert!(entry.ttl_secs(at(70)) < 0);
+        assert!(entry.may_serve_on_error(at(100)));
+        assert!(!entry.may_serve_on_error(at(400)));
+        assert_eq!(
+            entry.retain_for(at(0)),
+            Duration::from_secs(660),
+            "validators: kept to revalidate"
+        );
+        assert_eq!(entry.retain_for(at(1000)), Duration::ZERO);
+        let mut strict = sample(b"");
+        strict.no_stale = true;
+        assert!(!strict.may_serve_on_error(at(100)));
     }
 
     #[test]

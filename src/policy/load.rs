@@ -76,6 +76,7 @@ const FIELDS: &[&str] = &[
     "override_upstream",
     "events",
     "rewarm",
+    "cdn_cache_control",
 ];
 
 pub(super) fn load_dir(dir: &Path) -> Result<PolicySet, PolicyErrors> {
@@ -302,12 +303,14 @@ impl Ctx<'_> {
             events: Vec::new(),
             rewarm: false,
             cache_control: None,
+            cdn_cache_control: None,
             cache_statuses: DEFAULT_CACHE_STATUSES
                 .iter()
                 .filter_map(|s| StatusCode::from_u16(*s).ok())
                 .collect(),
             max_body: DEFAULT_MAX_BODY,
             override_upstream: false,
+            implicit: false,
             source: Source {
                 file: self.file.to_path_buf(),
                 line: self.route_line,
@@ -351,6 +354,7 @@ impl Ctx<'_> {
                 "events" => policy.events = self.events(&name, &value),
                 "rewarm" => policy.rewarm = self.boolean(&name, &value).unwrap_or(false),
                 "cache_control" => policy.cache_control = self.cache_control(&name, &value),
+                "cdn_cache_control" => policy.cdn_cache_control = self.cache_control(&name, &value),
                 "cache_statuses" => {
                     if let Some(statuses) = self.statuses(&name, &value) {
                         policy.cache_statuses = statuses;

@@ -40,7 +40,7 @@ async fn miss_then_hit_asks_the_upstream_once() {
     assert!(
         second
             .header("cache-status")
-            .starts_with("folio; hit; ttl="),
+            .starts_with("folio; hit; detail=L1; ttl="),
         "{}",
         second.header("cache-status")
     );

@@ -64,13 +64,17 @@ async fn unmatched_requests_are_forwarded_unchanged_with_forwarding_headers() {
         "the client's Host is kept"
     );
 
+    // No policy: plain RFC 9111, and this answer carries no freshness.
     let unmatched = get(&folio.url("/elsewhere"), &[]).await;
-    assert_eq!(unmatched.x_cache(), "BYPASS");
+    assert_eq!(unmatched.x_cache(), "MISS");
+    let status = unmatched.header("cache-status");
     assert!(
-        unmatched
-            .header("cache-status")
-            .contains("detail=no-policy")
+        status.contains("fwd=uri-miss; detail=status-not-cacheable"),
+        "{status}"
     );
+    let options = send("OPTIONS", &folio.url("/elsewhere"), &[], "").await;
+    assert_eq!(options.x_cache(), "BYPASS");
+    assert!(options.header("cache-status").contains("detail=no-policy"));
 }
 
 #[tokio::test]
@@ -113,16 +117,10 @@ async fn cache_false_and_credentials_bypass_the_cache() {
             &[("authorization", "Bearer alice")],
         )
         .await;
-        assert_eq!(
-            with_auth.x_cache(),
-            "BYPASS",
-            "a shared entry is never built from a credentialed request"
-        );
-        assert!(
-            with_auth
-                .header("cache-status")
-                .contains("detail=credentials")
-        );
+        // RFC 9111 §3.5: forwarded, and without `public` not stored.
+        assert_eq!(with_auth.x_cache(), "MISS");
+        let status = with_auth.header("cache-status");
+        assert!(status.contains("detail=authorization"), "{status}");
         let with_cookie = get(&folio.url("/api/v1/products/1"), &[("cookie", "session=1")]).await;
         assert_eq!(with_cookie.x_cache(), "BYPASS");
     }
