@@ -215,6 +215,8 @@ pub(crate) struct Storage {
     pub(crate) no_stale: bool,
     /// May answer a request carrying `Authorization` (RFC 9111 §3.5).
     pub(crate) shared_ok: bool,
+    /// `immutable` (RFC 8246): while fresh, client reloads do not revalidate.
+    pub(crate) immutable: bool,
     /// Header fields not to store (`private="f"`, `no-cache="f"`).
     pub(crate) strip: Vec<HeaderName>,
 }
@@ -331,6 +333,7 @@ pub(crate) fn decide(
         revalidate: obey && cc.no_cache,
         no_stale,
         shared_ok,
+        immutable: cc.immutable,
         strip,
     })
 }
@@ -408,6 +411,7 @@ pub(crate) struct Stored {
     pub(crate) stale_while_revalidate: Duration,
     pub(crate) revalidate: bool,
     pub(crate) no_stale: bool,
+    pub(crate) immutable: bool,
 }
 
 /// A request's cache directives.
@@ -426,6 +430,10 @@ impl Request {
     /// How a stored response may answer this request (RFC 9111 §4.2, §5.2.1).
     pub(crate) fn allows(&self, stored: &Stored) -> Use {
         let cc = &self.cc;
+        // RFC 8246: a fresh immutable response answers reloads as it is.
+        if stored.immutable && !stored.revalidate && stored.age < stored.lifetime {
+            return Use::Fresh;
+        }
         if cc.no_cache || stored.revalidate {
             return Use::Revalidate;
         }

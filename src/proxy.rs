@@ -179,6 +179,7 @@ async fn serve(state: &Arc<State>, request: Request<Incoming>, client: IpAddr) -
                 stale_while_revalidate: entry.stale_while_revalidate,
                 revalidate: entry.revalidate,
                 no_stale: entry.no_stale,
+                immutable: entry.immutable,
             };
             let mut usable = asked.allows(&facts);
             if verdict == Verdict::Stale && usable == Use::Fresh {
@@ -432,6 +433,8 @@ pub(crate) struct Fill {
     stale: Option<Arc<Entry>>,
     authorization: bool,
     no_store: bool,
+    /// A HEAD revalidating a stale entry: ask with HEAD (RFC 9111 §4.3.5).
+    head: bool,
 }
 
 impl Fill {
@@ -459,6 +462,7 @@ impl Fill {
             stale: stale.filter(|e| e.has_validators()).cloned(),
             authorization: false,
             no_store: false,
+            head: parts.method == Method::HEAD && stale.is_some_and(|e| e.has_validators()),
         }
     }
 
@@ -525,7 +529,7 @@ async fn fetch(state: &State, fill: &Fill) -> Result<Fetched, ProxyError> {
     ] {
         headers.remove(name);
     }
-    if let Some(stale) = &fill.stale {
+    if let Some(stale) = fill.stale.as_ref().filter(|_| !fill.head) {
         if stale.upstream_etag {
             headers.insert(header::IF_NONE_MATCH, stale.etag.clone());
         }
@@ -533,10 +537,11 @@ async fn fetch(state: &State, fill: &Fill) -> Result<Fetched, ProxyError> {
             headers.insert(header::IF_MODIFIED_SINCE, modified.clone());
         }
     }
+    let method = if fill.head { Method::HEAD } else { Method::GET };
     let request =
         state
             .upstream
-            .request(Method::GET, fill.uri.path_and_query(), headers, Body::Empty)?;
+            .request(method, fill.uri.path_and_query(), headers, Body::Empty)?;
     let requested_at = state.invalidator.now();
     let asked = Asked {
         authorization: fill.authorization,
@@ -548,7 +553,18 @@ async fn fetch(state: &State, fill: &Fill) -> Result<Fetched, ProxyError> {
     let (mut head, body) = response.into_parts();
     upstream::strip_hop_by_hop(&mut head.headers);
 
-    if head.status == StatusCode::NOT_MODIFIED
+    if fill.head
+        && let Some(stale) = &fill.stale
+        && (head.status != StatusCode::OK || !same_validators(stale, &head.headers))
+    {
+        // The representation changed: the stored one must not answer again.
+        state.cache.remove(&fill.key).await;
+        return Ok(Fetched::Response(
+            Response::from_parts(head, Body::Empty),
+            NotStored::NoLifetime,
+        ));
+    }
+    if (head.status == StatusCode::NOT_MODIFIED || fill.head)
         && let Some(stale) = &fill.stale
     {
         // RFC 9111 §4.3.4: the 304's fields replace the stored ones.
@@ -624,6 +640,20 @@ async fn fetch(state: &State, fill: &Fill) -> Result<Fetched, ProxyError> {
                 now,
             );
             Ok(Fetched::Entry(Arc::new(entry), false))
+        }
+    }
+}
+
+/// Whether a HEAD answer describes the stored representation: the same
+/// ETag, or without ETags the same Last-Modified (RFC 9111 §4.3.5).
+fn same_validators(stale: &Entry, fresh: &HeaderMap) -> bool {
+    match fresh.get(header::ETAG) {
+        Some(etag) => stale.upstream_etag && *etag == stale.etag,
+        None => {
+            !stale.upstream_etag
+                && fresh
+                    .get(header::LAST_MODIFIED)
+                    .is_some_and(|lm| stale.headers.get(header::LAST_MODIFIED) == Some(lm))
         }
     }
 }
@@ -712,6 +742,7 @@ fn make_entry(
         shared_ok: storage.shared_ok,
         upstream_etag: upstream_etag.is_some(),
         vary_index: false,
+        immutable: storage.immutable,
     }
 }
 

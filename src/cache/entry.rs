@@ -19,9 +19,11 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 const VERSION: u8 = 1;
 
-/// How long past its freshness an entry with validators is kept, to be
-/// revalidated with a conditional request rather than fetched again.
-const REVALIDATION_WINDOW: Duration = Duration::from_secs(600);
+/// How long past its freshness an entry is kept: to be revalidated with a
+/// conditional request rather than fetched again, or served to clients that
+/// accept stale answers (`max-stale`). Memory is still bounded by L1's
+/// capacity and Redis by `PX`.
+const STALE_RETENTION: Duration = Duration::from_secs(600);
 
 /// Flag bits of the encoding.
 const REVALIDATE: u8 = 1;
@@ -29,6 +31,7 @@ const NO_STALE: u8 = 2;
 const SHARED_OK: u8 = 4;
 const UPSTREAM_ETAG: u8 = 8;
 const VARY_INDEX: u8 = 16;
+const IMMUTABLE: u8 = 32;
 
 /// Overhead of one entry beyond its body and headers, for L1 weighing.
 const ENTRY_OVERHEAD: usize = 256;
@@ -70,17 +73,19 @@ pub(crate) struct Entry {
     /// Not a response: the names in `vary` say which request headers pick
     /// the variant, stored under its own key.
     pub(crate) vary_index: bool,
+    /// `immutable`: while fresh, client reloads are answered from here.
+    pub(crate) immutable: bool,
 }
 
 impl Entry {
     /// How long a tier should keep the entry from `now`: until every window
-    /// that could still use it has closed (with validators, also the time
-    /// to revalidate it), and never past the longest entry lifetime.
+    /// that could still use it has closed (and at least [`STALE_RETENTION`]
+    /// past freshness), never past the longest entry lifetime.
     pub(crate) fn retain_for(&self, now: SystemTime) -> Duration {
-        let mut window = self.stale_while_revalidate.max(self.stale_if_error);
-        if self.has_validators() {
-            window = window.max(REVALIDATION_WINDOW);
-        }
+        let window = self
+            .stale_while_revalidate
+            .max(self.stale_if_error)
+            .max(STALE_RETENTION);
         let end = (self.fresh_until + window)
             .min(self.stored_at + crate::invalidation::MAX_ENTRY_LIFETIME);
         end.duration_since(now).unwrap_or(Duration::ZERO)
@@ -142,7 +147,7 @@ impl Entry {
         let window = self
             .stale_while_revalidate
             .max(self.stale_if_error)
-            .max(REVALIDATION_WINDOW);
+            .max(STALE_RETENTION);
         Self {
             status: StatusCode::OK,
             headers: HeaderMap::new(),
@@ -167,6 +172,7 @@ impl Entry {
             shared_ok: false,
             upstream_etag: false,
             vary_index: true,
+            immutable: false,
         }
     }
 
@@ -199,6 +205,7 @@ impl Entry {
             (self.shared_ok, SHARED_OK),
             (self.upstream_etag, UPSTREAM_ETAG),
             (self.vary_index, VARY_INDEX),
+            (self.immutable, IMMUTABLE),
         ];
         out.put_u8(
             flags
@@ -297,6 +304,7 @@ impl Entry {
             shared_ok: flags & SHARED_OK != 0,
             upstream_etag: flags & UPSTREAM_ETAG != 0,
             vary_index: flags & VARY_INDEX != 0,
+            immutable: flags & IMMUTABLE != 0,
         })
     }
 }
@@ -392,6 +400,7 @@ pub(crate) mod tests {
             shared_ok: true,
             upstream_etag: true,
             vary_index: false,
+            immutable: false,
         }
     }
 

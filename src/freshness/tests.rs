@@ -474,7 +474,22 @@ mod request_directives {
             stale_while_revalidate: Duration::ZERO,
             revalidate: false,
             no_stale: false,
+            immutable: false,
         }
+    }
+
+    #[test]
+    fn immutable_answers_reloads_while_fresh() {
+        let mut entry = stored(10, 60);
+        entry.immutable = true;
+        assert_eq!(asking("no-cache").allows(&entry), Use::Fresh);
+        assert_eq!(asking("max-age=0").allows(&entry), Use::Fresh);
+        entry.age = Duration::from_secs(70);
+        assert_eq!(
+            asking("no-cache").allows(&entry),
+            Use::Revalidate,
+            "not once stale"
+        );
     }
 
     fn asking(cc: &str) -> Request {

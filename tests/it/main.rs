@@ -13,6 +13,7 @@ mod bookstore_e2e;
 mod cache_flow;
 mod failures;
 mod forwarding;
+mod http_caching;
 mod invalidation;
 mod policies_cli;
 mod shared_l2;

@@ -69,7 +69,7 @@ async fn stale_if_error_answers_when_the_upstream_fails() {
     );
     assert_eq!(
         no_window.x_cache(),
-        "MISS",
-        "an entry past every window is gone"
+        "EXPIRED",
+        "a stale entry was found and the upstream asked again"
     );
 }

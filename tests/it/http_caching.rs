@@ -1,0 +1,900 @@
+//! RFC 9111 / 9110 / 5861 / 9211 / 9213 shared-cache rules, one test each,
+//! against a real upstream whose answers the test scripts. Unless a test
+//! says otherwise folio runs with no policies: a plain RFC 9111 cache.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use crate::support::{Folio, Reply, TestUpstream, get, send, settings};
+
+/// folio with an empty policy set in front of `upstream`.
+async fn rfc(upstream: &TestUpstream) -> Folio {
+    Folio::start(upstream, "").await
+}
+
+/// An upstream answering `/` with these headers and a counter in the body.
+async fn answering(headers: &'static [(&'static str, &'static str)]) -> TestUpstream {
+    let count = Arc::new(AtomicUsize::new(0));
+    TestUpstream::start(move |_| {
+        let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut reply = Reply::json(format!(r#"{{"n":{n}}}"#));
+        for (name, value) in headers {
+            reply = reply.header(name, value);
+        }
+        reply
+    })
+    .await
+}
+
+fn http_date(offset_secs: i64) -> String {
+    let now = std::time::SystemTime::now();
+    let t = if offset_secs >= 0 {
+        now + Duration::from_secs(offset_secs as u64)
+    } else {
+        now - Duration::from_secs((-offset_secs) as u64)
+    };
+    httpdate::fmt_http_date(t)
+}
+
+async fn twice(folio: &Folio, path: &str, headers: &[(&str, &str)]) -> (String, String) {
+    let first = get(&folio.url(path), headers).await.x_cache().to_owned();
+    let second = get(&folio.url(path), headers).await.x_cache().to_owned();
+    (first, second)
+}
+
+mod modes {
+    use super::*;
+
+    #[tokio::test]
+    async fn without_policies_folio_is_a_plain_rfc9111_cache() {
+        let upstream = answering(&[("cache-control", "max-age=60")]).await;
+        let folio = rfc(&upstream).await;
+        assert_eq!(
+            twice(&folio, "/anything", &[]).await,
+            ("MISS".into(), "HIT".into())
+        );
+        let silent = answering(&[]).await;
+        let folio = rfc(&silent).await;
+        assert_eq!(
+            twice(&folio, "/x", &[]).await,
+            ("MISS".into(), "MISS".into()),
+            "no freshness, no validator"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_matching_policy_still_yields_to_upstream_no_store_and_private() {
+        let upstream = TestUpstream::start(|seen| match seen.uri.path() {
+            "/a" => Reply::json("{}").header("cache-control", "no-store"),
+            _ => Reply::json("{}").header("cache-control", "private"),
+        })
+        .await;
+        let folio = Folio::start(
+            &upstream,
+            "\"/a\":\n  cache_ttl: 1h\n\"/b\":\n  cache_ttl: 1h\n",
+        )
+        .await;
+        assert_eq!(twice(&folio, "/a", &[]).await.1, "MISS");
+        assert_eq!(twice(&folio, "/b", &[]).await.1, "MISS");
+        let overriding = Folio::start(
+            &upstream,
+            "\"/a\":\n  cache_ttl: 1h\n  override_upstream: true\n",
+        )
+        .await;
+        assert_eq!(twice(&overriding, "/a", &[]).await.1, "HIT");
+    }
+}
+
+mod freshness {
+    use super::*;
+
+    #[tokio::test]
+    async fn s_maxage_wins_over_max_age() {
+        let upstream = answering(&[("cache-control", "max-age=60, s-maxage=0")]).await;
+        assert_eq!(twice(&rfc(&upstream).await, "/", &[]).await.1, "MISS");
+    }
+
+    #[tokio::test]
+    async fn max_age_wins_over_expires() {
+        let upstream = answering(&[
+            ("cache-control", "max-age=60"),
+            ("expires", "Thu, 01 Jan 1970 00:00:00 GMT"),
+        ])
+        .await;
+        assert_eq!(twice(&rfc(&upstream).await, "/", &[]).await.1, "HIT");
+    }
+
+    #[tokio::test]
+    async fn expires_minus_date_gives_the_lifetime() {
+        let date = http_date(0);
+        let expires = http_date(60);
+        let upstream = TestUpstream::start(move |_| {
+            Reply::json("{}")
+                .header("date", &date)
+                .header("expires", &expires)
+        })
+        .await;
+        assert_eq!(twice(&rfc(&upstream).await, "/", &[]).await.1, "HIT");
+    }
+
+    #[tokio::test]
+    async fn an_invalid_expires_means_stale() {
+        let upstream = answering(&[("expires", "0")]).await;
+        assert_eq!(twice(&rfc(&upstream).await, "/", &[]).await.1, "MISS");
+    }
+
+    #[tokio::test]
+    async fn the_upstreams_age_is_counted_in() {
+        let upstream = answering(&[("cache-control", "max-age=60"), ("age", "50")]).await;
+        let folio = rfc(&upstream).await;
+        get(&folio.url("/"), &[]).await;
+        let hit = get(&folio.url("/"), &[]).await;
+        assert_eq!(hit.x_cache(), "HIT");
+        assert!(
+            hit.header("age").parse::<u64>().unwrap() >= 50,
+            "Age on a hit: {}",
+            hit.header("age")
+        );
+        let stale = answering(&[("cache-control", "max-age=60"), ("age", "61")]).await;
+        assert_eq!(
+            twice(&rfc(&stale).await, "/", &[]).await.1,
+            "MISS",
+            "already stale on arrival"
+        );
+    }
+
+    #[tokio::test]
+    async fn age_is_sent_on_every_response_from_cache_and_grows() {
+        let upstream = answering(&[("cache-control", "max-age=60")]).await;
+        let folio = rfc(&upstream).await;
+        assert_eq!(get(&folio.url("/"), &[]).await.header("age"), "0");
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let hit = get(&folio.url("/"), &[]).await;
+        assert!(hit.header("age").parse::<u64>().unwrap() >= 1);
+    }
+
+    #[tokio::test]
+    async fn heuristic_freshness_only_for_heuristically_cacheable_statuses() {
+        let modified = http_date(-10 * 86_400);
+        let for_200 = modified.clone();
+        let upstream = TestUpstream::start(move |seen| match seen.uri.path() {
+            "/ok" => Reply::json("{}").header("last-modified", &for_200),
+            "/gone" => Reply::json("{}")
+                .status(410)
+                .header("last-modified", &for_200),
+            _ => Reply::json("{}")
+                .status(302)
+                .header("location", "/ok")
+                .header("last-modified", &for_200),
+        })
+        .await;
+        let folio = rfc(&upstream).await;
+        assert_eq!(twice(&folio, "/ok", &[]).await.1, "HIT");
+        assert_eq!(twice(&folio, "/gone", &[]).await.1, "HIT");
+        assert_eq!(
+            twice(&folio, "/moved", &[]).await.1,
+            "MISS",
+            "302 needs explicit freshness"
+        );
+        let _ = modified;
+    }
+}
+
+mod response_directives {
+    use super::*;
+
+    #[tokio::test]
+    async fn no_store_is_never_stored() {
+        let upstream = answering(&[("cache-control", "no-store, max-age=60")]).await;
+        assert_eq!(twice(&rfc(&upstream).await, "/", &[]).await.1, "MISS");
+    }
+
+    #[tokio::test]
+    async fn no_cache_is_stored_and_revalidated_before_every_use() {
+        let upstream = TestUpstream::start(|seen| {
+            if seen.header("if-none-match") == "\"v1\"" {
+                Reply::json("").status(304).header("etag", "\"v1\"")
+            } else {
+                Reply::json(r#"{"full":true}"#)
+                    .header("etag", "\"v1\"")
+                    .header("cache-control", "no-cache")
+            }
+        })
+        .await;
+        let folio = rfc(&upstream).await;
+        get(&folio.url("/"), &[]).await;
+        let second = get(&folio.url("/"), &[]).await;
+        assert_eq!(second.status, 200, "the client gets the full response");
+        assert_eq!(second.text(), r#"{"full":true}"#);
+        assert_eq!(second.x_cache(), "EXPIRED");
+        assert!(
+            second.header("cache-status").contains("fwd-status=304"),
+            "{}",
+            second.header("cache-status")
+        );
+        assert_eq!(upstream.last().header("if-none-match"), "\"v1\"");
+    }
+
+    #[tokio::test]
+    async fn private_is_not_stored() {
+        let upstream = answering(&[("cache-control", "private, max-age=60")]).await;
+        assert_eq!(twice(&rfc(&upstream).await, "/", &[]).await.1, "MISS");
+    }
+
+    #[tokio::test]
+    async fn private_with_field_names_strips_those_fields() {
+        let upstream = answering(&[
+            ("cache-control", "private=\"x-user\", max-age=60"),
+            ("x-user", "alice"),
+        ])
+        .await;
+        let folio = rfc(&upstream).await;
+        get(&folio.url("/"), &[]).await;
+        let hit = get(&folio.url("/"), &[]).await;
+        assert_eq!(hit.x_cache(), "HIT");
+        assert_eq!(
+            hit.header("x-user"),
+            "",
+            "never served from the shared cache"
+        );
+    }
+
+    #[tokio::test]
+    async fn must_revalidate_forbids_serving_stale_on_error() {
+        let upstream = answering(&[(
+            "cache-control",
+            "max-age=1, must-revalidate, stale-if-error=60",
+        )])
+        .await;
+        let folio = rfc(&upstream).await;
+        get(&folio.url("/"), &[]).await;
+        upstream.answer(|_| Reply::json("{}").status(503));
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(get(&folio.url("/"), &[]).await.status, 503);
+    }
+
+    #[tokio::test]
+    async fn proxy_revalidate_and_s_maxage_forbid_stale_too() {
+        for cc in [
+            "max-age=1, proxy-revalidate, stale-if-error=60",
+            "s-maxage=1, stale-if-error=60",
+        ] {
+            let upstream =
+                TestUpstream::start(move |_| Reply::json("{}").header("cache-control", cc)).await;
+            let folio = rfc(&upstream).await;
+            get(&folio.url("/"), &[]).await;
+            upstream.answer(|_| Reply::json("{}").status(503));
+            tokio::time::sleep(Duration::from_millis(1100)).await;
+            assert_eq!(get(&folio.url("/"), &[]).await.status, 503, "{cc}");
+        }
+    }
+
+    #[tokio::test]
+    async fn stale_if_error_serves_stale_when_allowed() {
+        let upstream = answering(&[("cache-control", "max-age=1, stale-if-error=60")]).await;
+        let folio = rfc(&upstream).await;
+        get(&folio.url("/"), &[]).await;
+        upstream.answer(|_| Reply::json("{}").status(500));
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let stale = get(&folio.url("/"), &[]).await;
+        assert_eq!(stale.status, 200);
+        assert_eq!(stale.x_cache(), "STALE");
+    }
+
+    #[tokio::test]
+    async fn stale_while_revalidate_from_the_upstream() {
+        let upstream =
+            answering(&[("cache-control", "max-age=1, stale-while-revalidate=60")]).await;
+        let folio = rfc(&upstream).await;
+        get(&folio.url("/"), &[]).await;
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(get(&folio.url("/"), &[]).await.x_cache(), "STALE");
+    }
+
+    #[tokio::test]
+    async fn immutable_answers_client_reloads_from_cache() {
+        let upstream = answering(&[("cache-control", "max-age=60, immutable")]).await;
+        let folio = rfc(&upstream).await;
+        get(&folio.url("/"), &[]).await;
+        assert_eq!(
+            get(&folio.url("/"), &[("cache-control", "no-cache")])
+                .await
+                .x_cache(),
+            "HIT"
+        );
+        assert_eq!(upstream.total_hits(), 1);
+    }
+
+    #[tokio::test]
+    async fn unknown_directives_are_ignored() {
+        let upstream = answering(&[(
+            "cache-control",
+            "x-made-up=\"no-store\", max-age=60, another",
+        )])
+        .await;
+        assert_eq!(twice(&rfc(&upstream).await, "/", &[]).await.1, "HIT");
+    }
+
+    #[tokio::test]
+    async fn public_allows_storing_an_answer_to_an_authorized_request() {
+        let upstream = answering(&[("cache-control", "public, max-age=60")]).await;
+        let folio = rfc(&upstream).await;
+        let auth = [("authorization", "Bearer a")];
+        assert_eq!(
+            twice(&folio, "/", &auth).await,
+            ("MISS".into(), "HIT".into())
+        );
+    }
+}
+
+mod request_directives {
+    use super::*;
+
+    async fn cached() -> (TestUpstream, Folio) {
+        let upstream = answering(&[("cache-control", "max-age=60"), ("etag", "\"e\"")]).await;
+        let folio = rfc(&upstream).await;
+        get(&folio.url("/"), &[]).await;
+        (upstream, folio)
+    }
+
+    #[tokio::test]
+    async fn no_cache_in_the_request_goes_to_the_upstream() {
+        let (upstream, folio) = cached().await;
+        let got = get(&folio.url("/"), &[("cache-control", "no-cache")]).await;
+        assert!(
+            got.header("cache-status").contains("fwd=request"),
+            "{}",
+            got.header("cache-status")
+        );
+        assert_eq!(upstream.total_hits(), 2);
+        assert_eq!(
+            upstream.last().header("if-none-match"),
+            "\"e\"",
+            "revalidated with the stored validator"
+        );
+    }
+
+    #[tokio::test]
+    async fn pragma_no_cache_counts_when_there_is_no_cache_control() {
+        let (upstream, folio) = cached().await;
+        get(&folio.url("/"), &[("pragma", "no-cache")]).await;
+        assert_eq!(upstream.total_hits(), 2);
+        get(
+            &folio.url("/"),
+            &[("pragma", "no-cache"), ("cache-control", "max-age=600")],
+        )
+        .await;
+        assert_eq!(upstream.total_hits(), 2, "Cache-Control wins");
+    }
+
+    #[tokio::test]
+    async fn no_store_in_the_request_stores_nothing() {
+        let upstream = answering(&[("cache-control", "max-age=60")]).await;
+        let folio = rfc(&upstream).await;
+        get(&folio.url("/"), &[("cache-control", "no-store")]).await;
+        assert_eq!(get(&folio.url("/"), &[]).await.x_cache(), "MISS");
+    }
+
+    #[tokio::test]
+    async fn max_age_in_the_request_limits_the_age_accepted() {
+        let (upstream, folio) = cached().await;
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(
+            get(&folio.url("/"), &[("cache-control", "max-age=30")])
+                .await
+                .x_cache(),
+            "HIT"
+        );
+        get(&folio.url("/"), &[("cache-control", "max-age=0")]).await;
+        assert_eq!(upstream.total_hits(), 2);
+    }
+
+    #[tokio::test]
+    async fn max_stale_accepts_a_stale_entry() {
+        let upstream = answering(&[("cache-control", "max-age=1")]).await;
+        let folio = rfc(&upstream).await;
+        get(&folio.url("/"), &[]).await;
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let got = get(&folio.url("/"), &[("cache-control", "max-stale=60")]).await;
+        assert_eq!(got.x_cache(), "STALE");
+        assert_eq!(upstream.total_hits(), 1);
+    }
+
+    #[tokio::test]
+    async fn min_fresh_asks_for_freshness_left() {
+        let (upstream, folio) = cached().await;
+        assert_eq!(
+            get(&folio.url("/"), &[("cache-control", "min-fresh=10")])
+                .await
+                .x_cache(),
+            "HIT"
+        );
+        get(&folio.url("/"), &[("cache-control", "min-fresh=3600")]).await;
+        assert_eq!(upstream.total_hits(), 2);
+    }
+
+    #[tokio::test]
+    async fn only_if_cached_is_a_504_when_nothing_is_stored() {
+        let (upstream, folio) = cached().await;
+        assert_eq!(
+            get(&folio.url("/"), &[("cache-control", "only-if-cached")])
+                .await
+                .x_cache(),
+            "HIT"
+        );
+        let none = get(&folio.url("/other"), &[("cache-control", "only-if-cached")]).await;
+        assert_eq!(none.status, 504);
+        assert_eq!(none.json()["error"], "only_if_cached");
+        assert_eq!(upstream.total_hits(), 1, "nothing forwarded");
+    }
+}
+
+mod vary {
+    use super::*;
+
+    async fn by_language() -> TestUpstream {
+        TestUpstream::start(|seen| {
+            Reply::json(format!(
+                r#"{{"lang":"{}"}}"#,
+                seen.header("accept-language")
+            ))
+            .header("vary", "Accept-Language")
+            .header("cache-control", "max-age=60")
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn each_variant_is_stored_under_its_own_key() {
+        let upstream = by_language().await;
+        let folio = rfc(&upstream).await;
+        get(&folio.url("/"), &[("accept-language", "en")]).await;
+        get(&folio.url("/"), &[("accept-language", "fr")]).await;
+        let en = get(&folio.url("/"), &[("accept-language", "en")]).await;
+        let fr = get(&folio.url("/"), &[("accept-language", "fr")]).await;
+        assert_eq!(
+            (en.x_cache(), fr.x_cache()),
+            ("HIT", "HIT"),
+            "both variants kept"
+        );
+        assert_eq!(en.json()["lang"], "en");
+        assert_eq!(fr.json()["lang"], "fr");
+        assert_eq!(
+            get(&folio.url("/"), &[]).await.x_cache(),
+            "MISS",
+            "no header is a variant of its own"
+        );
+    }
+
+    #[tokio::test]
+    async fn vary_values_are_normalized_before_keying() {
+        let upstream = TestUpstream::start(|_| {
+            Reply::json("{}")
+                .header("vary", "Accept-Encoding, Accept-Language")
+                .header("cache-control", "max-age=60")
+        })
+        .await;
+        let folio = rfc(&upstream).await;
+        get(
+            &folio.url("/"),
+            &[
+                ("accept-encoding", "gzip, br"),
+                ("accept-language", "en-US"),
+            ],
+        )
+        .await;
+        let same = get(
+            &folio.url("/"),
+            &[("accept-encoding", "br,gzip"), ("accept-language", "en-us")],
+        )
+        .await;
+        assert_eq!(same.x_cache(), "HIT");
+    }
+
+    #[tokio::test]
+    async fn vary_star_is_never_reused() {
+        let upstream = answering(&[("vary", "*"), ("cache-control", "max-age=60")]).await;
+        assert_eq!(twice(&rfc(&upstream).await, "/", &[]).await.1, "MISS");
+    }
+}
+
+mod validation {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_stale_entry_is_revalidated_and_a_304_refreshes_its_headers() {
+        let upstream = TestUpstream::start(|seen| {
+            if seen.header("if-none-match") == "\"v1\""
+                && !seen.header("if-modified-since").is_empty()
+            {
+                Reply::json("")
+                    .status(304)
+                    .header("etag", "\"v1\"")
+                    .header("x-version", "2")
+                    .header("cache-control", "max-age=60")
+            } else {
+                Reply::json(r#"{"body":1}"#)
+                    .header("etag", "\"v1\"")
+                    .header("last-modified", "Sun, 06 Nov 1994 08:49:37 GMT")
+                    .header("x-version", "1")
+                    .header("cache-control", "max-age=1")
+            }
+        })
+        .await;
+        let folio = rfc(&upstream).await;
+        get(&folio.url("/"), &[]).await;
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let revalidated = get(&folio.url("/"), &[]).await;
+        assert_eq!(revalidated.status, 200);
+        assert_eq!(revalidated.text(), r#"{"body":1}"#);
+        assert_eq!(
+            revalidated.header("x-version"),
+            "2",
+            "the 304's headers replace the stored ones"
+        );
+        let hit = get(&folio.url("/"), &[]).await;
+        assert_eq!(hit.x_cache(), "HIT", "fresh again for the 304's max-age");
+        assert_eq!(hit.header("x-version"), "2");
+        assert_eq!(upstream.total_hits(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_validator_only_answer_is_revalidated_on_use() {
+        let upstream = TestUpstream::start(|seen| {
+            if seen.header("if-none-match") == "\"only\"" {
+                Reply::json("").status(304).header("etag", "\"only\"")
+            } else {
+                Reply::json(r#"{"x":1}"#).header("etag", "\"only\"")
+            }
+        })
+        .await;
+        let folio = rfc(&upstream).await;
+        get(&folio.url("/"), &[]).await;
+        let second = get(&folio.url("/"), &[]).await;
+        assert_eq!(second.text(), r#"{"x":1}"#);
+        assert_eq!(second.x_cache(), "EXPIRED");
+    }
+
+    #[tokio::test]
+    async fn clients_conditionals_get_304_from_a_fresh_entry() {
+        let upstream = answering(&[
+            ("cache-control", "max-age=60"),
+            ("etag", "W/\"w1\""),
+            ("last-modified", "Sun, 06 Nov 1994 08:49:37 GMT"),
+        ])
+        .await;
+        let folio = rfc(&upstream).await;
+        get(&folio.url("/"), &[]).await;
+        assert_eq!(
+            get(&folio.url("/"), &[("if-none-match", "\"w1\"")])
+                .await
+                .status,
+            304,
+            "weak comparison"
+        );
+        assert_eq!(
+            get(
+                &folio.url("/"),
+                &[("if-modified-since", "Sun, 06 Nov 1994 08:49:37 GMT")]
+            )
+            .await
+            .status,
+            304
+        );
+        let both = [
+            ("if-none-match", "\"other\""),
+            ("if-modified-since", "Sun, 06 Nov 1994 08:49:37 GMT"),
+        ];
+        assert_eq!(
+            get(&folio.url("/"), &both).await.status,
+            200,
+            "If-Modified-Since only without If-None-Match"
+        );
+        assert_eq!(upstream.total_hits(), 1);
+    }
+}
+
+mod methods {
+    use super::*;
+
+    #[tokio::test]
+    async fn head_is_answered_from_a_stored_get() {
+        let upstream = answering(&[("cache-control", "max-age=60")]).await;
+        let folio = rfc(&upstream).await;
+        get(&folio.url("/"), &[]).await;
+        let head = send("HEAD", &folio.url("/"), &[], "").await;
+        assert_eq!(head.x_cache(), "HIT");
+        assert_eq!(head.header("content-length"), "7");
+    }
+
+    #[tokio::test]
+    async fn a_head_response_updates_stored_headers() {
+        let upstream = TestUpstream::start(|seen| {
+            let version = if seen.method == "HEAD" { "2" } else { "1" };
+            Reply::json(r#"{"v":1}"#)
+                .header("etag", "\"same\"")
+                .header("x-version", version)
+                .header("cache-control", "max-age=1")
+        })
+        .await;
+        let folio = rfc(&upstream).await;
+        get(&folio.url("/"), &[]).await;
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let head = send("HEAD", &folio.url("/"), &[], "").await;
+        assert_eq!(upstream.last().method, "HEAD");
+        assert_eq!(head.header("x-version"), "2");
+        let hit = get(&folio.url("/"), &[]).await;
+        assert_eq!(hit.x_cache(), "HIT");
+        assert_eq!(hit.header("x-version"), "2");
+        assert_eq!(hit.text(), r#"{"v":1}"#);
+    }
+
+    #[tokio::test]
+    async fn unsafe_methods_invalidate_the_target_and_location_uris() {
+        let upstream = TestUpstream::start(|seen| match (seen.method.as_str(), seen.uri.path()) {
+            ("POST", _) => Reply::json("{}")
+                .status(201)
+                .header("location", "/items/9")
+                .header("content-location", "/items/latest"),
+            ("FROB", _) => Reply::json("{}"),
+            _ => Reply::json("{}").header("cache-control", "max-age=60"),
+        })
+        .await;
+        let folio = rfc(&upstream).await;
+        for path in ["/items", "/items/9", "/items/latest", "/other"] {
+            get(&folio.url(path), &[]).await;
+            assert_eq!(get(&folio.url(path), &[]).await.x_cache(), "HIT");
+        }
+        send("POST", &folio.url("/items"), &[], "{}").await;
+        for path in ["/items", "/items/9", "/items/latest"] {
+            assert_eq!(get(&folio.url(path), &[]).await.x_cache(), "MISS", "{path}");
+        }
+        assert_eq!(get(&folio.url("/other"), &[]).await.x_cache(), "HIT");
+        send("FROB", &folio.url("/other"), &[], "").await;
+        assert_eq!(
+            get(&folio.url("/other"), &[]).await.x_cache(),
+            "MISS",
+            "an unknown method is unsafe"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_invalidates_nothing() {
+        let upstream = TestUpstream::start(|seen| match seen.method.as_str() {
+            "DELETE" => Reply::json("{}").status(500),
+            _ => Reply::json("{}").header("cache-control", "max-age=60"),
+        })
+        .await;
+        let folio = rfc(&upstream).await;
+        get(&folio.url("/x"), &[]).await;
+        send("DELETE", &folio.url("/x"), &[], "").await;
+        assert_eq!(get(&folio.url("/x"), &[]).await.x_cache(), "HIT");
+    }
+}
+
+mod authorization {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_answer_to_an_authorized_request_is_not_reused_without_public() {
+        let upstream = answering(&[("cache-control", "max-age=60")]).await;
+        let folio = rfc(&upstream).await;
+        let auth = [("authorization", "Bearer a")];
+        assert_eq!(
+            twice(&folio, "/", &auth).await,
+            ("MISS".into(), "MISS".into())
+        );
+        assert_eq!(
+            get(&folio.url("/"), &[]).await.x_cache(),
+            "MISS",
+            "nor given to anyone else"
+        );
+    }
+
+    #[tokio::test]
+    async fn s_maxage_or_must_revalidate_allow_reuse_too() {
+        for cc in ["s-maxage=60", "max-age=60, must-revalidate"] {
+            let upstream =
+                TestUpstream::start(move |_| Reply::json("{}").header("cache-control", cc)).await;
+            let folio = rfc(&upstream).await;
+            assert_eq!(
+                twice(&folio, "/", &[("authorization", "Bearer a")]).await.1,
+                "HIT",
+                "{cc}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn set_cookie_is_never_served_to_another_client() {
+        let upstream = answering(&[
+            ("cache-control", "public, max-age=60"),
+            ("set-cookie", "session=alice"),
+        ])
+        .await;
+        let folio = rfc(&upstream).await;
+        get(&folio.url("/"), &[]).await;
+        let other = get(&folio.url("/"), &[]).await;
+        assert_eq!(other.x_cache(), "MISS");
+        assert_eq!(upstream.total_hits(), 2);
+    }
+}
+
+mod status_codes {
+    use super::*;
+
+    #[tokio::test]
+    async fn other_statuses_only_with_explicit_freshness() {
+        let upstream = TestUpstream::start(|seen| match seen.uri.path() {
+            "/fresh-302" => Reply::json("{}")
+                .status(302)
+                .header("location", "/")
+                .header("cache-control", "max-age=60"),
+            "/plain-302" => Reply::json("{}").status(302).header("location", "/"),
+            "/fresh-500" => Reply::json("{}")
+                .status(500)
+                .header("cache-control", "max-age=60"),
+            _ => Reply::json("{}")
+                .status(404)
+                .header("cache-control", "max-age=60"),
+        })
+        .await;
+        let folio = rfc(&upstream).await;
+        assert_eq!(twice(&folio, "/fresh-302", &[]).await.1, "HIT");
+        assert_eq!(twice(&folio, "/plain-302", &[]).await.1, "MISS");
+        assert_eq!(twice(&folio, "/fresh-500", &[]).await.1, "HIT");
+        assert_eq!(twice(&folio, "/missing", &[]).await.1, "HIT");
+    }
+}
+
+mod cdn_cache_control {
+    use super::*;
+
+    #[tokio::test]
+    async fn cdn_cache_control_is_honoured_over_cache_control() {
+        let upstream = answering(&[
+            ("cache-control", "no-store"),
+            ("cdn-cache-control", "max-age=60"),
+        ])
+        .await;
+        let folio = rfc(&upstream).await;
+        let (_, second) = twice(&folio, "/", &[]).await;
+        assert_eq!(second, "HIT");
+        let hit = get(&folio.url("/"), &[]).await;
+        assert_eq!(
+            hit.header("cache-control"),
+            "no-store",
+            "clients still see the origin's Cache-Control"
+        );
+        assert_eq!(
+            hit.header("cdn-cache-control"),
+            "max-age=60",
+            "and CDNs downstream their field"
+        );
+    }
+
+    #[tokio::test]
+    async fn not_when_folio_is_told_it_is_no_cdn() {
+        let upstream = answering(&[
+            ("cache-control", "no-store"),
+            ("cdn-cache-control", "max-age=60"),
+        ])
+        .await;
+        let mut settings = settings(upstream.uri());
+        settings.cdn = false;
+        let folio = Folio::start_with(settings, "").await;
+        assert_eq!(twice(&folio, "/", &[]).await.1, "MISS");
+    }
+
+    #[tokio::test]
+    async fn a_policy_can_emit_cdn_cache_control() {
+        let upstream = answering(&[]).await;
+        let folio = Folio::start(
+            &upstream,
+            "\"/\":\n  cache_ttl: 1m\n  cdn_cache_control: \"max-age=600\"\n",
+        )
+        .await;
+        get(&folio.url("/"), &[]).await;
+        assert_eq!(
+            get(&folio.url("/"), &[]).await.header("cdn-cache-control"),
+            "max-age=600"
+        );
+    }
+}
+
+mod cache_status {
+    use super::*;
+
+    #[tokio::test]
+    async fn cache_status_names_what_happened() {
+        let upstream = answering(&[("cache-control", "max-age=60")]).await;
+        let folio = rfc(&upstream).await;
+        let status = |got: &crate::support::Got| got.header("cache-status").to_owned();
+        let miss = get(&folio.url("/"), &[]).await;
+        assert!(
+            status(&miss).starts_with("folio; fwd=uri-miss; stored; fwd-status=200; ttl=59"),
+            "{}",
+            status(&miss)
+        );
+        let hit = get(&folio.url("/"), &[]).await;
+        assert!(
+            status(&hit).starts_with("folio; hit; detail=L1; ttl="),
+            "{}",
+            status(&hit)
+        );
+        let forced = get(&folio.url("/"), &[("cache-control", "no-cache")]).await;
+        assert!(
+            status(&forced).starts_with("folio; fwd=request; stored; fwd-status=200"),
+            "{}",
+            status(&forced)
+        );
+        let bypass = send("DELETE", &folio.url("/"), &[], "").await;
+        assert_eq!(status(&bypass), "folio; fwd=method; fwd-status=200");
+    }
+}
+
+mod ranges {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_range_of_a_cached_200_is_answered_206_from_cache() {
+        let upstream = TestUpstream::start(|_| {
+            Reply::json("0123456789").header("cache-control", "max-age=60")
+        })
+        .await;
+        let folio = rfc(&upstream).await;
+        get(&folio.url("/"), &[]).await;
+        let part = get(&folio.url("/"), &[("range", "bytes=2-5")]).await;
+        assert_eq!(part.status, 206);
+        assert_eq!(part.text(), "2345");
+        assert_eq!(part.header("content-range"), "bytes 2-5/10");
+        assert_eq!(
+            get(&folio.url("/"), &[("range", "bytes=-3")]).await.text(),
+            "789"
+        );
+        assert_eq!(
+            get(&folio.url("/"), &[("range", "bytes=7-")]).await.text(),
+            "789"
+        );
+        let beyond = get(&folio.url("/"), &[("range", "bytes=20-30")]).await;
+        assert_eq!(beyond.status, 416);
+        assert_eq!(beyond.header("content-range"), "bytes */10");
+        let changed = get(
+            &folio.url("/"),
+            &[("range", "bytes=0-1"), ("if-range", "\"not-it\"")],
+        )
+        .await;
+        assert_eq!(
+            changed.status, 200,
+            "If-Range that does not match: the whole body"
+        );
+        assert_eq!(upstream.total_hits(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_range_request_on_a_miss_is_forwarded_and_not_stored() {
+        let upstream = TestUpstream::start(|seen| {
+            if seen.header("range").is_empty() {
+                Reply::json("0123456789").header("cache-control", "max-age=60")
+            } else {
+                Reply::json("23")
+                    .status(206)
+                    .header("content-range", "bytes 2-3/10")
+                    .header("cache-control", "max-age=60")
+            }
+        })
+        .await;
+        let folio = rfc(&upstream).await;
+        let part = get(&folio.url("/"), &[("range", "bytes=2-3")]).await;
+        assert_eq!(part.status, 206);
+        assert_eq!(upstream.last().header("range"), "bytes=2-3");
+        let full = get(&folio.url("/"), &[]).await;
+        assert_eq!(
+            full.x_cache(),
+            "MISS",
+            "the partial answer was not stored as the full one"
+        );
+        assert_eq!(full.text(), "0123456789");
+    }
+}
