@@ -269,6 +269,8 @@ async fn lookup(
 #[derive(Debug)]
 struct WriteEffects {
     tenant: Box<str>,
+    /// The request's host: absolute `Location`s on it count too.
+    host: Option<Box<str>>,
     /// The written path: its cached GETs are purged on a 2xx or 3xx.
     path: Box<str>,
     /// Scopes of the events the route raises, purged on a 2xx.
@@ -289,8 +291,15 @@ impl WriteEffects {
                 events.extend(scopes_for_event(policies, event, &params));
             }
         }
+        let host = parts
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| parts.uri.authority().map(|a| a.as_str()))
+            .map(|h| h.to_ascii_lowercase().into_boxed_str());
         Some(Self {
             tenant: tenant.into(),
+            host,
             path: normalize_path(parts.uri.path()).into(),
             events,
         })
@@ -307,7 +316,7 @@ impl WriteEffects {
             if let Some(path) = headers
                 .get(name)
                 .and_then(|v| v.to_str().ok())
-                .and_then(local_path)
+                .and_then(|v| local_path(v, self.host.as_deref()))
             {
                 scopes.push(Scope::Path(normalize_path(&path).into()));
             }
@@ -331,11 +340,13 @@ impl WriteEffects {
     }
 }
 
-/// The path of a relative URI reference (we cannot tell which hosts are
-/// ours, so absolute URIs are left alone).
-fn local_path(reference: &str) -> Option<String> {
+/// The path of a URI reference on the request's host: a relative one, or an
+/// absolute one naming that host (RFC 9111 §4.4: only the same host).
+fn local_path(reference: &str, host: Option<&str>) -> Option<String> {
     let uri: Uri = reference.parse().ok()?;
-    if uri.authority().is_some() {
+    if let Some(authority) = uri.authority()
+        && host.is_none_or(|host| !authority.as_str().eq_ignore_ascii_case(host))
+    {
         return None;
     }
     Some(uri.path().to_owned()).filter(|p| p.starts_with('/'))

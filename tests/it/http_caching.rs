@@ -660,6 +660,29 @@ mod methods {
     }
 
     #[tokio::test]
+    async fn absolute_locations_count_only_on_the_same_host() {
+        let upstream = TestUpstream::start(|seen| match (seen.method.as_str(), seen.uri.path()) {
+            ("POST", "/a") => Reply::json("{}")
+                .header("location", &format!("http://{}/same", seen.header("host"))),
+            ("POST", _) => Reply::json("{}").header("location", "http://elsewhere.example/other"),
+            _ => Reply::json("{}").header("cache-control", "max-age=60"),
+        })
+        .await;
+        let folio = rfc(&upstream).await;
+        for path in ["/same", "/other"] {
+            get(&folio.url(path), &[]).await;
+        }
+        send("POST", &folio.url("/a"), &[], "").await;
+        send("POST", &folio.url("/b"), &[], "").await;
+        assert_eq!(get(&folio.url("/same"), &[]).await.x_cache(), "MISS");
+        assert_eq!(
+            get(&folio.url("/other"), &[]).await.x_cache(),
+            "HIT",
+            "another host's URI is not ours"
+        );
+    }
+
+    #[tokio::test]
     async fn a_failed_write_invalidates_nothing() {
         let upstream = TestUpstream::start(|seen| match seen.method.as_str() {
             "DELETE" => Reply::json("{}").status(500),
