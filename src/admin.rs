@@ -1,4 +1,5 @@
-//! The admin API, on its own listener: purges, events, health.
+//! The admin API, on its own listener: the dashboard (`/_folio/`), metrics,
+//! stats, health, explain (read-only); purges, events and reload (mutations).
 //!
 //! Mutations need `Authorization: Bearer <token>`: the operator token
 //! (`--admin-token`) may act for any tenant or all of them; a tenant token
@@ -53,7 +54,13 @@ enum Caller {
 pub(crate) struct Admin {
     pub(crate) state: Arc<State>,
     pub(crate) auth: AdminAuth,
+    pub(crate) thresholds: crate::config::HealthThresholds,
+    /// Where `POST /_folio/reload` reads the policies from.
+    pub(crate) policies_dir: Option<std::path::PathBuf>,
 }
+
+/// The dashboard: one self-contained page.
+const DASHBOARD: &str = include_str!("dashboard.html");
 
 /// Why an admin call was refused: its status and short JSON body.
 #[derive(Debug)]
@@ -104,7 +111,38 @@ pub(crate) async fn handle(
     peer: SocketAddr,
 ) -> Response<Body> {
     let outcome = match (request.method(), request.uri().path()) {
-        (&Method::GET | &Method::HEAD, "/_folio/health") => Ok(json!({ "status": "healthy" })),
+        (&Method::GET | &Method::HEAD, "/_folio" | "/_folio/") => {
+            return text(
+                StatusCode::OK,
+                "text/html; charset=utf-8",
+                DASHBOARD.to_owned(),
+            );
+        }
+        (&Method::GET | &Method::HEAD, "/_folio/metrics") => {
+            return text(
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                crate::ops::metrics_text(&admin.state),
+            );
+        }
+        (&Method::GET | &Method::HEAD, "/_folio/stats") => {
+            Ok(crate::ops::stats(&admin.state).await)
+        }
+        (&Method::GET | &Method::HEAD, "/_folio/health") => {
+            let (level, body) = crate::ops::health(&admin.state, &admin.thresholds).await;
+            let status = if level == crate::ops::Level::Critical {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::OK
+            };
+            return json_response(status, &body);
+        }
+        (&Method::GET | &Method::HEAD, "/_folio/explain") => explain(&admin, request.uri().query()),
+        (&Method::POST, "/_folio/reload") => match authorize(&admin.auth, &request, peer) {
+            Ok(Caller::Operator) => reload(&admin).await,
+            Ok(Caller::Tenant(_)) => Err(Refusal::forbidden("reloading needs the operator token")),
+            Err(refusal) => Err(refusal),
+        },
         (&Method::POST, "/_folio/purge") => match authorized_body(&admin, request, peer).await {
             Ok((caller, body)) => purge(&admin, &caller, body).await,
             Err(refusal) => Err(refusal),
@@ -113,7 +151,7 @@ pub(crate) async fn handle(
             Ok((caller, body)) => event(&admin, &caller, body).await,
             Err(refusal) => Err(refusal),
         },
-        (_, "/_folio/purge" | "/_folio/events") => {
+        (_, "/_folio/purge" | "/_folio/events" | "/_folio/reload") => {
             let mut response = Refusal::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
@@ -369,6 +407,91 @@ async fn event(admin: &Admin, caller: &Caller, request: EventRequest) -> Result<
     Ok(
         json!({ "event": request.event, "tenant": tenant.as_deref(), "at_us": at, "purged": purged }),
     )
+}
+
+/// `GET /_folio/explain?method=GET&url=/path&header=Name:%20value`.
+fn explain(admin: &Admin, query: Option<&str>) -> Result<Value, Refusal> {
+    let mut method = Method::GET;
+    let mut url = None;
+    let mut headers = http::HeaderMap::new();
+    for (name, value) in crate::key::query_pairs(query) {
+        match &*name {
+            "method" => {
+                method =
+                    Method::from_bytes(value.to_ascii_uppercase().as_bytes()).map_err(|_| {
+                        Refusal::bad_request("bad_method", format!("'{value}' is not a method"))
+                    })?;
+            }
+            "url" => url = Some(value.into_owned()),
+            "header" => {
+                let (n, v) = value
+                    .split_once(':')
+                    .ok_or_else(|| Refusal::bad_request("bad_header", "header=Name: value"))?;
+                let n = http::HeaderName::from_bytes(n.trim().as_bytes()).map_err(|_| {
+                    Refusal::bad_request("bad_header", format!("'{n}' is not a header name"))
+                })?;
+                let v = HeaderValue::from_str(v.trim()).map_err(|_| {
+                    Refusal::bad_request("bad_header", "the header value is not valid")
+                })?;
+                headers.append(n, v);
+            }
+            other => {
+                return Err(Refusal::bad_request(
+                    "bad_query",
+                    format!("unknown parameter '{other}': use method, url, header"),
+                ));
+            }
+        }
+    }
+    let url = url.ok_or_else(|| Refusal::bad_request("bad_query", "give url=/path?query"))?;
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|_| Refusal::bad_request("bad_url", format!("'{url}' is not a URL")))?;
+    let policies = admin.state.policies.load();
+    let explanation =
+        crate::explain::explain(&policies, &admin.state.tenant, &method, &uri, &headers);
+    serde_json::to_value(explanation)
+        .map_err(|e| Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
+}
+
+/// `POST /_folio/reload`: re-reads the policies; refuses an invalid set.
+async fn reload(admin: &Admin) -> Result<Value, Refusal> {
+    let dir = admin.policies_dir.as_ref().ok_or_else(|| {
+        Refusal::new(
+            StatusCode::CONFLICT,
+            "no_policies_dir",
+            "folio was started without a policies directory",
+        )
+    })?;
+    match crate::reload::reload(&admin.state, dir).await {
+        Ok(report) => serde_json::to_value(report).map_err(|e| {
+            Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        }),
+        Err(errors) => {
+            let problems: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+            Err(Refusal::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_policies",
+                format!(
+                    "the running policies stay; {} problem(s): {}",
+                    problems.len(),
+                    problems.join("; ")
+                ),
+            ))
+        }
+    }
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
+    let mut response = Response::new(Body::full(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 fn json_response(status: StatusCode, value: &Value) -> Response<Body> {

@@ -14,6 +14,7 @@ use l2::L2;
 pub(crate) use l2::RedisTarget;
 
 use crate::key::CacheKey;
+use crate::metrics::Metrics;
 
 /// The tier that answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,10 +44,11 @@ impl Cache {
         l1_capacity: u64,
         redis: Option<&RedisTarget>,
         l2_timeout: Duration,
+        metrics: &Arc<Metrics>,
     ) -> Result<Self, redis::RedisError> {
-        let l1 = (l1_capacity > 0).then(|| L1::new(l1_capacity));
+        let l1 = (l1_capacity > 0).then(|| L1::new(l1_capacity, Arc::clone(metrics)));
         let l2 = redis
-            .map(|target| L2::new(target, l2_timeout))
+            .map(|target| L2::new(target, l2_timeout, Arc::clone(metrics)))
             .transpose()?;
         Ok(Self { l1, l2 })
     }
@@ -104,6 +106,11 @@ impl Cache {
             None => false,
         };
         local || shared
+    }
+
+    /// L1's bytes in use, entries and capacity, when L1 is on.
+    pub(crate) fn l1_usage(&self) -> Option<(u64, u64, u64)> {
+        self.l1.as_ref().map(L1::usage)
     }
 
     /// The shared tier, for the invalidation bus.

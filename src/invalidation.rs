@@ -25,6 +25,7 @@ use crate::cache::Cache;
 use crate::cache::entry::Entry;
 use crate::cache::l2::L2;
 use crate::key::CacheKey;
+use crate::metrics::Metrics;
 pub(crate) use events::{route_tag, scopes_for_event};
 pub(crate) use marks::{Covered, MAX_ENTRY_LIFETIME, Mark, Marks, Scope, Verdict};
 
@@ -45,15 +46,17 @@ pub(crate) struct NotPropagated(String);
 pub(crate) struct Invalidator {
     pub(crate) marks: Marks,
     cache: Cache,
+    metrics: Arc<Metrics>,
     /// Redis time minus local time, in µs.
     offset_us: AtomicI64,
 }
 
 impl Invalidator {
-    pub(crate) fn new(cache: Cache) -> Self {
+    pub(crate) fn new(cache: Cache, metrics: Arc<Metrics>) -> Self {
         Self {
             marks: Marks::default(),
             cache,
+            metrics,
             offset_us: AtomicI64::new(0),
         }
     }
@@ -89,6 +92,14 @@ impl Invalidator {
     pub(crate) async fn purge(&self, marks: &[Mark]) -> Result<(), NotPropagated> {
         for mark in marks {
             self.marks.apply(mark);
+            let scope = match mark.scope {
+                Scope::Tag(_) => 0,
+                Scope::Path(_) => 1,
+                Scope::Prefix(_) => 2,
+                Scope::All => 3,
+                Scope::Key(_) => 4,
+            };
+            self.metrics.purges[scope].fetch_add(1, Ordering::Relaxed);
         }
         let Some(l2) = self.cache.l2() else {
             return Ok(());

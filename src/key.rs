@@ -45,15 +45,7 @@ impl CacheKey {
         hasher.field(b"GET"); // the method class: only GET and HEAD are cached
         hasher.field(normalize_path(path).as_bytes());
 
-        let mut pairs: Vec<(Cow<'_, str>, Cow<'_, str>)> = match &policy.key_query {
-            QueryKey::Ignore => Vec::new(),
-            QueryKey::All => query_pairs(query).collect(),
-            QueryKey::Only(names) => query_pairs(query)
-                .filter(|(name, _)| names.iter().any(|n| **n == **name))
-                .collect(),
-        };
-        // By name only: the order of repeated values (`?tag=a&tag=b`) may matter.
-        pairs.sort_by(|a, b| a.0.cmp(&b.0));
+        let pairs = kept_query(policy, query);
         hasher.count(pairs.len());
         for (name, value) in &pairs {
             hasher.field(name.as_bytes());
@@ -123,6 +115,23 @@ impl Hasher {
     fn count(&mut self, n: usize) {
         self.0.update((n as u64).to_le_bytes());
     }
+}
+
+/// The query pairs a policy keys on, decoded and sorted by name (only by
+/// name: the order of repeated values, `?tag=a&tag=b`, may matter).
+pub(crate) fn kept_query<'a>(
+    policy: &Policy,
+    query: Option<&'a str>,
+) -> Vec<(Cow<'a, str>, Cow<'a, str>)> {
+    let mut pairs: Vec<(Cow<'_, str>, Cow<'_, str>)> = match &policy.key_query {
+        QueryKey::Ignore => Vec::new(),
+        QueryKey::All => query_pairs(query).collect(),
+        QueryKey::Only(names) => query_pairs(query)
+            .filter(|(name, _)| names.iter().any(|n| **n == **name))
+            .collect(),
+    };
+    pairs.sort_by(|a, b| a.0.cmp(&b.0));
+    pairs
 }
 
 /// RFC 3986 §6.2.2 normalization: percent-encodings of unreserved characters

@@ -20,18 +20,24 @@
 mod admin;
 mod body;
 mod cache;
+pub mod config;
 mod error;
+mod explain;
 mod flight;
 mod freshness;
 mod invalidation;
 mod key;
+mod metrics;
+mod ops;
 mod outcome;
 mod policy;
 mod proxy;
+mod reload;
 mod rewarm;
 mod server;
 mod settings;
 mod upstream;
+mod warm;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -43,6 +49,7 @@ pub use admin::AdminAuth;
 pub use policy::units::{parse_duration, parse_size};
 pub use policy::{PolicyError, PolicyErrors, PolicySet};
 pub use settings::{Settings, TenantSource};
+pub use warm::{WarmReport, warm};
 
 /// Why folio could not start.
 #[derive(Debug, thiserror::Error)]
@@ -80,12 +87,14 @@ pub async fn run(
         proxy: listener,
         admin: admin_listener,
     } = listeners.into();
+    let metrics = Arc::new(metrics::Metrics::new(settings.metrics_tenants));
     let upstream = upstream::Upstream::new(
         &settings.upstream,
         settings.connect_timeout,
         settings.upstream_timeout,
     )
-    .map_err(Error::Upstream)?;
+    .map_err(Error::Upstream)?
+    .with_metrics(Arc::clone(&metrics));
     let redis = match (&settings.redis, settings.redis_cluster.is_empty()) {
         (Some(_), false) => {
             return Err(Error::Config(
@@ -96,8 +105,16 @@ pub async fn run(
         (None, false) => Some(cache::RedisTarget::Cluster(settings.redis_cluster.clone())),
         (None, true) => None,
     };
-    let cache = cache::Cache::new(settings.l1_capacity, redis.as_ref(), settings.l2_timeout)?;
-    let invalidator = Arc::new(invalidation::Invalidator::new(cache.clone()));
+    let cache = cache::Cache::new(
+        settings.l1_capacity,
+        redis.as_ref(),
+        settings.l2_timeout,
+        &metrics,
+    )?;
+    let invalidator = Arc::new(invalidation::Invalidator::new(
+        cache.clone(),
+        Arc::clone(&metrics),
+    ));
     invalidator.spawn_listener();
     let state = Arc::new(proxy::State {
         policies: ArcSwap::from_pointee(policies),
@@ -108,6 +125,9 @@ pub async fn run(
         invalidator,
         hot: rewarm::Hot::default(),
         cdn: settings.cdn,
+        metrics,
+        unmatched: Arc::from("-"),
+        started: std::time::Instant::now(),
     });
     tracing::info!(
         upstream = %settings.upstream,
@@ -123,13 +143,19 @@ pub async fn run(
         }
     };
     let grace = settings.shutdown_grace;
+    spawn_housekeeping(&state, &settings, listener.local_addr().ok(), stopping());
     let admin_server = admin_listener.map(|listener| {
         if settings.admin.is_open() {
             tracing::warn!(
                 "admin API: no --admin-token configured, so purges and events are accepted from loopback only"
             );
         }
-        let admin = Arc::new(admin::Admin { state: Arc::clone(&state), auth: settings.admin.clone() });
+        let admin = Arc::new(admin::Admin {
+            state: Arc::clone(&state),
+            auth: settings.admin.clone(),
+            thresholds: settings.config.health.clone(),
+            policies_dir: settings.policies_dir.clone(),
+        });
         let handler = move |request, peer| admin::handle(Arc::clone(&admin), request, peer);
         tokio::spawn(server::serve(listener, handler, stopping(), grace))
     });
@@ -147,4 +173,111 @@ pub async fn run(
         let _ = admin_server.await;
     }
     Ok(())
+}
+
+/// What `folio explain` prints for a request (see `explain.rs`).
+pub fn explain_text(
+    policies: &PolicySet,
+    tenants: &TenantSource,
+    method: &str,
+    url: &str,
+    headers: &[(String, String)],
+) -> Result<String, String> {
+    let method = http::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+        .map_err(|_| format!("'{method}' is not an HTTP method"))?;
+    let uri: http::Uri = url.parse().map_err(|_| format!("'{url}' is not a URL"))?;
+    let mut map = http::HeaderMap::new();
+    for (name, value) in headers {
+        let name = http::HeaderName::from_bytes(name.trim().as_bytes())
+            .map_err(|_| format!("'{name}' is not a header name"))?;
+        let value = http::HeaderValue::from_str(value.trim())
+            .map_err(|_| format!("the value of {name} is not valid"))?;
+        map.append(name, value);
+    }
+    Ok(explain::explain(policies, tenants, &method, &uri, &map).to_text())
+}
+
+/// Background work that lives as long as the server: the metrics sampler,
+/// reloading on SIGHUP, and warming.
+fn spawn_housekeeping(
+    state: &Arc<proxy::State>,
+    settings: &Settings,
+    proxy_addr: Option<std::net::SocketAddr>,
+    stopping: impl Future<Output = ()> + Send + 'static,
+) {
+    let (done, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        stopping.await;
+        let _ = done.send(true);
+    });
+    let until_stopped = move || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        }
+    };
+
+    let sampler = Arc::clone(state);
+    let stop = until_stopped();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(metrics::SAMPLE_EVERY);
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => sampler.metrics.sample(),
+                () = &mut stop => return,
+            }
+        }
+    });
+
+    #[cfg(unix)]
+    if let Some(dir) = settings.policies_dir.clone()
+        && let Ok(mut hangups) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    {
+        let state = Arc::clone(state);
+        let stop = until_stopped();
+        tokio::spawn(async move {
+            tokio::pin!(stop);
+            loop {
+                tokio::select! {
+                    _ = hangups.recv() => {
+                        if let Err(errors) = reload::reload(&state, &dir).await {
+                            tracing::error!("SIGHUP: the policies were not reloaded; the running ones stay:\n{errors}");
+                        }
+                    }
+                    () = &mut stop => return,
+                }
+            }
+        });
+    }
+
+    if let (Some(plan), Some(addr)) = (settings.config.warm.clone(), proxy_addr) {
+        let tenants = settings.tenant.clone();
+        let stop = until_stopped();
+        tokio::spawn(async move {
+            tokio::pin!(stop);
+            let base = format!("http://{addr}");
+            loop {
+                let total = plan.urls.len();
+                let report = warm::warm(&base, &plan, &tenants, move |done, total, failed| {
+                    if done == total || done % 100 == 0 {
+                        tracing::info!("warming: {done}/{total} fetched ({failed} failed)");
+                    }
+                })
+                .await;
+                tracing::info!(
+                    total,
+                    ok = report.ok,
+                    failed = report.failed,
+                    "warming done"
+                );
+                let Some(every) = plan.every else { return };
+                tokio::select! {
+                    () = tokio::time::sleep(every) => {}
+                    () = &mut stop => return,
+                }
+            }
+        });
+    }
 }

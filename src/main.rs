@@ -1,13 +1,17 @@
-//! The `folio` command: `folio [OPTIONS] --upstream URL` serves;
-//! `folio check` validates the policies and exits.
+//! The `folio` command: `folio [OPTIONS] --upstream URL` serves; `folio
+//! check` validates the policies; `folio explain` says what folio would do
+//! with a request; `folio warm` fetches the config's warm list through a
+//! running folio.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use folio::config::Config;
 use folio::{PolicySet, Settings, TenantSource, parse_duration, parse_size};
 use tracing_subscriber::EnvFilter;
 
@@ -28,6 +32,42 @@ enum Command {
         #[arg(long, env = "FOLIO_POLICIES", default_value = "policies")]
         policies: PathBuf,
     },
+    /// Say what folio would do with a request: policy, key, tags, TTL, events, cached or not and why.
+    Explain {
+        /// GET, HEAD, PUT, ...
+        method: String,
+        /// The request URL, e.g. 'http://host/api/v1/products/42?x=1' (or just the path).
+        url: String,
+        /// A request header, 'Name: value' (repeat).
+        #[arg(short = 'H', long = "header", value_parser = header_arg)]
+        headers: Vec<(String, String)>,
+        #[arg(long, env = "FOLIO_POLICIES", default_value = "policies")]
+        policies: PathBuf,
+        #[arg(long, env = "FOLIO_TENANT", default_value = "header:X-Tenant-ID")]
+        tenant: TenantSource,
+    },
+    /// Fetch the config file's warm list once, through a running folio, with a progress bar.
+    Warm {
+        #[arg(long, env = "FOLIO_CONFIG")]
+        config: PathBuf,
+        /// The running folio.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        target: String,
+        #[arg(long, env = "FOLIO_TENANT", default_value = "header:X-Tenant-ID")]
+        tenant: TenantSource,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Toggle {
+    On,
+    Off,
 }
 
 #[derive(Debug, Args)]
@@ -38,24 +78,18 @@ struct ServeArgs {
     /// The API to put the cache in front of, e.g. http://127.0.0.1:8081.
     #[arg(long, env = "FOLIO_UPSTREAM")]
     upstream: Option<String>,
-    /// Directory of endpoint policy files (*.yaml).
+    /// Directory of endpoint policy files (*.yaml); reloaded on SIGHUP.
     #[arg(long, env = "FOLIO_POLICIES", default_value = "policies")]
     policies: PathBuf,
+    /// Operator config file: health thresholds, warming (see docs/operations.md).
+    #[arg(long, env = "FOLIO_CONFIG")]
+    config: Option<PathBuf>,
     /// Redis URL for the shared L2 tier (redis://host:port, redis+unix:///path). Off when absent.
     #[arg(long, env = "FOLIO_REDIS", conflicts_with = "redis_cluster")]
     redis: Option<String>,
     /// Redis Cluster nodes for L2, comma-separated (redis://host:port,...).
     #[arg(long, env = "FOLIO_REDIS_CLUSTER", value_delimiter = ',')]
     redis_cluster: Vec<String>,
-    /// Address of the admin API (purge, events, health); "off" to disable.
-    #[arg(long, env = "FOLIO_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
-    admin_listen: String,
-    /// Bearer token of operators: may purge for any tenant. Without any token, the admin API accepts mutations from loopback only.
-    #[arg(long, env = "FOLIO_ADMIN_TOKEN")]
-    admin_token: Option<String>,
-    /// A tenant's own token, TENANT=TOKEN (repeat, or comma-separate in the variable): may purge that tenant only.
-    #[arg(long, env = "FOLIO_TENANT_TOKENS", value_delimiter = ',', value_parser = tenant_token)]
-    tenant_token: Vec<(String, String)>,
     /// L1 (in-process) budget: bytes or 256MB, 1GB; 0 turns L1 off.
     #[arg(long, env = "FOLIO_L1_CAPACITY", default_value = "256MB", value_parser = parse_size)]
     l1_capacity: u64,
@@ -65,24 +99,64 @@ struct ServeArgs {
     /// Longest wait for the upstream's answer (then 504).
     #[arg(long, env = "FOLIO_UPSTREAM_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     upstream_timeout: Duration,
-    /// Ignore CDN-Cache-Control from the upstream (by default folio is a CDN-class cache and obeys it over Cache-Control).
-    #[arg(long, env = "FOLIO_IGNORE_CDN_CACHE_CONTROL")]
-    ignore_cdn_cache_control: bool,
     /// Longest wait for one Redis command (then it counts as a miss).
     #[arg(long, env = "FOLIO_L2_TIMEOUT", default_value = "50ms", value_parser = parse_duration)]
     l2_timeout: Duration,
+    /// Ignore CDN-Cache-Control from the upstream (by default folio is a CDN-class cache and obeys it over Cache-Control).
+    #[arg(long, env = "FOLIO_IGNORE_CDN_CACHE_CONTROL")]
+    ignore_cdn_cache_control: bool,
+    /// Address of the admin API (dashboard, metrics, health, purge, events, reload); "off" to disable.
+    #[arg(long, env = "FOLIO_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
+    admin_listen: String,
+    /// Bearer token of operators: may purge for any tenant and reload. Without any token, the admin API accepts mutations from loopback only.
+    #[arg(long, env = "FOLIO_ADMIN_TOKEN")]
+    admin_token: Option<String>,
+    /// A tenant's own token, TENANT=TOKEN (repeat, or comma-separate in the variable): may purge that tenant only.
+    #[arg(long, env = "FOLIO_TENANT_TOKENS", value_delimiter = ',', value_parser = tenant_token)]
+    tenant_token: Vec<(String, String)>,
+    /// Tenants kept apart in metrics; the rest count as "other".
+    #[arg(long, env = "FOLIO_METRICS_TENANTS", default_value = "20")]
+    metrics_tenants: usize,
+    /// Log format: human-readable lines or JSON objects.
+    #[arg(long, env = "FOLIO_LOG_FORMAT", value_enum, default_value = "human")]
+    log_format: LogFormat,
+    /// One access line per request (target folio::access).
+    #[arg(long, env = "FOLIO_ACCESS_LOG", value_enum, default_value = "on")]
+    access_log: Toggle,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new("info,folio::access=off")),
-        )
-        .init();
+    let serving = cli.command.is_none();
+    let access = matches!(cli.serve.access_log, Toggle::On) && serving;
+    let default_filter = if access {
+        "info"
+    } else {
+        "info,folio::access=off"
+    };
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    match cli.serve.log_format {
+        LogFormat::Human => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init(),
+    }
     let result = match cli.command {
         Some(Command::Check { policies }) => check(&policies),
+        Some(Command::Explain {
+            method,
+            url,
+            headers,
+            policies,
+            tenant,
+        }) => explain(&method, &url, &headers, &policies, &tenant),
+        Some(Command::Warm {
+            config,
+            target,
+            tenant,
+        }) => warm(&config, &target, &tenant),
         None => serve(cli.serve),
     };
     match result {
@@ -108,6 +182,60 @@ fn check(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
     }
 }
 
+fn explain(
+    method: &str,
+    url: &str,
+    headers: &[(String, String)],
+    dir: &std::path::Path,
+    tenant: &TenantSource,
+) -> anyhow::Result<ExitCode> {
+    let policies = match PolicySet::load_dir(dir) {
+        Ok(policies) => policies,
+        Err(errors) => {
+            eprintln!("{errors}");
+            anyhow::bail!("{} problem(s) in the policies", errors.0.len());
+        }
+    };
+    let text =
+        folio::explain_text(&policies, tenant, method, url, headers).map_err(anyhow::Error::msg)?;
+    print!("{text}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn warm(config: &std::path::Path, target: &str, tenant: &TenantSource) -> anyhow::Result<ExitCode> {
+    let config = Config::load(config).map_err(anyhow::Error::msg)?;
+    let plan = config
+        .warm
+        .context("the config file has no warm: section")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(folio::warm(target, &plan, tenant, |done, total, failed| {
+        let width = 30;
+        let filled = if total == 0 {
+            width
+        } else {
+            done * width / total
+        };
+        eprint!(
+            "\rwarming [{}{}] {done}/{total} ({failed} failed)",
+            "#".repeat(filled),
+            " ".repeat(width - filled)
+        );
+        let _ = std::io::stderr().flush();
+    }));
+    eprintln!();
+    println!(
+        "warmed {} of {} URLs ({} failed)",
+        report.ok, report.total, report.failed
+    );
+    Ok(if report.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let upstream = args.upstream.context(
         "--upstream URL is required (or FOLIO_UPSTREAM), e.g. --upstream http://127.0.0.1:8081",
@@ -126,6 +254,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let mut settings = Settings::new(upstream);
+    if let Some(path) = &args.config {
+        settings.config =
+            Config::load(path).map_err(|e| anyhow::anyhow!("refusing to start: {e}"))?;
+    }
+    settings.policies_dir = Some(args.policies.clone());
     settings.redis = args.redis;
     settings.redis_cluster = args.redis_cluster;
     settings.admin.operator_token = args.admin_token;
@@ -135,6 +268,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     settings.upstream_timeout = args.upstream_timeout;
     settings.l2_timeout = args.l2_timeout;
     settings.cdn = !args.ignore_cdn_cache_control;
+    settings.metrics_tenants = args.metrics_tenants;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -154,7 +288,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 let admin = tokio::net::TcpListener::bind(addr).await.with_context(|| {
                     format!("cannot listen on {addr} for the admin API (--admin-listen)")
                 })?;
-                println!("folio admin API on http://{}", admin.local_addr()?);
+                println!(
+                    "folio admin API on http://{} (dashboard at /_folio/)",
+                    admin.local_addr()?
+                );
                 Some(admin)
             }
         };
@@ -171,6 +308,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         folio::run(listeners, settings, policies, shutdown_signal()).await?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// `Name: value`.
+fn header_arg(text: &str) -> Result<(String, String), String> {
+    match text.split_once(':') {
+        Some((name, value)) => Ok((name.trim().to_owned(), value.trim().to_owned())),
+        None => Err(format!("expected 'Name: value', got '{text}'")),
+    }
 }
 
 /// `TENANT=TOKEN`.

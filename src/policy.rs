@@ -47,7 +47,7 @@ pub(crate) enum TagPart {
 }
 
 /// One endpoint's rule, validated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Policy {
     /// The route as written in the file, e.g. `/api/v1/products/{id}`: the
     /// policy's name in headers, logs and metrics.

@@ -39,6 +39,7 @@ use crate::flight::{Flights, Outcome, Role};
 use crate::freshness::{self, Asked, CDN_CACHE_CONTROL, NotStored, Storage, Stored, Use};
 use crate::invalidation::{Invalidator, Mark, Scope, Verdict, route_tag, scopes_for_event};
 use crate::key::{CacheKey, normalize_path, query_pairs};
+use crate::metrics::{self, Metrics};
 use crate::outcome::{BypassReason, CACHE_STATUS, Forward, Served, X_CACHE, X_CACHE_LAYER};
 use crate::policy::{Policy, PolicySet, TagPart};
 use crate::rewarm::Hot;
@@ -64,7 +65,28 @@ pub(crate) struct State {
     pub(crate) hot: Hot,
     /// Obey `CDN-Cache-Control` over `Cache-Control` (RFC 9213).
     pub(crate) cdn: bool,
+    pub(crate) metrics: Arc<Metrics>,
+    /// The label of requests no policy (or tenant) names.
+    pub(crate) unmatched: Arc<str>,
+    pub(crate) started: Instant,
 }
+
+/// What `serve` learns about a request that metrics and the access log need.
+#[derive(Debug)]
+struct Ctx {
+    /// The policy's name (never the raw path: bounded label cardinality).
+    endpoint: Arc<str>,
+    tenant: Arc<str>,
+}
+
+tokio::task_local! {
+    /// Time spent waiting for the upstream's answer, for the access log.
+    pub(crate) static UPSTREAM_TIME: std::cell::Cell<Duration>;
+}
+
+/// Marks responses folio made up because something failed.
+#[derive(Debug, Clone, Copy)]
+struct Failed;
 
 /// Serves one request; never fails (errors are JSON responses).
 pub(crate) async fn handle(
@@ -72,46 +94,92 @@ pub(crate) async fn handle(
     request: Request<Incoming>,
     client: SocketAddr,
 ) -> Response<Body> {
-    let log = tracing::enabled!(target: ACCESS_LOG, Level::INFO).then(|| {
-        (
-            Instant::now(),
-            request.method().clone(),
-            request.uri().clone(),
-        )
-    });
-    let response = serve(&state, request, client.ip()).await;
-    if let Some((started, method, uri)) = log {
-        let header = |name| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|v: &HeaderValue| v.to_str().ok())
-                .unwrap_or("-")
-        };
+    let started = Instant::now();
+    let log = tracing::enabled!(target: ACCESS_LOG, Level::INFO)
+        .then(|| (request.method().clone(), request.uri().clone()));
+    let mut ctx = Ctx {
+        endpoint: Arc::clone(&state.unmatched),
+        tenant: Arc::clone(&state.unmatched),
+    };
+    let (response, upstream) = UPSTREAM_TIME
+        .scope(std::cell::Cell::new(Duration::ZERO), async {
+            let response = serve(&state, request, client.ip(), &mut ctx).await;
+            (response, UPSTREAM_TIME.with(std::cell::Cell::get))
+        })
+        .await;
+    let took = started.elapsed();
+    let header = |name| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+            .unwrap_or("-")
+    };
+    let failed = response.extensions().get::<Failed>().is_some();
+    let (result, layer) = classify(header(X_CACHE), header(X_CACHE_LAYER), failed);
+    state
+        .metrics
+        .request(&ctx.endpoint, &ctx.tenant, result, layer, took);
+    if let Some((method, uri)) = log {
         info!(
             target: ACCESS_LOG,
             client = %client.ip(),
             %method,
-            %uri,
+            path = uri.path(),
+            tenant = &*ctx.tenant,
             status = response.status().as_u16(),
-            cache = header(X_CACHE),
-            layer = header(X_CACHE_LAYER),
-            ms = started.elapsed().as_secs_f64() * 1000.0,
+            result = result.as_str(),
+            layer = layer.as_str(),
+            ms = took.as_secs_f64() * 1000.0,
+            upstream_ms = upstream.as_secs_f64() * 1000.0,
+            endpoint = &*ctx.endpoint,
         );
     }
     response
 }
 
-async fn serve(state: &Arc<State>, request: Request<Incoming>, client: IpAddr) -> Response<Body> {
+/// The metric labels of an answer, from the headers that describe it.
+fn classify(x_cache: &str, layer: &str, failed: bool) -> (metrics::Result, metrics::Layer) {
+    let result = match x_cache {
+        _ if failed => metrics::Result::Error,
+        "HIT" => metrics::Result::Hit,
+        "STALE" => metrics::Result::Stale,
+        "BYPASS" => metrics::Result::Bypass,
+        _ => metrics::Result::Miss,
+    };
+    let layer = match layer {
+        "L1" => metrics::Layer::L1,
+        "L2" => metrics::Layer::L2,
+        _ => metrics::Layer::Upstream,
+    };
+    (result, layer)
+}
+
+async fn serve(
+    state: &Arc<State>,
+    request: Request<Incoming>,
+    client: IpAddr,
+    ctx: &mut Ctx,
+) -> Response<Body> {
     let policies = state.policies.load_full();
     let (parts, body) = request.into_parts();
+    if let Ok(tenant) = state.tenant.tenant(&parts) {
+        ctx.tenant = state.metrics.tenant_label(&tenant);
+    }
+    state.metrics.sample_path(&ctx.tenant, parts.uri.path());
+    let matched = policies.match_request(&parts.method, parts.uri.path());
+    match &matched {
+        Some(matched) => ctx.endpoint = Arc::clone(&matched.policy.name),
+        None if is_safe(&parts.method) => ctx.endpoint = Arc::clone(&policies.rfc().name),
+        None => {}
+    }
 
     if !is_safe(&parts.method) {
         let effects = WriteEffects::of(state, &policies, &parts);
         return pass(state, parts, body, client, BypassReason::Method, effects).await;
     }
     let cacheable_method = parts.method == Method::GET || parts.method == Method::HEAD;
-    let (policy, params) = match policies.match_request(&parts.method, parts.uri.path()) {
+    let (policy, params) = match matched {
         Some(matched) => (matched.policy, matched.params),
         None if cacheable_method => (policies.rfc(), Vec::new()),
         None => return pass(state, parts, body, client, BypassReason::NoPolicy, None).await,
@@ -396,6 +464,7 @@ async fn pass(
 fn error_response(error: &ProxyError, served: Served) -> Response<Body> {
     let mut response = error.to_response();
     served.annotate(response.headers_mut(), None, None);
+    response.extensions_mut().insert(Failed);
     response
 }
 
@@ -629,7 +698,10 @@ async fn fetch(state: &State, fill: &Fill) -> Result<Fetched, ProxyError> {
             NotStored::TooLarge,
         ));
     }
-    match upstream::collect(body, fill.policy.max_body, state.upstream.timeout()).await? {
+    let collected = upstream::collect(body, fill.policy.max_body, state.upstream.timeout())
+        .await
+        .inspect_err(|_| state.upstream.body_failed())?;
+    match collected {
         Collected::TooLarge { prefix, rest } => {
             let body = Body::Stream {
                 prefix: Some(prefix),
@@ -808,6 +880,10 @@ async fn fill_and_respond(
                 if entry.vary_matches(&parts.headers)
                     && (!fill.authorization || entry.shared_ok) =>
             {
+                state
+                    .metrics
+                    .coalesced
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 return respond(
                     parts,
                     &fill.policy,

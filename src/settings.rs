@@ -38,6 +38,12 @@ pub struct Settings {
     /// Act as a CDN-class cache: `CDN-Cache-Control` from the upstream wins
     /// over `Cache-Control` (RFC 9213).
     pub cdn: bool,
+    /// Tenants kept apart in metrics; later ones count as `other`.
+    pub metrics_tenants: usize,
+    /// Health thresholds and warming, from `--config`.
+    pub config: crate::config::Config,
+    /// Where the policies were read from, to reload them (SIGHUP, admin).
+    pub policies_dir: Option<std::path::PathBuf>,
 }
 
 impl Settings {
@@ -55,6 +61,9 @@ impl Settings {
             shutdown_grace: Duration::from_secs(10),
             admin: crate::AdminAuth::default(),
             cdn: true,
+            metrics_tenants: 20,
+            config: crate::config::Config::default(),
+            policies_dir: None,
         }
     }
 }

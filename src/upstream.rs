@@ -15,7 +15,10 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::Body;
 use crate::error::ProxyError;
+use crate::metrics::Metrics;
 use crate::outcome::CACHE_NAME;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 /// Idle keep-alive connections kept per upstream host.
 const MAX_IDLE_PER_HOST: usize = 512;
@@ -28,6 +31,7 @@ pub(crate) struct Upstream {
     /// A path prefix from the upstream URL (`http://api/v2` → `/v2`), or empty.
     base_path: String,
     timeout: Duration,
+    metrics: Arc<Metrics>,
 }
 
 impl Upstream {
@@ -60,7 +64,14 @@ impl Upstream {
             authority,
             base_path: base.path().trim_end_matches('/').to_owned(),
             timeout,
+            metrics: Arc::new(Metrics::new(0)),
         })
+    }
+
+    /// Counts latency and failures in `metrics`.
+    pub(crate) fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     pub(crate) fn timeout(&self) -> Duration {
@@ -100,15 +111,36 @@ impl Upstream {
         &self,
         request: Request<Body>,
     ) -> Result<Response<Incoming>, ProxyError> {
-        match tokio::time::timeout(self.timeout, self.client.request(request)).await {
+        let started = std::time::Instant::now();
+        let outcome = tokio::time::timeout(self.timeout, self.client.request(request)).await;
+        let took = started.elapsed();
+        self.metrics.upstream_latency.observe(took);
+        let _ = crate::proxy::UPSTREAM_TIME.try_with(|time| time.set(time.get() + took));
+        match outcome {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(error)) => {
+                self.metrics.upstream_errors[0].fetch_add(1, Ordering::Relaxed);
                 let cause = std::error::Error::source(&error)
                     .map_or_else(|| error.to_string(), ToString::to_string);
                 Err(ProxyError::UpstreamUnavailable(cause))
             }
-            Err(_) => Err(ProxyError::UpstreamTimeout(self.timeout)),
+            Err(_) => {
+                self.metrics.upstream_errors[1].fetch_add(1, Ordering::Relaxed);
+                Err(ProxyError::UpstreamTimeout(self.timeout))
+            }
         }
+    }
+
+    /// Whether a TCP connection to the upstream opens within `limit`.
+    pub(crate) async fn reachable(&self, limit: Duration) -> bool {
+        let port = self.authority.port_u16().unwrap_or(80);
+        let connect = tokio::net::TcpStream::connect((self.authority.host(), port));
+        matches!(tokio::time::timeout(limit, connect).await, Ok(Ok(_)))
+    }
+
+    /// Counts a body that broke off or stalled.
+    pub(crate) fn body_failed(&self) {
+        self.metrics.upstream_errors[2].fetch_add(1, Ordering::Relaxed);
     }
 }
 

@@ -11,10 +11,14 @@ use moka::future::Cache;
 
 use super::entry::Entry;
 use crate::key::CacheKey;
+use crate::metrics::Metrics;
+use moka::notification::RemovalCause;
+use std::sync::atomic::Ordering;
 
 #[derive(Debug, Clone)]
 pub(crate) struct L1 {
     cache: Cache<CacheKey, Arc<Entry>>,
+    capacity: u64,
 }
 
 /// Keeps each entry until its last stale window closes.
@@ -43,13 +47,27 @@ impl Expiry<CacheKey, Arc<Entry>> for UntilUseless {
 
 impl L1 {
     /// An L1 holding at most `capacity` bytes of entries.
-    pub(crate) fn new(capacity: u64) -> Self {
+    pub(crate) fn new(capacity: u64, metrics: Arc<Metrics>) -> Self {
         let cache = Cache::builder()
             .max_capacity(capacity)
             .weigher(|_: &CacheKey, entry: &Arc<Entry>| entry.weight())
             .expire_after(UntilUseless)
+            .eviction_listener(move |_, _, cause| {
+                if cause == RemovalCause::Size {
+                    metrics.evictions.fetch_add(1, Ordering::Relaxed);
+                }
+            })
             .build();
-        Self { cache }
+        Self { cache, capacity }
+    }
+
+    /// Bytes in use, entries, and the byte budget.
+    pub(crate) fn usage(&self) -> (u64, u64, u64) {
+        (
+            self.cache.weighted_size(),
+            self.cache.entry_count(),
+            self.capacity,
+        )
     }
 
     pub(crate) async fn get(&self, key: &CacheKey) -> Option<Arc<Entry>> {

@@ -22,6 +22,7 @@ use tracing::{debug, warn};
 
 use super::entry::Entry;
 use crate::key::CacheKey;
+use crate::metrics::Metrics;
 
 /// Failures in a row that open the breaker.
 const BREAKER_THRESHOLD: u32 = 3;
@@ -70,6 +71,7 @@ pub(crate) struct L2 {
     prefix: Arc<str>,
     timeout: Duration,
     breaker: Arc<Breaker>,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for L2 {
@@ -84,7 +86,11 @@ impl std::fmt::Debug for L2 {
 impl L2 {
     /// Prepares the connection; nothing is sent until the first request, so
     /// folio starts whether or not Redis is up.
-    pub(crate) fn new(target: &RedisTarget, timeout: Duration) -> Result<Self, redis::RedisError> {
+    pub(crate) fn new(
+        target: &RedisTarget,
+        timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, redis::RedisError> {
         let connect_timeout = Duration::from_secs(1).max(timeout);
         let backend = match target {
             RedisTarget::Single(url) => {
@@ -115,6 +121,7 @@ impl L2 {
             prefix: "folio:v1:".into(),
             timeout,
             breaker: Arc::default(),
+            metrics,
         })
     }
 
@@ -129,6 +136,13 @@ impl L2 {
 
     /// Runs one command on whichever backend, without timeout or breaker.
     pub(crate) async fn command<T: FromRedisValue>(&self, cmd: &Cmd) -> RedisResult<T> {
+        let started = std::time::Instant::now();
+        let result = self.command_untimed(cmd).await;
+        self.metrics.redis_latency.observe(started.elapsed());
+        result
+    }
+
+    async fn command_untimed<T: FromRedisValue>(&self, cmd: &Cmd) -> RedisResult<T> {
         match &self.backend {
             Backend::Single(conn) => cmd.query_async(&mut conn.clone()).await,
             Backend::Cluster(cluster) => {
@@ -215,12 +229,14 @@ impl L2 {
                 Some(value)
             }
             Ok(Err(error)) => {
+                self.metrics.l2_errors.fetch_add(1, Ordering::Relaxed);
                 if self.breaker.failure() {
                     warn!(%error, command, "Redis (L2) failing; skipping it for {BREAKER_COOLDOWN:?} at a time");
                 }
                 None
             }
             Err(_) => {
+                self.metrics.l2_errors.fetch_add(1, Ordering::Relaxed);
                 if self.breaker.failure() {
                     warn!(command, timeout = ?self.timeout, "Redis (L2) timing out; skipping it for {BREAKER_COOLDOWN:?} at a time");
                 }

@@ -1,0 +1,265 @@
+//! What operators look at: `/_folio/metrics` (Prometheus text),
+//! `/_folio/stats` (the same figures as JSON, per endpoint and tenant, for
+//! the dashboard) and `/_folio/health` (checks against thresholds).
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::config::{HealthThresholds, Threshold};
+use crate::metrics::{self, Result as Outcome};
+use crate::proxy::State;
+
+/// The Prometheus text exposition, with gauges read now.
+pub(crate) fn metrics_text(state: &State) -> String {
+    let (bytes, entries, capacity) = state.cache.l1_usage().unwrap_or((0, 0, 0));
+    state.metrics.render(&[
+        ("folio_l1_bytes", "Bytes of entries in L1.", bytes as f64),
+        ("folio_l1_entries", "Entries in L1.", entries as f64),
+        (
+            "folio_l1_capacity_bytes",
+            "L1's byte budget.",
+            capacity as f64,
+        ),
+        (
+            "folio_purge_marks",
+            "Purge marks held (bounded by the entry lifetime).",
+            state.invalidator.marks.len() as f64,
+        ),
+    ])
+}
+
+/// How a check came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Level {
+    Ok,
+    Warning,
+    Critical,
+}
+
+impl Level {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Warning => "warning",
+            Self::Critical => "critical",
+        }
+    }
+
+    fn above(value: f64, t: Threshold) -> Self {
+        if value >= t.critical {
+            Self::Critical
+        } else if value >= t.warning {
+            Self::Warning
+        } else {
+            Self::Ok
+        }
+    }
+
+    fn below(value: f64, t: Threshold) -> Self {
+        if value <= t.critical {
+            Self::Critical
+        } else if value <= t.warning {
+            Self::Warning
+        } else {
+            Self::Ok
+        }
+    }
+}
+
+/// Request figures over the last minute (or since start).
+struct Window {
+    requests: u64,
+    hits: u64,
+    cacheable: u64,
+    errors: u64,
+    seconds: f64,
+    by_result: [u64; 5],
+}
+
+fn last_minute(state: &State) -> Window {
+    let now = state.metrics.totals();
+    let before = state.metrics.minute_ago().unwrap_or_default();
+    let delta = |r: Outcome| now.get(r).saturating_sub(before.get(r));
+    let by_result = [
+        Outcome::Hit,
+        Outcome::Miss,
+        Outcome::Stale,
+        Outcome::Bypass,
+        Outcome::Error,
+    ]
+    .map(delta);
+    let seconds = match (before.at, now.at) {
+        (Some(a), Some(b)) => b.duration_since(a).as_secs_f64(),
+        _ => state.started.elapsed().as_secs_f64(),
+    };
+    Window {
+        requests: now.requests().saturating_sub(before.requests()),
+        hits: delta(Outcome::Hit) + delta(Outcome::Stale),
+        cacheable: delta(Outcome::Hit) + delta(Outcome::Stale) + delta(Outcome::Miss),
+        errors: delta(Outcome::Error),
+        seconds: seconds.max(0.001),
+        by_result,
+    }
+}
+
+/// Redis reachability and the latency of one PING, when L2 is on.
+async fn redis_ping(state: &State) -> Option<(bool, f64)> {
+    let l2 = state.cache.l2()?;
+    let started = Instant::now();
+    let ok = l2.bounded::<String>(&redis::cmd("PING")).await.is_ok();
+    Some((ok, started.elapsed().as_secs_f64() * 1000.0))
+}
+
+/// `(healthy|degraded|unhealthy, body)`: 200 for the first two, 503 for the last.
+pub(crate) async fn health(state: &State, t: &HealthThresholds) -> (Level, Value) {
+    let window = last_minute(state);
+    let mut checks = serde_json::Map::new();
+    let mut worst = Level::Ok;
+    let mut check = |name: &str, level: Level, detail: Value| {
+        worst = worst.max(level);
+        let mut detail = detail;
+        if let Value::Object(map) = &mut detail {
+            map.insert("status".into(), Value::from(level.as_str()));
+        }
+        checks.insert(name.into(), detail);
+    };
+
+    let hit_rate = ratio(window.hits, window.cacheable);
+    let enough = window.cacheable >= t.min_requests;
+    let level = if enough {
+        Level::below(hit_rate, t.hit_rate)
+    } else {
+        Level::Ok
+    };
+    check(
+        "hit_rate",
+        level,
+        json!({ "value": hit_rate, "requests": window.cacheable, "judged": enough }),
+    );
+
+    let error_rate = ratio(window.errors, window.requests);
+    let enough = window.requests >= t.min_requests;
+    let level = if enough {
+        Level::above(error_rate, t.error_rate)
+    } else {
+        Level::Ok
+    };
+    check(
+        "error_rate",
+        level,
+        json!({ "value": error_rate, "requests": window.requests, "judged": enough }),
+    );
+
+    match redis_ping(state).await {
+        None => check("redis", Level::Ok, json!({ "configured": false })),
+        Some((reachable, latency_ms)) => {
+            // L2 fails open: without Redis folio still serves, so at worst degraded.
+            let level = if reachable {
+                Level::above(latency_ms, t.redis_latency_ms)
+            } else {
+                Level::Warning
+            };
+            check(
+                "redis",
+                level,
+                json!({ "configured": true, "reachable": reachable, "latency_ms": latency_ms }),
+            );
+        }
+    }
+
+    let upstream = state.upstream.reachable(Duration::from_secs(1)).await;
+    let level = if upstream { Level::Ok } else { Level::Critical };
+    check("upstream", level, json!({ "reachable": upstream }));
+
+    match state.cache.l1_usage() {
+        Some((bytes, entries, capacity)) => {
+            let fill = ratio(bytes, capacity);
+            check(
+                "l1",
+                Level::above(fill, t.l1_fill),
+                json!({ "fill": fill, "bytes": bytes, "entries": entries }),
+            );
+        }
+        None => check("l1", Level::Ok, json!({ "enabled": false })),
+    }
+
+    let status = match worst {
+        Level::Ok => "healthy",
+        Level::Warning => "degraded",
+        Level::Critical => "unhealthy",
+    };
+    (worst, json!({ "status": status, "checks": checks }))
+}
+
+fn ratio(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
+    }
+}
+
+/// The figures the dashboard shows, per endpoint and tenant.
+pub(crate) async fn stats(state: &State) -> Value {
+    let window = last_minute(state);
+    let results = ["hit", "miss", "stale", "bypass", "error"];
+    let endpoints: Vec<Value> = state
+        .metrics
+        .series()
+        .into_iter()
+        .map(|((endpoint, tenant), series)| {
+            let count = |r| series.total(r);
+            let cacheable = count(Outcome::Hit) + count(Outcome::Stale) + count(Outcome::Miss);
+            json!({
+                "endpoint": &*endpoint,
+                "tenant": &*tenant,
+                "hit": count(Outcome::Hit),
+                "miss": count(Outcome::Miss),
+                "stale": count(Outcome::Stale),
+                "bypass": count(Outcome::Bypass),
+                "error": count(Outcome::Error),
+                "hit_ratio": ratio(count(Outcome::Hit) + count(Outcome::Stale), cacheable),
+            })
+        })
+        .collect();
+    let totals = state.metrics.totals();
+    let mut by_result = serde_json::Map::new();
+    let mut rates = serde_json::Map::new();
+    for (i, name) in results.iter().enumerate() {
+        by_result.insert((*name).into(), Value::from(totals.by_result[i]));
+        rates.insert(
+            (*name).into(),
+            Value::from(window.by_result[i] as f64 / window.seconds),
+        );
+    }
+    let (bytes, entries, capacity) = state.cache.l1_usage().unwrap_or((0, 0, 0));
+    let redis = match redis_ping(state).await {
+        None => json!({ "configured": false }),
+        Some((reachable, latency_ms)) => {
+            json!({ "configured": true, "reachable": reachable, "latency_ms": latency_ms })
+        }
+    };
+    let top: Vec<Value> = state
+        .metrics
+        .top_paths(10)
+        .into_iter()
+        .map(|(tenant, path, n)| json!({ "tenant": &*tenant, "path": &*path, "requests": n }))
+        .collect();
+    json!({
+        "uptime_s": state.started.elapsed().as_secs(),
+        "totals": by_result,
+        "hit_ratio": ratio(totals.get(Outcome::Hit) + totals.get(Outcome::Stale),
+            totals.get(Outcome::Hit) + totals.get(Outcome::Stale) + totals.get(Outcome::Miss)),
+        "rates_per_s": rates,
+        "latency_ms": {
+            "p50": state.metrics.latency_quantile(0.5) * 1000.0,
+            "p99": state.metrics.latency_quantile(0.99) * 1000.0,
+        },
+        "l1": { "bytes": bytes, "entries": entries, "capacity": capacity },
+        "redis": redis,
+        "endpoints": endpoints,
+        "top_paths": top,
+        "sample_every_s": metrics::SAMPLE_EVERY.as_secs(),
+    })
+}
