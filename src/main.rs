@@ -212,11 +212,7 @@ fn warm(config: &std::path::Path, target: &str, tenant: &TenantSource) -> anyhow
         .build()?;
     let report = runtime.block_on(folio::warm(target, &plan, tenant, |done, total, failed| {
         let width = 30;
-        let filled = if total == 0 {
-            width
-        } else {
-            done * width / total
-        };
+        let filled = (done * width).checked_div(total).unwrap_or(width);
         eprint!(
             "\rwarming [{}{}] {done}/{total} ({failed} failed)",
             "#".repeat(filled),
