@@ -1,18 +1,27 @@
 #!/usr/bin/env bash
-# The whole test suite, on a fresh machine: installs redis-server when it is
-# missing (the integration tests start their own Redis processes), then checks
-# formatting and lints, and runs every test.
+# The whole test suite, on a fresh machine: installs what the tests need when
+# it is missing (redis-server, which the integration tests start themselves;
+# Chromium and the playwright-core driver, for the dashboard's browser test),
+# then checks formatting and lints, and runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v redis-server >/dev/null 2>&1; then
-  echo "==> redis-server not found; installing Debian's redis-server"
-  sudo=""
-  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+sudo=""
+[ "$(id -u)" -ne 0 ] && sudo="sudo"
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v node >/dev/null 2>&1 || missing+=(nodejs npm)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "==> installing ${missing[*]} (Debian packages)"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq redis-server >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 redis-server --version
+if [ ! -d tests/dashboard/node_modules/playwright-core ]; then
+  echo "==> installing the browser driver (playwright-core, pinned in tests/dashboard)"
+  npm ci --prefix tests/dashboard --no-audit --no-fund --loglevel=error
+fi
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check

@@ -122,7 +122,7 @@ pub(crate) async fn handle(
             return text(
                 StatusCode::OK,
                 "text/plain; version=0.0.4",
-                crate::ops::metrics_text(&admin.state),
+                crate::ops::metrics_text(&admin.state).await,
             );
         }
         (&Method::GET | &Method::HEAD, "/_folio/stats") => {

@@ -109,8 +109,11 @@ impl Cache {
     }
 
     /// L1's bytes in use, entries and capacity, when L1 is on.
-    pub(crate) fn l1_usage(&self) -> Option<(u64, u64, u64)> {
-        self.l1.as_ref().map(L1::usage)
+    pub(crate) async fn l1_usage(&self) -> Option<(u64, u64, u64)> {
+        match &self.l1 {
+            Some(l1) => Some(l1.usage().await),
+            None => None,
+        }
     }
 
     /// The shared tier, for the invalidation bus.

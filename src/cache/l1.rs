@@ -61,8 +61,10 @@ impl L1 {
         Self { cache, capacity }
     }
 
-    /// Bytes in use, entries, and the byte budget.
-    pub(crate) fn usage(&self) -> (u64, u64, u64) {
+    /// Bytes in use, entries, and the byte budget (after moka's pending
+    /// bookkeeping, so the figures are current).
+    pub(crate) async fn usage(&self) -> (u64, u64, u64) {
+        self.cache.run_pending_tasks().await;
         (
             self.cache.weighted_size(),
             self.cache.entry_count(),

@@ -15,6 +15,7 @@ mod failures;
 mod forwarding;
 mod http_caching;
 mod invalidation;
+mod operations;
 mod policies_cli;
 mod shared_l2;
 mod stale;

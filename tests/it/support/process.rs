@@ -12,6 +12,8 @@ pub(crate) struct FolioProcess {
     child: Child,
     pub(crate) addr: SocketAddr,
     pub(crate) admin: SocketAddr,
+    /// Everything it printed on stdout so far.
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl FolioProcess {
@@ -29,18 +31,19 @@ impl FolioProcess {
             ])
             .arg(policies)
             .args(extra)
-            .env("RUST_LOG", "warn")
+            .env_remove("RUST_LOG")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("start the folio binary");
         let stdout = child.stdout.take().expect("stdout");
         let (sender, receiver) = std::sync::mpsc::channel();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = std::sync::Arc::clone(&lines);
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if sender.send(line).is_err() {
-                    break;
-                }
+                kept.lock().unwrap().push(line.clone());
+                let _ = sender.send(line);
             }
         });
         let (mut addr, mut admin) = (None, None);
@@ -64,7 +67,23 @@ impl FolioProcess {
             child,
             addr: addr.unwrap(),
             admin: admin.unwrap(),
+            lines,
         }
+    }
+
+    /// What it printed on stdout so far.
+    pub(crate) fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Sends it a signal (`HUP`, `TERM`).
+    pub(crate) fn signal(&self, name: &str) {
+        let sent = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(sent.success());
     }
 
     pub(crate) fn url(&self, path: &str) -> String {
