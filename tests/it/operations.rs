@@ -459,7 +459,7 @@ mod reload {
         stream.write_all(request.as_bytes()).await.unwrap();
         let mut buffer = vec![0u8; 8192];
         let mut read = 0;
-        let head = loop {
+        loop {
             let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer[read..]))
                 .await
                 .unwrap()
@@ -477,8 +477,7 @@ mod reload {
                     break text[..end].to_owned();
                 }
             }
-        };
-        head
+        }
     }
 }
 
