@@ -24,13 +24,15 @@ trap cleanup EXIT INT TERM
 ./target/release/examples/bookstore --listen "127.0.0.1:${bookstore_port}" --latency-ms "$latency_ms" &
 pids+=($!)
 ./target/release/folio --listen "127.0.0.1:${folio_port}" \
-  --upstream "http://127.0.0.1:${bookstore_port}" --policies policies &
+  --upstream "http://127.0.0.1:${bookstore_port}" --policies policies \
+  --config config/folio.example.yaml &
 pids+=($!)
 
 sleep 1
 cat <<MSG
 
 folio is caching the bookstore API. Send requests to http://127.0.0.1:${folio_port}
+Dashboard: http://127.0.0.1:9090/_folio/   metrics: http://127.0.0.1:9090/_folio/metrics
   curl -i -H 'X-Tenant-ID: acme' http://127.0.0.1:${folio_port}/api/v1/products/42   # x-cache: MISS
   curl -i -H 'X-Tenant-ID: acme' http://127.0.0.1:${folio_port}/api/v1/products/42   # x-cache: HIT
   curl -s http://127.0.0.1:${bookstore_port}/_origin/stats                           # what reached the API

@@ -155,6 +155,16 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_parses() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config/folio.example.yaml"
+        ));
+        let config = Config::load(path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.warm.map(|w| w.urls.len()), Some(4));
+    }
+
+    #[test]
     fn mistakes_name_the_file_and_line() {
         let err = Config::parse(
             Path::new("f.yaml"),

@@ -41,6 +41,7 @@ mod warm;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
@@ -197,6 +198,9 @@ pub fn explain_text(
     Ok(explain::explain(policies, tenants, &method, &uri, &map).to_text())
 }
 
+/// Warming attempts in a row while some URLs fail.
+const WARM_ATTEMPTS: u32 = 3;
+
 /// Background work that lives as long as the server: the metrics sampler,
 /// reloading on SIGHUP, and warming.
 fn spawn_housekeeping(
@@ -258,7 +262,15 @@ fn spawn_housekeeping(
         tokio::spawn(async move {
             tokio::pin!(stop);
             let base = format!("http://{addr}");
+            // The upstream may start alongside folio: give it a moment, and
+            // try again (with backoff) while some URLs fail.
+            let mut pause = Duration::from_millis(500);
+            let mut attempts = 0;
             loop {
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    () = &mut stop => return,
+                }
                 let total = plan.urls.len();
                 let report = warm::warm(&base, &plan, &tenants, move |done, total, failed| {
                     if done == total || done % 100 == 0 {
@@ -272,6 +284,13 @@ fn spawn_housekeeping(
                     failed = report.failed,
                     "warming done"
                 );
+                attempts += 1;
+                if report.failed > 0 && attempts < WARM_ATTEMPTS {
+                    pause = Duration::from_secs(2u64.pow(attempts));
+                    continue;
+                }
+                attempts = 0;
+                pause = Duration::ZERO;
                 let Some(every) = plan.every else { return };
                 tokio::select! {
                     () = tokio::time::sleep(every) => {}

@@ -596,6 +596,22 @@ mod warming {
     }
 
     #[tokio::test]
+    async fn warming_retries_while_the_upstream_is_not_up_yet() {
+        let later = closed_port().await;
+        let mut settings = settings(format!("http://{later}").parse().unwrap());
+        settings.config.warm = Some(plan(None));
+        let _folio = Folio::start_with(settings, POLICIES).await;
+        tokio::time::sleep(Duration::from_millis(800)).await; // the first attempt has failed
+        let upstream = TestUpstream::start_on(later, |_| Reply::json("{}")).await;
+        eventually(
+            Duration::from_secs(8),
+            "warmed once the upstream came up",
+            || async { upstream.hits("/api/v1/products/7") == 1 },
+        )
+        .await;
+    }
+
+    #[tokio::test]
     async fn folio_warm_runs_the_list_once_with_a_progress_bar() {
         let upstream = upstream().await;
         let folio = folio_for(&upstream, |_| {}).await;

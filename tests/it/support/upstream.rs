@@ -89,7 +89,15 @@ impl std::fmt::Debug for TestUpstream {
 impl TestUpstream {
     /// Starts an upstream answering every request with `handler`.
     pub(crate) async fn start(handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on("127.0.0.1:0".parse().unwrap(), handler).await
+    }
+
+    /// Starts an upstream on a given address (e.g. one folio already points at).
+    pub(crate) async fn start_on(
+        addr: SocketAddr,
+        handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static,
+    ) -> Self {
+        let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let handler: Arc<RwLock<Handler>> = Arc::new(RwLock::new(Arc::new(handler)));
