@@ -16,6 +16,10 @@
 //! - `upstream`: the pooled client and proxy header hygiene;
 //! - `outcome`: `X-Cache` / `Cache-Status` vocabulary;
 //! - `body`, `error`: the body type and request errors.
+//!
+//! Around it, for operators: `metrics` (counters, Prometheus text), `ops`
+//! (health, stats), the dashboard (`dashboard.html`), `reload` (SIGHUP and
+//! `/_folio/reload`), `explain`, `warm`, and `config` (the `--config` file).
 
 mod admin;
 mod body;

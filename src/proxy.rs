@@ -437,15 +437,25 @@ async fn pass(
         ..
     } = parts;
     let headers = upstream::forward_headers(headers, &uri, client);
-    let request =
-        match state
-            .upstream
-            .request(method, uri.path_and_query(), headers, Body::stream(body))
-        {
-            Ok(request) => request,
-            Err(error) => return error_response(&error, served),
-        };
-    match state.upstream.send(request).await {
+    let request = state
+        .upstream
+        .request(method, uri.path_and_query(), headers, Body::stream(body));
+    relay(state, request, served, effects).await
+}
+
+/// Sends a request that bypasses the cache and streams the answer back,
+/// applying a write's effects first.
+async fn relay(
+    state: &State,
+    request: Result<Request<Body>, ProxyError>,
+    served: Served,
+    effects: Option<WriteEffects>,
+) -> Response<Body> {
+    let response = match request {
+        Ok(request) => state.upstream.send(request).await,
+        Err(error) => Err(error),
+    };
+    match response {
         Ok(response) => {
             let status = response.status();
             let (mut head, body) = response.into_parts();
@@ -470,27 +480,13 @@ fn error_response(error: &ProxyError, served: Served) -> Response<Body> {
 
 /// Forwards a `Range` request as asked; the partial answer is not stored.
 async fn forward_range(state: &State, parts: &Parts, headers: HeaderMap) -> Response<Body> {
-    let served = Served::Bypass(BypassReason::Range);
-    let request = match state.upstream.request(
+    let request = state.upstream.request(
         Method::GET,
         parts.uri.path_and_query(),
         headers,
         Body::Empty,
-    ) {
-        Ok(request) => request,
-        Err(error) => return error_response(&error, served),
-    };
-    match state.upstream.send(request).await {
-        Ok(response) => {
-            let status = response.status();
-            let (mut head, body) = response.into_parts();
-            upstream::strip_hop_by_hop(&mut head.headers);
-            upstream::append_via(&mut head.headers);
-            served.annotate(&mut head.headers, None, Some(status.as_u16()));
-            Response::from_parts(head, Body::stream(body))
-        }
-        Err(error) => error_response(&error, served),
-    }
+    );
+    relay(state, request, Served::Bypass(BypassReason::Range), None).await
 }
 
 /// Everything a fetch needs, owned, so a background refresh can take it.

@@ -16,9 +16,7 @@ use serde_yaml::Value;
 
 use super::route::Template;
 use super::units::{parse_duration, parse_size};
-use super::{
-    DEFAULT_CACHE_STATUSES, DEFAULT_MAX_BODY, Policy, PolicySet, QueryKey, Source, TagPart,
-};
+use super::{DEFAULT_CACHE_STATUSES, Policy, PolicySet, QueryKey, Source, TagPart};
 
 /// One mistake in a policy file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -290,31 +288,16 @@ impl Ctx<'_> {
             template: template.clone().unwrap_or(Template {
                 segments: Vec::new(),
             }),
-            methods: vec![Method::GET, Method::HEAD],
-            cache: true,
-            ttl: None,
-            stale_while_revalidate: Default::default(),
-            stale_if_error: Default::default(),
-            key_query: QueryKey::All,
-            key_headers: Vec::new(),
-            private: false,
-            tags: Vec::new(),
-            invalidate_on: Vec::new(),
-            events: Vec::new(),
-            rewarm: false,
-            cache_control: None,
-            cdn_cache_control: None,
             cache_statuses: DEFAULT_CACHE_STATUSES
                 .iter()
                 .filter_map(|s| StatusCode::from_u16(*s).ok())
                 .collect(),
-            max_body: DEFAULT_MAX_BODY,
-            override_upstream: false,
             implicit: false,
             source: Source {
                 file: self.file.to_path_buf(),
                 line: self.route_line,
             },
+            ..Policy::rfc()
         };
         let mut cache_key = None;
         let mut key_field = None;
