@@ -2,7 +2,7 @@
 //! L2 hit), store in both, remove from both.
 
 pub(crate) mod entry;
-mod l1;
+pub(crate) mod l1;
 pub(crate) mod l2;
 
 use std::sync::Arc;

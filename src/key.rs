@@ -91,6 +91,16 @@ impl CacheKey {
         hex::encode(self.0)
     }
 
+    /// The key's 32 bytes.
+    pub(crate) fn bytes(&self) -> [u8; 32] {
+        self.0
+    }
+
+    /// A key from its 32 bytes.
+    pub(crate) fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
     /// Parses 64 hex digits, as `hex` writes them.
     pub(crate) fn from_hex(text: &str) -> Option<Self> {
         let mut bytes = [0u8; 32];

@@ -304,3 +304,104 @@ fn spawn_housekeeping(
         });
     }
 }
+
+/// Entry points for `benches/hot_path.rs` (criterion). Not an API.
+#[doc(hidden)]
+pub mod bench {
+    use std::sync::Arc;
+    use std::time::{Duration, SystemTime};
+
+    use bytes::Bytes;
+    use http::{HeaderMap, HeaderValue, Method, StatusCode};
+
+    use crate::cache::entry::Entry;
+    use crate::key::CacheKey;
+    use crate::metrics::Metrics;
+    use crate::policy::PolicySet;
+
+    /// The cache key of a GET, as the pipeline builds it.
+    pub fn key(
+        policies: &PolicySet,
+        tenant: &str,
+        path: &str,
+        query: Option<&str>,
+        headers: &HeaderMap,
+    ) -> [u8; 32] {
+        let policy = match policies.match_request(&Method::GET, path) {
+            Some(matched) => Arc::clone(matched.policy),
+            None => Arc::clone(policies.rfc()),
+        };
+        CacheKey::new(tenant, path, query, headers, &policy).bytes()
+    }
+
+    /// Whether a policy matches `path`.
+    pub fn route(policies: &PolicySet, path: &str) -> bool {
+        policies.match_request(&Method::GET, path).is_some()
+    }
+
+    /// A stored entry with a body of `len` bytes.
+    #[derive(Debug, Clone)]
+    pub struct StoredEntry(Entry);
+
+    impl StoredEntry {
+        pub fn new(len: usize) -> Self {
+            let now = SystemTime::now();
+            let mut headers = HeaderMap::new();
+            headers.insert("content-type", HeaderValue::from_static("application/json"));
+            headers.insert("via", HeaderValue::from_static("1.1 folio"));
+            Self(Entry {
+                status: StatusCode::OK,
+                headers,
+                body: Bytes::from(vec![b'x'; len]),
+                etag: HeaderValue::from_static("\"0123456789abcdef0123456789abcdef\""),
+                requested_at: now,
+                stored_at: now,
+                fresh_until: now + Duration::from_secs(3600),
+                initial_age: Duration::ZERO,
+                stale_while_revalidate: Duration::ZERO,
+                stale_if_error: Duration::ZERO,
+                tenant: "acme".into(),
+                path: "/api/v1/products/42".into(),
+                tags: vec!["route:/api/v1/products/{id}".into()],
+                vary: Vec::new(),
+                revalidate: false,
+                no_stale: false,
+                shared_ok: false,
+                upstream_etag: false,
+                vary_index: false,
+                immutable: false,
+            })
+        }
+
+        pub fn encode(&self) -> Bytes {
+            self.0.encode()
+        }
+
+        pub fn decode(bytes: Bytes) -> bool {
+            Entry::decode(bytes).is_some()
+        }
+    }
+
+    /// An L1 holding one entry, to time a hit.
+    #[derive(Debug)]
+    pub struct L1Hit {
+        l1: crate::cache::l1::L1,
+        key: CacheKey,
+    }
+
+    impl L1Hit {
+        pub async fn new() -> Self {
+            let l1 = crate::cache::l1::L1::new(64 << 20, Arc::new(Metrics::new(1)));
+            let policies = PolicySet::from_yaml("bench.yaml", "\"/p/{id}\":\n  cache_ttl: 1h\n")
+                .unwrap_or_else(|e| panic!("{e}"));
+            let key_bytes = key(&policies, "acme", "/p/1", None, &HeaderMap::new());
+            let key = CacheKey::from_bytes(key_bytes);
+            l1.insert(key, Arc::new(StoredEntry::new(1024).0)).await;
+            Self { l1, key }
+        }
+
+        pub async fn hit(&self) -> bool {
+            self.l1.get(&self.key).await.is_some()
+        }
+    }
+}

@@ -270,10 +270,19 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     settings.cdn = !args.ignore_cdn_cache_control;
     settings.metrics_tenants = args.metrics_tenants;
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    // Pinned to one CPU (as in the benchmarks), a single-threaded runtime does
+    // the same work without the machinery of work stealing.
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let runtime = if cpus == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    }
+    .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await

@@ -6,7 +6,7 @@
 //! endpoint label is the policy's name (never the raw path), and tenants
 //! beyond the first [`Metrics::tenant_limit`] seen fold into `other`.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};

@@ -195,7 +195,7 @@ impl Served {
             Some(theirs) => format!("{theirs}, {ours}"),
             None => ours,
         };
-        if let Ok(value) = HeaderValue::from_str(&value) {
+        if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
             headers.insert(CACHE_STATUS, value);
         }
     }

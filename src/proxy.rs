@@ -718,7 +718,7 @@ async fn fetch(state: &State, fill: &Fill) -> Result<Fetched, ProxyError> {
                 requested_at,
                 now,
             );
-            Ok(Fetched::Entry(Arc::new(entry), false))
+            Ok(Fetched::Entry(Arc::new(entry.compact()), false))
         }
     }
 }
@@ -799,11 +799,17 @@ fn make_entry(
         })
         .collect();
     let lifetime = storage.lifetime;
+    // Bodies and header values read by hyper can be slices of its connection
+    // buffer; a stored entry owns exact-size copies, so it never pins a whole
+    // read buffer (8 KiB or more) for a 1 KB answer.
+    let body = Bytes::copy_from_slice(&body);
+    let headers = owned(&headers);
     Entry {
         status,
         headers,
         etag: upstream_etag
-            .clone()
+            .as_ref()
+            .and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok())
             .unwrap_or_else(|| freshness::etag_for(&body)),
         body,
         requested_at,
@@ -823,6 +829,17 @@ fn make_entry(
         vary_index: false,
         immutable: storage.immutable,
     }
+}
+
+/// A copy of `headers` whose values share no buffer with anything else.
+fn owned(headers: &HeaderMap) -> HeaderMap {
+    let mut copy = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        if let Ok(value) = HeaderValue::from_bytes(value.as_bytes()) {
+            copy.append(name.clone(), value);
+        }
+    }
+    copy
 }
 
 /// Headers in which upstreams name an answer's tags (Fastly, Cloudflare,

@@ -8,7 +8,7 @@
 //! the request's method does not match, and the search backtracks to the next
 //! most specific route.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use http::Method;
 
@@ -111,7 +111,8 @@ pub(crate) struct Router {
 
 #[derive(Debug, Default)]
 struct Node {
-    literals: HashMap<Box<str>, Node>,
+    /// FxHash: keys are our own route segments, looked up once per level.
+    literals: FxHashMap<Box<str>, Node>,
     param: Option<(Box<str>, Box<Node>)>,
     /// Routes ending here: (methods, index of the policy).
     routes: Vec<(Vec<Method>, usize)>,
@@ -147,9 +148,8 @@ impl Router {
     /// Finds the most specific route for `method` and `path`; returns the
     /// policy index and the positions of parameter segments.
     pub(crate) fn find(&self, method: &Method, path: &str) -> Option<(usize, Vec<usize>)> {
-        let segments: Vec<&str> = split_path(path).collect();
         let mut params = Vec::new();
-        find_in(&self.root, method, &segments, 0, &mut params).map(|index| (index, params))
+        find_in(&self.root, method, path, 0, &mut params).map(|index| (index, params))
     }
 }
 
@@ -160,24 +160,33 @@ fn pick(routes: &[(Vec<Method>, usize)], method: &Method) -> Option<usize> {
         .map(|(_, index)| *index)
 }
 
+/// The next non-empty segment of `rest` and what follows it.
+fn next_segment(rest: &str) -> Option<(&str, &str)> {
+    let rest = rest.trim_start_matches('/');
+    if rest.is_empty() {
+        return None;
+    }
+    Some(rest.split_once('/').unwrap_or((rest, "")))
+}
+
 fn find_in(
     node: &Node,
     method: &Method,
-    segments: &[&str],
+    rest: &str,
     depth: usize,
     params: &mut Vec<usize>,
 ) -> Option<usize> {
-    let Some(segment) = segments.get(depth) else {
+    let Some((segment, after)) = next_segment(rest) else {
         return pick(&node.routes, method);
     };
-    if let Some(child) = node.literals.get(*segment)
-        && let Some(found) = find_in(child, method, segments, depth + 1, params)
+    if let Some(child) = node.literals.get(segment)
+        && let Some(found) = find_in(child, method, after, depth + 1, params)
     {
         return Some(found);
     }
     if let Some((_, child)) = &node.param {
         params.push(depth);
-        if let Some(found) = find_in(child, method, segments, depth + 1, params) {
+        if let Some(found) = find_in(child, method, after, depth + 1, params) {
             return Some(found);
         }
         params.pop();

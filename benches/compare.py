@@ -1,0 +1,500 @@
+#!/usr/bin/env python3
+"""folio against nginx proxy_cache and Varnish, on this machine, in one run.
+
+Starts the example bookstore API (the origin), folio, nginx proxy_cache and
+Varnish (each a fair, memory-backed shared cache with the same TTL and key:
+benches/peers/), and runs the same scenarios against each with oha, round
+robin (A B C, A B C, ...) so machine drift hits all alike, then reports
+medians. Servers are pinned to CPU 0 and the load generator to CPU 1.
+Everything binds 127.0.0.1 and every run is bounded in requests or seconds.
+
+    python3 benches/compare.py                 # the full comparison (~15 min)
+    python3 benches/compare.py --quick         # 2 s per run, one round (a smoke run)
+
+scripts/bench.sh installs what is missing (oha, nginx, varnish, matplotlib)
+and runs this. Results: benches/results/<date>.md, latest.md and chart.png.
+"""
+
+import argparse
+import asyncio
+import datetime
+import json
+import os
+import platform
+import random
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PEERS = ROOT / "benches" / "peers"
+RESULTS = ROOT / "benches" / "results"
+SERVER_CPU, LOAD_CPU = "0", "1"
+TENANT = "acme"
+PRODUCTS = 10_000
+ORIGIN_LATENCY_MS = 2
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=20):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+def pinned(cpu, args):
+    return ["taskset", "-c", cpu, *args] if shutil.which("taskset") else list(args)
+
+
+def http_json(url):
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def rss_kb(pids):
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def children(pid):
+    try:
+        out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    except OSError:
+        return []
+    found = [int(p) for p in out]
+    for child in list(found):
+        found += children(child)
+    return found
+
+
+def dir_kb(path):
+    total = 0
+    for dirpath, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.path.getsize(os.path.join(dirpath, name))
+            except OSError:
+                pass
+    return total // 1024
+
+
+class Server:
+    """A process we started, stopped on exit."""
+
+    def __init__(self, name, args, port, env=None, cwd=None):
+        self.name, self.port = name, port
+        self.process = subprocess.Popen(
+            pinned(SERVER_CPU, args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=cwd
+        )
+        wait_port(port)
+
+    def pids(self):
+        return [self.process.pid, *children(self.process.pid)]
+
+    def rss_kb(self):
+        return rss_kb(self.pids())
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.work = Path(tempfile.mkdtemp(prefix="folio-bench-", dir="/dev/shm" if Path("/dev/shm").exists() else None))
+        # nginx's workers and Varnish drop privileges: they must reach their dirs.
+        self.work.chmod(0o755)
+        self.servers = []
+        self.origin_port = free_port()
+        self.folio_bin = ROOT / "target" / "release" / "folio"
+        self.bookstore_bin = ROOT / "target" / "release" / "examples" / "bookstore"
+
+    # ----- servers -----
+
+    def start(self, name, args, port, **kw):
+        server = Server(name, args, port, **kw)
+        self.servers.append(server)
+        return server
+
+    def stop(self, server):
+        server.stop()
+        if server in self.servers:
+            self.servers.remove(server)
+
+    def origin(self):
+        return self.start(
+            "origin",
+            [str(self.bookstore_bin), "--listen", f"127.0.0.1:{self.origin_port}",
+             "--latency-ms", str(ORIGIN_LATENCY_MS), "--products", str(PRODUCTS)],
+            self.origin_port,
+        )
+
+    def origin_requests(self):
+        return http_json(f"http://127.0.0.1:{self.origin_port}/_origin/stats")["requests"]
+
+    def folio(self, policies="folio-policies", l1="2GB", extra=()):
+        port = free_port()
+        server = self.start(
+            "folio",
+            [str(self.folio_bin), "--listen", f"127.0.0.1:{port}", "--admin-listen", "off",
+             "--upstream", f"http://127.0.0.1:{self.origin_port}", "--policies", str(PEERS / policies),
+             "--access-log", "off", "--l1-capacity", l1, *extra],
+            port, env={**os.environ, "RUST_LOG": "warn"},
+        )
+        server.prefix = ""
+        return server
+
+    def nginx(self):
+        port, static_port = free_port(), free_port()
+        d = self.work / f"nginx-{port}"
+        for sub in ["cache", "body", "proxy", "fastcgi", "uwsgi", "scgi", "static/api/v1/products"]:
+            (d / sub).mkdir(parents=True, exist_ok=True)
+        for path in [d, *d.rglob("*")]:
+            path.chmod(0o777 if path.name in {"cache", "body", "proxy", "fastcgi", "uwsgi", "scgi"} else 0o755)
+        # The static ceiling serves the same 1 KB body folio and the peers cache.
+        body = urllib.request.urlopen(urllib.request.Request(
+            f"http://127.0.0.1:{self.origin_port}/api/v1/products/42", headers={"X-Tenant-ID": TENANT})).read()
+        (d / "static/api/v1/products/42").write_bytes(body)
+        conf = (PEERS / "nginx.conf.template").read_text()
+        for key, value in {"dir": d, "port": port, "static_port": static_port, "origin_port": self.origin_port}.items():
+            conf = conf.replace("{" + key + "}", str(value))
+        (d / "nginx.conf").write_text(conf)
+        server = self.start("nginx", ["nginx", "-c", str(d / "nginx.conf"), "-p", str(d)], port)
+        wait_port(static_port)
+        server.prefix, server.static_port, server.cache_dir = "", static_port, d / "cache"
+        return server
+
+    def varnish(self):
+        port = free_port()
+        d = self.work / f"varnish-{port}"
+        d.mkdir(parents=True, exist_ok=True)
+        vcl = (PEERS / "varnish.vcl.template").read_text().replace("{origin_port}", str(self.origin_port))
+        (d / "bench.vcl").write_text(vcl)
+        server = self.start(
+            "varnish",
+            ["varnishd", "-F", "-j", "none", "-n", str(d / "work"), "-a", f"127.0.0.1:{port}",
+             "-f", str(d / "bench.vcl"), "-s", "malloc,4G", "-p", "thread_pools=1"],
+            port,
+        )
+        server.prefix = ""
+        return server
+
+    def redis(self):
+        port = free_port()
+        return self.start("redis", ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                    "--appendonly", "no"], port)
+
+    def close(self):
+        for server in list(self.servers):
+            server.stop()
+        shutil.rmtree(self.work, ignore_errors=True)
+
+    # ----- load -----
+
+    def oha(self, urls, connections, seconds=None, requests=None):
+        """Runs oha against one URL or a URL file; returns its figures."""
+        args = ["oha", "--no-tui", "--output-format", "json", "-c", str(connections), "-H", f"X-Tenant-ID: {TENANT}"]
+        args += ["-z", f"{seconds}s"] if seconds else ["-n", str(requests)]
+        if isinstance(urls, Path):
+            args += ["--urls-from-file", str(urls)]
+        else:
+            args.append(urls)
+        out = subprocess.run(pinned(LOAD_CPU, args), capture_output=True, text=True, timeout=(seconds or 60) + 60)
+        if out.returncode != 0:
+            raise RuntimeError(f"oha failed: {out.stderr[-500:]}")
+        data = json.loads(out.stdout)
+        summary, pct = data["summary"], data.get("latencyPercentiles", {})
+        statuses = data.get("statusCodeDistribution", {})
+        ok = sum(v for k, v in statuses.items() if k.startswith("2"))
+        # Requests cut off when a timed run ends are not failures.
+        failures = {k: v for k, v in data.get("errorDistribution", {}).items() if "deadline" not in k}
+        total = sum(statuses.values()) + sum(failures.values())
+        return {
+            "rps": summary["requestsPerSec"],
+            "p50": pct.get("p50", 0) * 1000, "p99": pct.get("p99", 0) * 1000, "p999": pct.get("p99.9", 0) * 1000,
+            "errors": total - ok, "requests": total,
+        }
+
+    def url_file(self, name, prefix, ids):
+        path = self.work / f"{name}.txt"
+        path.write_text("".join(f"{prefix}/api/v1/products/{i}\n" for i in ids))
+        return path
+
+    def zipf_ids(self, count, n=PRODUCTS, s=1.0):
+        weights = [1 / (k ** s) for k in range(1, n + 1)]
+        rng = random.Random(42)
+        ranks = rng.choices(range(1, n + 1), weights=weights, k=count)
+        perm = list(range(1, n + 1))
+        rng.shuffle(perm)
+        return [perm[r - 1] for r in ranks]
+
+
+def base(server):
+    return f"http://127.0.0.1:{server.port}"
+
+
+def median_of(runs):
+    keys = ["rps", "p50", "p99", "p999", "errors", "hit_ratio"]
+    return {k: statistics.median(r[k] for r in runs if r.get(k) is not None) for k in keys if any(k in r for r in runs)}
+
+
+def measured(bench, server, urls, connections, seconds):
+    before = bench.origin_requests()
+    result = bench.oha(urls, connections, seconds=seconds)
+    origin = bench.origin_requests() - before
+    result["hit_ratio"] = max(0.0, 1 - origin / max(result["requests"], 1))
+    result["origin_requests"] = origin
+    return result
+
+
+async def store_distinct(port, count, connections=32):
+    """Requests `count` distinct product URLs once each (keep-alive), so each becomes one entry."""
+    async def worker(ids):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for i in ids:
+            product, variant = i % PRODUCTS + 1, i // PRODUCTS
+            writer.write(f"GET /api/v1/products/{product}?v={variant} HTTP/1.1\r\nHost: bench\r\n"
+                         f"X-Tenant-ID: {TENANT}\r\n\r\n".encode())
+            await writer.drain()
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            await reader.readexactly(length)
+        writer.close()
+    ids = list(range(count))
+    await asyncio.gather(*(worker(ids[k::connections]) for k in range(connections)))
+
+
+def run(args):
+    bench = Bench(args)
+    seconds, rounds = (2, 1) if args.quick else (args.duration, args.rounds)
+    results = {}
+    try:
+        print(f"building release binaries…", flush=True)
+        subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "folio", "--example", "bookstore"],
+                       cwd=ROOT, check=True)
+        bench.origin()
+        systems = {"folio": bench.folio(), "nginx": bench.nginx(), "varnish": bench.varnish()}
+        static = systems["nginx"].static_port
+        hot = "/api/v1/products/42"
+
+        def scenario(name, build_urls, connections, warm=None, only=None, extra=None):
+            names = only or list(systems)
+            runs = {n: [] for n in names}
+            for round_ in range(rounds):
+                for n in names:
+                    server = systems[n]
+                    urls = build_urls(server)
+                    if warm:
+                        warm(server)
+                    r = measured(bench, server, urls, connections, seconds)
+                    runs[n].append(r)
+                    print(f"  {name:<18} round {round_ + 1}  {n:<14} {r['rps']:>10.0f} req/s  p99 {r['p99']:.2f} ms"
+                          f"  hit {r['hit_ratio']:.3f}", flush=True)
+            results[name] = {n: median_of(v) for n, v in runs.items()}
+            if extra:
+                results[name].update(extra)
+
+        def warm_url(server):
+            bench.oha(base(server) + hot, 4, requests=50)
+
+        print("scenario: hot hit (50 connections)", flush=True)
+        systems["static file (nginx)"] = type("S", (), {"port": static, "prefix": ""})()
+        systems["origin direct"] = type("S", (), {"port": bench.origin_port, "prefix": ""})()
+        scenario("hot hit", lambda s: base(s) + hot, 50, warm=warm_url)
+        print("scenario: hot hit (500 connections)", flush=True)
+        scenario("hot hit, 500 conn", lambda s: base(s) + hot, 500, warm=warm_url,
+                 only=["folio", "nginx", "varnish", "static file (nginx)"])
+
+        print("scenario: catalogue (10,000 URLs, Zipf, warm)", flush=True)
+        zipf = bench.zipf_ids(200_000)
+        files = {n: bench.url_file(f"zipf-{n.split()[0]}", base(systems[n]), zipf) for n in ["folio", "nginx", "varnish"]}
+        for n in ["folio", "nginx", "varnish"]:
+            uniform = bench.url_file(f"all-{n}", base(systems[n]), range(1, PRODUCTS + 1))
+            bench.oha(uniform, 50, requests=PRODUCTS * 3)
+        scenario("catalogue", lambda s: files[next(n for n in files if systems[n] is s)], 50,
+                 only=["folio", "nginx", "varnish"])
+
+        print("scenario: cold start (same URLs, empty cache)", flush=True)
+        cold = {n: [] for n in ["folio", "nginx", "varnish"]}
+        starters = {"folio": bench.folio, "nginx": bench.nginx, "varnish": bench.varnish}
+        for round_ in range(rounds):
+            for n in cold:
+                fresh = starters[n]()
+                urls = bench.url_file(f"cold-{n}", base(fresh), zipf)
+                r = measured(bench, fresh, urls, 50, seconds)
+                cold[n].append(r)
+                print(f"  cold start         round {round_ + 1}  {n:<14} {r['rps']:>10.0f} req/s  hit {r['hit_ratio']:.3f}"
+                      f"  origin {r['origin_requests']}", flush=True)
+                bench.stop(fresh)
+        results["cold start"] = {n: {**median_of(v), "origin_requests": statistics.median(x["origin_requests"] for x in v)}
+                                 for n, v in cold.items()}
+
+        print("scenario: L2 hit (folio with no L1, local Redis)", flush=True)
+        redis = bench.redis()
+        systems["folio L2 only"] = bench.folio(l1="0", extra=["--redis", f"redis://127.0.0.1:{redis.port}"])
+        scenario("L2 hit", lambda s: base(s) + hot, 50, warm=lambda s: (warm_url(s), time.sleep(0.5)),
+                 only=["folio", "folio L2 only"])
+
+        print("scenario: miss path (nothing cached)", flush=True)
+        systems["folio (no cache)"] = bench.folio(policies="folio-nocache")
+        nocache = {"nginx": "/nocache", "varnish": "/nocache"}
+        scenario("miss path", lambda s: base(s) + nocache.get(next((n for n, v in systems.items() if v is s), ""), "") + hot,
+                 50, only=["folio (no cache)", "nginx", "varnish", "origin direct"])
+
+        print("scenario: memory (100,000 distinct 1 KB entries)", flush=True)
+        memory = {}
+        count = 5_000 if args.quick else 100_000
+        for n, start in starters.items():
+            fresh = start()
+            time.sleep(0.5)
+            baseline = fresh.rss_kb() + (dir_kb(fresh.cache_dir) if n == "nginx" else 0)
+            began = time.time()
+            asyncio.run(store_distinct(fresh.port, count))
+            time.sleep(1.0)
+            after = fresh.rss_kb() + (dir_kb(fresh.cache_dir) if n == "nginx" else 0)
+            memory[n] = {"baseline_kb": baseline, "after_kb": after, "per_entry_kb": (after - baseline) / count,
+                         "entries": count, "fill_s": time.time() - began}
+            print(f"  memory             {n:<14} {memory[n]['per_entry_kb']:.2f} KB per entry "
+                  f"({baseline} -> {after} KB)", flush=True)
+            bench.stop(fresh)
+        results["memory"] = memory
+    finally:
+        bench.close()
+    return results
+
+
+def machine():
+    def cmd(*args):
+        try:
+            return subprocess.run(args, capture_output=True, text=True).stdout.strip() or subprocess.run(
+                args, capture_output=True, text=True).stderr.strip()
+        except OSError:
+            return "?"
+    cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
+                if l.startswith("model name")), platform.processor())
+    mem = next((l.split()[1] for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal")), "?")
+    return {
+        "cpu": f"{cpu}, {os.cpu_count()} cores", "memory": f"{int(mem) // 1024 // 1024} GiB" if mem != "?" else "?",
+        "kernel": platform.release(), "nginx": cmd("nginx", "-v").replace("nginx version: ", ""),
+        "varnish": cmd("varnishd", "-V").splitlines()[0] if cmd("varnishd", "-V") else "?",
+        "oha": cmd("oha", "--version"), "folio": cmd(str(ROOT / "target/release/folio"), "--version"),
+    }
+
+
+def report(results, args, info):
+    date = datetime.date.today().isoformat()
+    seconds, rounds = (2, 1) if args.quick else (args.duration, args.rounds)
+    lines = [f"# folio vs nginx proxy_cache vs Varnish — {date}", "",
+             f"Machine: {info['cpu']}, {info['memory']}, Linux {info['kernel']}. "
+             f"Servers pinned to CPU {SERVER_CPU}, the load generator (oha) to CPU {LOAD_CPU} (`taskset`).",
+             f"Versions: {info['folio']}; nginx {info['nginx']}; {info['varnish']}; {info['oha']}.",
+             f"Each run {seconds} s; {rounds} round(s), systems alternating A B C; medians shown. "
+             f"Origin: the example bookstore API with {ORIGIN_LATENCY_MS} ms latency, {PRODUCTS:,} products. "
+             "Hit ratio = 1 − origin requests / requests. Ratios are each system's req/s over folio's.",
+             ""]
+    for name, systems in results.items():
+        if name == "memory":
+            continue
+        lines += [f"## {name}", "", "| system | req/s | p50 ms | p99 ms | p99.9 ms | hit ratio | errors | × folio |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        ref = next((v["rps"] for k, v in systems.items() if k.startswith("folio")), None)
+        for system, r in systems.items():
+            ratio = f"{r['rps'] / ref:.2f}" if ref else "–"
+            lines.append(f"| {system} | {r['rps']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['p999']:.2f} | "
+                         f"{r.get('hit_ratio', 0):.3f} | {r['errors']:.0f} | {ratio} |")
+        lines.append("")
+    memory = results.get("memory", {})
+    if memory:
+        lines += ["## memory: 100,000 distinct 1 KB entries", "",
+                  "| system | baseline RSS | after | per entry | × folio |", "|---|---:|---:|---:|---:|"]
+        ref = memory.get("folio", {}).get("per_entry_kb")
+        for system, m in memory.items():
+            lines.append(f"| {system} | {m['baseline_kb'] / 1024:.1f} MiB | {m['after_kb'] / 1024:.1f} MiB | "
+                         f"{m['per_entry_kb']:.2f} KB | {m['per_entry_kb'] / ref:.2f} |" if ref else "")
+        lines += ["", "nginx's figure includes its cache files on tmpfs (they are memory too).", ""]
+    return "\n".join(lines)
+
+
+def chart(results, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib missing: no chart (pip install matplotlib)")
+        return
+    scenarios = [s for s in results if s != "memory"]
+    fig, axes = plt.subplots(2, len(scenarios), figsize=(4 * len(scenarios), 7))
+    for i, s in enumerate(scenarios):
+        names = list(results[s])
+        colors = ["#2f9e6b" if n.startswith("folio") else "#6c8ebf" if "nginx" in n else "#c98a3a" if "varnish" in n
+                  else "#999999" for n in names]
+        axes[0][i].bar(range(len(names)), [results[s][n]["rps"] / 1000 for n in names], color=colors)
+        axes[0][i].set_title(s)
+        axes[0][i].set_ylabel("thousand req/s" if i == 0 else "")
+        axes[1][i].bar(range(len(names)), [results[s][n]["p99"] for n in names], color=colors)
+        axes[1][i].set_ylabel("p99 ms" if i == 0 else "")
+        for ax in (axes[0][i], axes[1][i]):
+            ax.set_xticks(range(len(names)))
+            ax.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
+    fig.suptitle("folio vs nginx proxy_cache vs Varnish: throughput (top) and p99 latency (bottom)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="2 s runs, one round: a smoke run")
+    parser.add_argument("--duration", type=int, default=12, help="seconds per run (default 12)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds (default 3)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where results go")
+    args = parser.parse_args()
+    for tool in ["oha", "nginx", "varnishd", "redis-server"]:
+        if not shutil.which(tool):
+            sys.exit(f"{tool} is missing: run scripts/bench.sh, which installs it")
+    results = run(args)
+    info = machine()
+    args.out.mkdir(parents=True, exist_ok=True)
+    text = report(results, args, info)
+    name = "quick" if args.quick else datetime.date.today().isoformat()
+    (args.out / f"{name}.md").write_text(text)
+    (args.out / f"{name}.json").write_text(json.dumps({"machine": info, "results": results}, indent=2))
+    if not args.quick:
+        (args.out / "latest.md").write_text(text)
+    chart(results, args.out / ("quick.png" if args.quick else "chart.png"))
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
