@@ -202,8 +202,39 @@ impl Entry {
         Self::decode(self.encode()).unwrap_or(self)
     }
 
+    /// The exact size of [`Self::encode`]'s output: the buffer is kept whole
+    /// by every entry decoded from it, so slack would be kept too.
+    fn encoded_len(&self) -> usize {
+        let str_len = |len: usize| 2 + len.min(usize::from(u16::MAX));
+        let fixed = 1 + 2 + 1 + 8 * 3 + 4 * 3;
+        let tags: usize = self.tags.iter().map(|t| str_len(t.len())).sum();
+        let vary: usize = self
+            .vary
+            .iter()
+            .map(|(n, v)| {
+                str_len(n.as_str().len()) + 1 + str_len(v.as_ref().map_or(0, HeaderValue::len))
+            })
+            .sum();
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(n, v)| str_len(n.as_str().len()) + 4 + v.len())
+            .sum();
+        fixed
+            + str_len(self.etag.len())
+            + str_len(self.tenant.len())
+            + str_len(self.path.len())
+            + 2
+            + tags
+            + 2
+            + vary
+            + 2
+            + headers
+            + self.body.len()
+    }
+
     pub(crate) fn encode(&self) -> Bytes {
-        let mut out = BytesMut::with_capacity(self.body.len() + 512);
+        let mut out = BytesMut::with_capacity(self.encoded_len());
         out.put_u8(VERSION);
         out.put_u16_le(self.status.as_u16());
         let flags = [
@@ -417,6 +448,12 @@ pub(crate) mod tests {
         assert_eq!(Entry::decode(entry.encode()), Some(entry));
         let empty = sample(b"");
         assert_eq!(Entry::decode(empty.encode()), Some(empty));
+    }
+
+    #[test]
+    fn the_encoding_is_exactly_as_long_as_announced() {
+        let entry = sample(b"{\"id\":42}");
+        assert_eq!(entry.encode().len(), entry.encoded_len());
     }
 
     #[test]
