@@ -372,9 +372,9 @@ def run(args):
         scenario("miss path", lambda s: base(s) + nocache.get(next((n for n, v in systems.items() if v is s), ""), "") + hot,
                  50, only=["folio (no cache)", "nginx", "varnish", "origin direct"])
 
-        print("scenario: memory (100,000 distinct 1 KB entries)", flush=True)
         memory = {}
         count = 5_000 if args.quick else 100_000
+        print(f"scenario: memory ({count:,} distinct 1 KB entries)", flush=True)
         for n, start in starters.items():
             fresh = start()
             time.sleep(0.5)
@@ -436,7 +436,8 @@ def report(results, args, info):
         lines.append("")
     memory = results.get("memory", {})
     if memory:
-        lines += ["## memory: 100,000 distinct 1 KB entries", "",
+        count = next(iter(memory.values()))["entries"]
+        lines += [f"## memory: {count:,} distinct 1 KB entries", "",
                   "| system | baseline RSS | after | per entry | × folio |", "|---|---:|---:|---:|---:|"]
         ref = memory.get("folio", {}).get("per_entry_kb")
         for system, m in memory.items():
