@@ -157,16 +157,15 @@ mod freshness {
     #[tokio::test]
     async fn heuristic_freshness_only_for_heuristically_cacheable_statuses() {
         let modified = http_date(-10 * 86_400);
-        let for_200 = modified.clone();
         let upstream = TestUpstream::start(move |seen| match seen.uri.path() {
-            "/ok" => Reply::json("{}").header("last-modified", &for_200),
+            "/ok" => Reply::json("{}").header("last-modified", &modified),
             "/gone" => Reply::json("{}")
                 .status(410)
-                .header("last-modified", &for_200),
+                .header("last-modified", &modified),
             _ => Reply::json("{}")
                 .status(302)
                 .header("location", "/ok")
-                .header("last-modified", &for_200),
+                .header("last-modified", &modified),
         })
         .await;
         let folio = rfc(&upstream).await;
@@ -177,7 +176,6 @@ mod freshness {
             "MISS",
             "302 needs explicit freshness"
         );
-        let _ = modified;
     }
 }
 

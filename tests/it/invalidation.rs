@@ -9,8 +9,8 @@ use folio::{PolicySet, Settings};
 
 use crate::bookstore;
 use crate::support::{
-    Folio, FolioProcess, Reply, TestCluster, TestRedis, TestUpstream, admin_post, eventually, get,
-    send, settings,
+    Folio, FolioProcess, Reply, TestCluster, TestRedis, TestUpstream, eventually, get, send,
+    settings,
 };
 
 /// The bound within which every instance must stop serving a purged entry.
@@ -637,7 +637,6 @@ async fn purges_of_many_entries_stay_cheap() {
             "MISS"
         );
     }
-    let _ = admin_post;
 }
 
 #[tokio::test]

@@ -592,7 +592,6 @@ mod warming {
             "HIT",
             "the first user finds it cached"
         );
-        let _ = folio;
     }
 
     #[tokio::test]

@@ -21,15 +21,7 @@ fn policy_dir(name: &str, files: &[(&str, &str)]) -> PathBuf {
     dir
 }
 
-const OPERATORS_FORMAT: &str = r#""/api/v1/products":
-  cache_ttl: 5m
-  cache_key: "tenant_id + query_params"
-  invalidate_on: ["product_update", "inventory_change"]
-"/api/v1/products/{id}":
-  cache_ttl: 1h
-  cache_key: "tenant_id + product_id"
-  invalidate_on: ["product_update"]
-"#;
+const OPERATORS_FORMAT: &str = include_str!("../fixtures/operators.yaml");
 
 #[test]
 fn the_operators_yaml_checks_clean() {

@@ -1,17 +1,8 @@
 use super::*;
 use crate::policy::PolicySet;
 
-const OPERATORS_FORMAT: &str = r#"
-"/api/v1/products":
-  cache_ttl: 5m
-  cache_key: "tenant_id + query_params"
-  invalidate_on: ["product_update", "inventory_change"]
-
-"/api/v1/products/{id}":
-  cache_ttl: 1h
-  cache_key: "tenant_id + product_id"
-  invalidate_on: ["product_update"]
-"#;
+/// Shared with the CLI test, so both check the same text.
+const OPERATORS_FORMAT: &str = include_str!("../../../tests/fixtures/operators.yaml");
 
 fn errors(text: &str) -> Vec<String> {
     match PolicySet::from_yaml("p.yaml", text) {
