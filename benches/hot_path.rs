@@ -82,12 +82,8 @@ fn entries(c: &mut Criterion) {
 }
 
 fn l1(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let hit = runtime.block_on(L1Hit::new());
-    c.bench_function("L1 hit", |b| b.to_async(&runtime).iter(|| hit.hit()));
+    let hit = L1Hit::new();
+    c.bench_function("L1 hit", |b| b.iter(|| hit.hit()));
 }
 
 criterion_group!(benches, keys, routes, entries, l1);

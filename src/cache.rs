@@ -61,7 +61,7 @@ impl Cache {
         now: SystemTime,
     ) -> Option<(Arc<Entry>, Layer)> {
         if let Some(l1) = &self.l1
-            && let Some(entry) = l1.get(key).await
+            && let Some(entry) = l1.get(key, now)
         {
             return Some((entry, Layer::L1));
         }
@@ -71,7 +71,7 @@ impl Cache {
             return None;
         }
         if let Some(l1) = &self.l1 {
-            l1.insert(*key, Arc::clone(&entry)).await;
+            l1.insert(*key, Arc::clone(&entry));
         }
         Some((entry, Layer::L2))
     }
@@ -86,21 +86,21 @@ impl Cache {
             l2.put(&key, &entry, ttl);
         }
         if let Some(l1) = &self.l1 {
-            l1.insert(key, entry).await;
+            l1.insert(key, entry);
         }
     }
 
     /// Removes `key` from this instance's L1 only (another instance told us).
-    pub(crate) async fn remove_local(&self, key: &CacheKey) -> bool {
+    pub(crate) fn remove_local(&self, key: &CacheKey) -> bool {
         match &self.l1 {
-            Some(l1) => l1.remove(key).await,
+            Some(l1) => l1.remove(key),
             None => false,
         }
     }
 
     /// Removes `key` from L1 and L2; whether any tier held it.
     pub(crate) async fn remove(&self, key: &CacheKey) -> bool {
-        let local = self.remove_local(key).await;
+        let local = self.remove_local(key);
         let shared = match &self.l2 {
             Some(l2) => l2.remove(key).await,
             None => false,
@@ -109,11 +109,8 @@ impl Cache {
     }
 
     /// L1's bytes in use, entries and capacity, when L1 is on.
-    pub(crate) async fn l1_usage(&self) -> Option<(u64, u64, u64)> {
-        match &self.l1 {
-            Some(l1) => Some(l1.usage().await),
-            None => None,
-        }
+    pub(crate) fn l1_usage(&self) -> Option<(u64, u64, u64)> {
+        self.l1.as_ref().map(L1::usage)
     }
 
     /// The shared tier, for the invalidation bus.

@@ -5,9 +5,9 @@
 //! away without finishing (its client hung up) publishes `Abandoned`, so
 //! followers never wait forever; they then fetch for themselves.
 //!
-//! This is separate from moka's `get_with` coalescing on purpose: the outcome
-//! of a fetch is often not something to cache (an error, a `no-store`), and
-//! moka would cache whatever the init future returns.
+//! This is separate from a cache's own get-or-insert coalescing on purpose:
+//! the outcome of a fetch is often not something to cache (an error, a
+//! `no-store`), and such APIs store whatever the init future returns.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};

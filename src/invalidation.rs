@@ -80,12 +80,13 @@ impl Invalidator {
             return Verdict::Valid;
         }
         let hex = key.hex();
+        let tags: Vec<&str> = entry.tags().collect();
         let covered = Covered {
-            tags: &entry.tags,
-            path: &entry.path,
+            tags: &tags,
+            path: entry.path(),
             key: &hex,
         };
-        self.marks.verdict(&entry.tenant, &covered, requested_at)
+        self.marks.verdict(entry.tenant(), &covered, requested_at)
     }
 
     /// Applies `marks` here and tells every other instance.
@@ -222,7 +223,7 @@ impl Invalidator {
             if let Scope::Key(hex) = &mark.scope
                 && let Some(key) = CacheKey::from_hex(hex)
             {
-                self.cache.remove_local(&key).await;
+                self.cache.remove_local(&key);
             }
         }
     }

@@ -7,7 +7,7 @@
 //! - `policy`: endpoint policies from YAML, route matching;
 //! - `settings`: process settings, where the tenant comes from;
 //! - `key`: the cache key;
-//! - `cache`: the tiers (`l1` moka, `l2` Redis) and the stored `entry`;
+//! - `cache`: the tiers (`l1` in process, `l2` Redis) and the stored `entry`;
 //! - `flight`: one upstream fetch per key;
 //! - `invalidation`: purge marks, checked on every read and shared by every
 //!   instance through Redis; `admin`: the purge and event API; `rewarm`:
@@ -314,7 +314,7 @@ pub mod bench {
     use bytes::Bytes;
     use http::{HeaderMap, HeaderValue, Method, StatusCode};
 
-    use crate::cache::entry::Entry;
+    use crate::cache::entry::{Entry, EntryParts};
     use crate::key::CacheKey;
     use crate::metrics::Metrics;
     use crate::policy::PolicySet;
@@ -339,9 +339,9 @@ pub mod bench {
         policies.match_request(&Method::GET, path).is_some()
     }
 
-    /// A stored entry with a body of `len` bytes.
+    /// A response to store, with a body of `len` bytes.
     #[derive(Debug, Clone)]
-    pub struct StoredEntry(Entry);
+    pub struct StoredEntry(EntryParts);
 
     impl StoredEntry {
         pub fn new(len: usize) -> Self {
@@ -349,7 +349,7 @@ pub mod bench {
             let mut headers = HeaderMap::new();
             headers.insert("content-type", HeaderValue::from_static("application/json"));
             headers.insert("via", HeaderValue::from_static("1.1 folio"));
-            Self(Entry {
+            Self(EntryParts {
                 status: StatusCode::OK,
                 headers,
                 body: Bytes::from(vec![b'x'; len]),
@@ -373,12 +373,19 @@ pub mod bench {
             })
         }
 
+        /// The encoding (what L2 stores and L1 keeps).
         pub fn encode(&self) -> Bytes {
-            self.0.encode()
+            self.0.encode().unwrap_or_default()
         }
 
         pub fn decode(bytes: Bytes) -> bool {
             Entry::decode(bytes).is_some()
+        }
+
+        fn sealed(&self) -> Entry {
+            self.0
+                .seal()
+                .unwrap_or_else(|| panic!("a bench entry fits the encoding"))
         }
     }
 
@@ -389,19 +396,25 @@ pub mod bench {
         key: CacheKey,
     }
 
+    impl Default for L1Hit {
+        fn default() -> Self {
+            Self::new()
+        }
+    }
+
     impl L1Hit {
-        pub async fn new() -> Self {
+        pub fn new() -> Self {
             let l1 = crate::cache::l1::L1::new(64 << 20, Arc::new(Metrics::new(1)));
             let policies = PolicySet::from_yaml("bench.yaml", "\"/p/{id}\":\n  cache_ttl: 1h\n")
                 .unwrap_or_else(|e| panic!("{e}"));
             let key_bytes = key(&policies, "acme", "/p/1", None, &HeaderMap::new());
             let key = CacheKey::from_bytes(key_bytes);
-            l1.insert(key, Arc::new(StoredEntry::new(1024).0)).await;
+            l1.insert(key, Arc::new(StoredEntry::new(1024).sealed()));
             Self { l1, key }
         }
 
-        pub async fn hit(&self) -> bool {
-            self.l1.get(&self.key).await.is_some()
+        pub fn hit(&self) -> bool {
+            self.l1.get(&self.key, SystemTime::now()).is_some()
         }
     }
 }

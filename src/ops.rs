@@ -12,7 +12,7 @@ use crate::proxy::State;
 
 /// The Prometheus text exposition, with gauges read now.
 pub(crate) async fn metrics_text(state: &State) -> String {
-    let (bytes, entries, capacity) = state.cache.l1_usage().await.unwrap_or((0, 0, 0));
+    let (bytes, entries, capacity) = state.cache.l1_usage().unwrap_or((0, 0, 0));
     state.metrics.render(&[
         ("folio_l1_bytes", "Bytes of entries in L1.", bytes as f64),
         ("folio_l1_entries", "Entries in L1.", entries as f64),
@@ -174,7 +174,7 @@ pub(crate) async fn health(state: &State, t: &HealthThresholds) -> (Level, Value
     let level = if upstream { Level::Ok } else { Level::Critical };
     check("upstream", level, json!({ "reachable": upstream }));
 
-    match state.cache.l1_usage().await {
+    match state.cache.l1_usage() {
         Some((bytes, entries, capacity)) => {
             let fill = ratio(bytes, capacity);
             check(
@@ -235,7 +235,7 @@ pub(crate) async fn stats(state: &State) -> Value {
             Value::from(window.by_result[i] as f64 / window.seconds),
         );
     }
-    let (bytes, entries, capacity) = state.cache.l1_usage().await.unwrap_or((0, 0, 0));
+    let (bytes, entries, capacity) = state.cache.l1_usage().unwrap_or((0, 0, 0));
     let redis = match redis_ping(state).await {
         None => json!({ "configured": false }),
         Some((reachable, latency_ms)) => {

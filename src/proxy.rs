@@ -32,7 +32,7 @@ use hyper::body::Incoming;
 use tracing::{Level, info, warn};
 
 use crate::body::Body;
-use crate::cache::entry::Entry;
+use crate::cache::entry::{Entry, EntryParts};
 use crate::cache::{Cache, Layer};
 use crate::error::ProxyError;
 use crate::flight::{Flights, Outcome, Role};
@@ -232,22 +232,22 @@ async fn serve(
     let mut stale = None;
     if let Some((entry, layer)) = found {
         let verdict = state.invalidator.verdict(&key, &entry);
-        if *entry.tenant != *tenant {
+        if entry.tenant() != tenant {
             // Cannot happen short of a SHA-256 collision; never serve it.
         } else if verdict == Verdict::Purged {
-            state.cache.remove_local(&key).await; // free the memory; L2 expires by itself
+            state.cache.remove_local(&key); // free the memory; L2 expires by itself
         } else if !entry.vary_matches(&parts.headers) {
             forward = Forward::VaryMiss;
-        } else if authorization && !entry.shared_ok {
+        } else if authorization && !entry.shared_ok() {
             forward = Forward::Request;
         } else {
             let facts = Stored {
                 age: entry.age(now),
                 lifetime: entry.lifetime(),
-                stale_while_revalidate: entry.stale_while_revalidate,
-                revalidate: entry.revalidate,
-                no_stale: entry.no_stale,
-                immutable: entry.immutable,
+                stale_while_revalidate: entry.stale_while_revalidate(),
+                revalidate: entry.revalidate(),
+                no_stale: entry.no_stale(),
+                immutable: entry.immutable(),
             };
             let mut usable = asked.allows(&facts);
             if verdict == Verdict::Stale && usable == Use::Fresh {
@@ -325,7 +325,7 @@ async fn lookup(
     now: SystemTime,
 ) -> (CacheKey, Option<(Arc<Entry>, Layer)>, bool) {
     match state.cache.lookup(&primary, now).await {
-        Some((index, _)) if index.vary_index => {
+        Some((index, _)) if index.vary_index() => {
             let variant = primary.variant(&index.vary_names(), headers);
             (variant, state.cache.lookup(&variant, now).await, true)
         }
@@ -606,11 +606,11 @@ async fn fetch(state: &State, fill: &Fill) -> Result<Fetched, ProxyError> {
         headers.remove(name);
     }
     if let Some(stale) = fill.stale.as_ref().filter(|_| !fill.head) {
-        if stale.upstream_etag {
-            headers.insert(header::IF_NONE_MATCH, stale.etag.clone());
+        if stale.upstream_etag() {
+            headers.insert(header::IF_NONE_MATCH, stale.etag());
         }
-        if let Some(modified) = stale.headers.get(header::LAST_MODIFIED) {
-            headers.insert(header::IF_MODIFIED_SINCE, modified.clone());
+        if let Some(modified) = stale.header(&header::LAST_MODIFIED) {
+            headers.insert(header::IF_MODIFIED_SINCE, modified);
         }
     }
     let method = if fill.head { Method::HEAD } else { Method::GET };
@@ -646,22 +646,22 @@ async fn fetch(state: &State, fill: &Fill) -> Result<Fetched, ProxyError> {
         // RFC 9111 §4.3.4: the 304's fields replace the stored ones.
         let merged = merge_not_modified(stale, &head.headers);
         return Ok(
-            match freshness::decide(&fill.policy, asked, stale.status, &merged, now, state.cdn) {
+            match freshness::decide(&fill.policy, asked, stale.status(), &merged, now, state.cdn) {
                 Ok(storage) => {
                     let entry = make_entry(
                         fill,
-                        stale.status,
+                        stale.status(),
                         merged,
-                        stale.body.clone(),
+                        stale.body(),
                         &storage,
                         requested_at,
                         now,
                     );
-                    Fetched::Entry(Arc::new(entry), true)
+                    sealed(entry, true)
                 }
                 Err(reason) => {
-                    let mut response = Response::new(Body::full(stale.body.clone()));
-                    *response.status_mut() = stale.status;
+                    let mut response = Response::new(Body::full(stale.body()));
+                    *response.status_mut() = stale.status();
                     *response.headers_mut() = merged;
                     Fetched::Response(response, reason)
                 }
@@ -718,7 +718,23 @@ async fn fetch(state: &State, fill: &Fill) -> Result<Fetched, ProxyError> {
                 requested_at,
                 now,
             );
-            Ok(Fetched::Entry(Arc::new(entry.compact()), false))
+            Ok(sealed(entry, false))
+        }
+    }
+}
+
+/// The entry to store and share; or, for the rare answer its encoding cannot
+/// hold (a header name or tag over 64 KiB), a response for this client only.
+fn sealed(parts: EntryParts, revalidated: bool) -> Fetched {
+    match parts.seal() {
+        Some(entry) => Fetched::Entry(Arc::new(entry), revalidated),
+        None => {
+            let mut headers = parts.headers;
+            headers.insert(header::ETAG, parts.etag);
+            let mut response = Response::new(Body::full(parts.body));
+            *response.status_mut() = parts.status;
+            *response.headers_mut() = headers;
+            Fetched::Response(response, NotStored::TooLarge)
         }
     }
 }
@@ -727,12 +743,12 @@ async fn fetch(state: &State, fill: &Fill) -> Result<Fetched, ProxyError> {
 /// ETag, or without ETags the same Last-Modified (RFC 9111 §4.3.5).
 fn same_validators(stale: &Entry, fresh: &HeaderMap) -> bool {
     match fresh.get(header::ETAG) {
-        Some(etag) => stale.upstream_etag && *etag == stale.etag,
+        Some(etag) => stale.upstream_etag() && etag.as_bytes() == stale.etag_bytes(),
         None => {
-            !stale.upstream_etag
+            !stale.upstream_etag()
                 && fresh
                     .get(header::LAST_MODIFIED)
-                    .is_some_and(|lm| stale.headers.get(header::LAST_MODIFIED) == Some(lm))
+                    .is_some_and(|lm| stale.header(&header::LAST_MODIFIED).as_ref() == Some(lm))
         }
     }
 }
@@ -740,9 +756,9 @@ fn same_validators(stale: &Entry, fresh: &HeaderMap) -> bool {
 /// The stored headers updated with a 304's (RFC 9111 §4.3.4), the stored
 /// ETag put back where the upstream gave one.
 fn merge_not_modified(stale: &Entry, fresh: &HeaderMap) -> HeaderMap {
-    let mut merged = stale.headers.clone();
-    if stale.upstream_etag {
-        merged.insert(header::ETAG, stale.etag.clone());
+    let mut merged = stale.headers(fresh.len() + 1);
+    if stale.upstream_etag() {
+        merged.insert(header::ETAG, stale.etag());
     }
     for name in fresh.keys() {
         if *name == header::CONTENT_LENGTH {
@@ -764,7 +780,7 @@ fn make_entry(
     storage: &Storage,
     requested_at: SystemTime,
     now: SystemTime,
-) -> Entry {
+) -> EntryParts {
     for name in [
         header::AGE,
         header::DATE,
@@ -799,17 +815,11 @@ fn make_entry(
         })
         .collect();
     let lifetime = storage.lifetime;
-    // Bodies and header values read by hyper can be slices of its connection
-    // buffer; a stored entry owns exact-size copies, so it never pins a whole
-    // read buffer (8 KiB or more) for a 1 KB answer.
-    let body = Bytes::copy_from_slice(&body);
-    let headers = owned(&headers);
-    Entry {
+    EntryParts {
         status,
         headers,
         etag: upstream_etag
-            .as_ref()
-            .and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok())
+            .clone()
             .unwrap_or_else(|| freshness::etag_for(&body)),
         body,
         requested_at,
@@ -829,17 +839,6 @@ fn make_entry(
         vary_index: false,
         immutable: storage.immutable,
     }
-}
-
-/// A copy of `headers` whose values share no buffer with anything else.
-fn owned(headers: &HeaderMap) -> HeaderMap {
-    let mut copy = HeaderMap::with_capacity(headers.len());
-    for (name, value) in headers {
-        if let Ok(value) = HeaderValue::from_bytes(value.as_bytes()) {
-            copy.append(name.clone(), value);
-        }
-    }
-    copy
 }
 
 /// Headers in which upstreams name an answer's tags (Fastly, Cloudflare,
@@ -891,7 +890,7 @@ async fn fill_and_respond(
         {
             Some(Outcome::Shared(entry))
                 if entry.vary_matches(&parts.headers)
-                    && (!fill.authorization || entry.shared_ok) =>
+                    && (!fill.authorization || entry.shared_ok()) =>
             {
                 state
                     .metrics
@@ -987,7 +986,7 @@ async fn store_unless_purged(
     if state.invalidator.verdict(&fill.key, entry) != Verdict::Valid {
         return false;
     }
-    if entry.vary.is_empty() {
+    if !entry.has_vary() {
         state
             .cache
             .store(fill.primary, Arc::clone(entry), now)
@@ -995,10 +994,9 @@ async fn store_unless_purged(
     } else {
         let variant = fill.primary.variant(&entry.vary_names(), &fill.headers);
         state.cache.store(variant, Arc::clone(entry), now).await;
-        state
-            .cache
-            .store(fill.primary, Arc::new(entry.index()), now)
-            .await;
+        if let Some(index) = entry.index() {
+            state.cache.store(fill.primary, Arc::new(index), now).await;
+        }
     }
     true
 }
@@ -1049,7 +1047,7 @@ pub(crate) async fn refetch(state: &Arc<State>, fill: Fill) -> bool {
     if let Some((_, Some((entry, _)), _)) =
         Some(lookup(state, fill.primary, &fill.headers, now).await)
         && entry.age(now) < entry.lifetime()
-        && !entry.revalidate
+        && !entry.revalidate()
         && state.invalidator.verdict(&fill.key, &entry) == Verdict::Valid
     {
         leader.finish(Outcome::Shared(entry));
@@ -1076,6 +1074,11 @@ pub(crate) async fn refetch(state: &Arc<State>, fill: Fill) -> bool {
     }
 }
 
+/// Headers `respond` may add to the stored ones: ETag, Cache-Control,
+/// CDN-Cache-Control, Age, X-Cache, X-Cache-Layer, Cache-Status,
+/// Accept-Ranges and a Content-Range or Content-Length.
+const RESPONSE_HEADERS_ADDED: usize = 9;
+
 /// An answer from a stored entry: 304 when the client's conditional matches,
 /// 206 for a satisfiable byte range, else the stored response (without body
 /// for HEAD).
@@ -1086,8 +1089,9 @@ fn respond(
     served: Served,
     now: SystemTime,
 ) -> Response<Body> {
-    let mut headers = entry.headers.clone();
-    headers.insert(header::ETAG, entry.etag.clone());
+    // Room for what is added below without growing the map.
+    let mut headers = entry.headers(RESPONSE_HEADERS_ADDED);
+    let etag = entry.etag();
     if let Some(cache_control) = &policy.cache_control {
         headers.insert(header::CACHE_CONTROL, cache_control.clone());
     }
@@ -1099,17 +1103,14 @@ fn respond(
         Served::Miss {
             revalidated: true, ..
         } => Some(304),
-        Served::Miss { .. } => Some(entry.status.as_u16()),
+        Served::Miss { .. } => Some(entry.status().as_u16()),
         _ => None,
     };
     served.annotate(&mut headers, Some(entry.ttl_secs(now)), forwarded);
 
-    let (status, body) = if entry.status.is_success()
-        && freshness::not_modified(
-            &request.headers,
-            &entry.etag,
-            entry.headers.get(header::LAST_MODIFIED),
-        ) {
+    let (status, body) = if entry.status().is_success()
+        && freshness::not_modified(&request.headers, &etag, headers.get(header::LAST_MODIFIED))
+    {
         for name in [
             header::CONTENT_LENGTH,
             header::CONTENT_TYPE,
@@ -1121,13 +1122,13 @@ fn respond(
     } else if let Some(range) = requested_range(request, entry) {
         match range {
             Ok((start, end)) => {
-                let len = entry.body.len();
+                let len = entry.body_len();
                 if let Ok(value) = HeaderValue::from_str(&format!("bytes {start}-{end}/{len}")) {
                     headers.insert(header::CONTENT_RANGE, value);
                 }
                 (
                     StatusCode::PARTIAL_CONTENT,
-                    Body::full(entry.body.slice(start..=end)),
+                    Body::full(entry.body().slice(start..=end)),
                 )
             }
             Err(len) => {
@@ -1139,12 +1140,13 @@ fn respond(
             }
         }
     } else if request.method == Method::HEAD {
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(entry.body.len()));
-        (entry.status, Body::Empty)
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(entry.body_len()));
+        (entry.status(), Body::Empty)
     } else {
-        (entry.status, Body::full(entry.body.clone()))
+        (entry.status(), Body::full(entry.body()))
     };
-    if entry.status == StatusCode::OK {
+    headers.insert(header::ETAG, etag);
+    if entry.status() == StatusCode::OK {
         headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     }
     let mut response = Response::new(body);
@@ -1157,7 +1159,7 @@ fn respond(
 /// to send the whole body (no range, several ranges, an unparsable one, or
 /// an `If-Range` that does not match); `Err(len)` when unsatisfiable.
 fn requested_range(request: &Parts, entry: &Entry) -> Option<Result<(usize, usize), usize>> {
-    if request.method != Method::GET || entry.status != StatusCode::OK {
+    if request.method != Method::GET || entry.status() != StatusCode::OK {
         return None;
     }
     let spec = request.headers.get(header::RANGE)?.to_str().ok()?.trim();
@@ -1169,12 +1171,11 @@ fn requested_range(request: &Parts, entry: &Entry) -> Option<Result<(usize, usiz
         // A strong ETag match, or the exact Last-Modified date.
         let matches = if condition.starts_with('"') {
             !condition.starts_with("W/")
-                && entry.upstream_etag
-                && entry.etag.as_bytes() == condition.as_bytes()
+                && entry.upstream_etag()
+                && entry.etag_bytes() == condition.as_bytes()
         } else {
             entry
-                .headers
-                .get(header::LAST_MODIFIED)
+                .header(&header::LAST_MODIFIED)
                 .is_some_and(|lm| lm.as_bytes() == condition.as_bytes())
         };
         if !matches {
@@ -1185,7 +1186,7 @@ fn requested_range(request: &Parts, entry: &Entry) -> Option<Result<(usize, usiz
     if ranges.contains(',') {
         return None;
     }
-    let len = entry.body.len();
+    let len = entry.body_len();
     let (first, last) = ranges.trim().split_once('-')?;
     let (start, end) = match (first.trim(), last.trim()) {
         ("", suffix) => {

@@ -57,8 +57,9 @@ impl Hot {
             .iter()
             .filter(|(key, (_, fill))| {
                 let hex = key.hex();
+                let tags: Vec<&str> = fill.tags.iter().map(|t| &**t).collect();
                 let what = Covered {
-                    tags: &fill.tags,
+                    tags: &tags,
                     path: &fill.path,
                     key: &hex,
                 };

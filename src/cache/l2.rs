@@ -200,7 +200,7 @@ impl L2 {
         let this = self.clone();
         let cmd = redis::cmd("SET")
             .arg(self.redis_key(key))
-            .arg(entry.encode().as_ref())
+            .arg(entry.encoded().as_ref())
             .arg("PX")
             .arg(ttl_ms)
             .clone();

@@ -56,7 +56,7 @@ impl Mark {
         }
         match &self.scope {
             Scope::All => true,
-            Scope::Tag(tag) => entry.tags.contains(tag),
+            Scope::Tag(tag) => entry.tags.contains(&&**tag),
             Scope::Path(path) => **path == *entry.path,
             Scope::Prefix(prefix) => entry.path.starts_with(&**prefix),
             Scope::Key(key) => **key == *entry.key,
@@ -143,7 +143,7 @@ impl TenantMarks {
             }
         };
         for tag in tags {
-            if let Some(times) = self.tags.get(tag) {
+            if let Some(times) = self.tags.get(*tag) {
                 consider(times.verdict(requested_at));
             }
         }
@@ -185,7 +185,7 @@ impl TenantMarks {
 /// What an entry can be purged by, besides its tenant.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Covered<'a> {
-    pub(crate) tags: &'a [Box<str>],
+    pub(crate) tags: &'a [&'a str],
     pub(crate) path: &'a str,
     /// The entry's key in hex.
     pub(crate) key: &'a str,
@@ -292,12 +292,12 @@ mod tests {
         }
     }
 
-    fn tags(list: &[&str]) -> Vec<Box<str>> {
-        list.iter().map(|t| (*t).into()).collect()
+    fn tags<'a>(list: &[&'a str]) -> Vec<&'a str> {
+        list.to_vec()
     }
 
     /// The verdict for an entry with these tags and path and key "k".
-    fn check(marks: &Marks, tenant: &str, tags: &[Box<str>], path: &str, at: u64) -> Verdict {
+    fn check(marks: &Marks, tenant: &str, tags: &[&str], path: &str, at: u64) -> Verdict {
         marks.verdict(
             tenant,
             &Covered {
