@@ -55,29 +55,25 @@ impl Cache {
 
     /// The entry for `key`, whether fresh or not (the caller decides), and the
     /// tier it came from. Entries past every window are not returned.
-    pub(crate) async fn lookup(
-        &self,
-        key: &CacheKey,
-        now: SystemTime,
-    ) -> Option<(Arc<Entry>, Layer)> {
+    pub(crate) async fn lookup(&self, key: &CacheKey, now: SystemTime) -> Option<(Entry, Layer)> {
         if let Some(l1) = &self.l1
             && let Some(entry) = l1.get(key, now)
         {
             return Some((entry, Layer::L1));
         }
         let l2 = self.l2.as_ref()?;
-        let entry = Arc::new(l2.get(key).await?);
+        let entry = l2.get(key).await?;
         if entry.retain_for(now).is_zero() {
             return None;
         }
         if let Some(l1) = &self.l1 {
-            l1.insert(*key, Arc::clone(&entry));
+            l1.insert(*key, entry.clone());
         }
         Some((entry, Layer::L2))
     }
 
     /// Stores `entry` in L1 now and in L2 in the background.
-    pub(crate) async fn store(&self, key: CacheKey, entry: Arc<Entry>, now: SystemTime) {
+    pub(crate) async fn store(&self, key: CacheKey, entry: Entry, now: SystemTime) {
         let ttl = entry.retain_for(now);
         if ttl.is_zero() {
             return;

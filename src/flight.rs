@@ -23,7 +23,7 @@ use crate::key::CacheKey;
 #[derive(Debug, Clone)]
 pub(crate) enum Outcome {
     /// A response every follower may be given.
-    Shared(Arc<Entry>),
+    Shared(Entry),
     /// The upstream could not be reached or timed out.
     Failed(ProxyError),
     /// A response for the leader's client only (e.g. `private`, too large):
@@ -155,7 +155,7 @@ mod tests {
             "other keys fly alone"
         );
         let waiting = tokio::spawn(follower.wait(Duration::from_secs(5)));
-        leader.finish(Outcome::Shared(Arc::new(sample(b"x"))));
+        leader.finish(Outcome::Shared(sample(b"x")));
         assert!(matches!(waiting.await.unwrap(), Some(Outcome::Shared(_))));
         assert!(
             matches!(flights.join(key(1)), Role::Leader(_)),

@@ -409,7 +409,7 @@ pub mod bench {
                 .unwrap_or_else(|e| panic!("{e}"));
             let key_bytes = key(&policies, "acme", "/p/1", None, &HeaderMap::new());
             let key = CacheKey::from_bytes(key_bytes);
-            l1.insert(key, Arc::new(StoredEntry::new(1024).sealed()));
+            l1.insert(key, StoredEntry::new(1024).sealed());
             Self { l1, key }
         }
 

@@ -15,6 +15,9 @@ use folio::config::Config;
 use folio::{PolicySet, Settings, TenantSource, parse_duration, parse_size};
 use tracing_subscriber::EnvFilter;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A caching reverse proxy for read-heavy JSON APIs.
 #[derive(Debug, Parser)]
 #[command(version, args_conflicts_with_subcommands = true)]

@@ -323,7 +323,7 @@ async fn lookup(
     primary: CacheKey,
     headers: &HeaderMap,
     now: SystemTime,
-) -> (CacheKey, Option<(Arc<Entry>, Layer)>, bool) {
+) -> (CacheKey, Option<(Entry, Layer)>, bool) {
     match state.cache.lookup(&primary, now).await {
         Some((index, _)) if index.vary_index() => {
             let variant = primary.variant(&index.vary_names(), headers);
@@ -506,7 +506,7 @@ pub(crate) struct Fill {
     client: IpAddr,
     /// The stale entry being revalidated: its validators go upstream, and a
     /// 304 refreshes it.
-    stale: Option<Arc<Entry>>,
+    stale: Option<Entry>,
     authorization: bool,
     no_store: bool,
     /// A HEAD revalidating a stale entry: ask with HEAD (RFC 9111 §4.3.5).
@@ -523,7 +523,7 @@ impl Fill {
         params: &[(&str, &str)],
         parts: &Parts,
         client: IpAddr,
-        stale: Option<&Arc<Entry>>,
+        stale: Option<&Entry>,
     ) -> Self {
         Self {
             policy: Arc::clone(policy),
@@ -586,7 +586,7 @@ fn render_tags(policy: &Policy, params: &[(&str, &str)], query: Option<&str>) ->
 enum Fetched {
     /// Stored-worthy: an entry every waiting request may get. `true` when
     /// a stale entry was revalidated (304) rather than fetched anew.
-    Entry(Arc<Entry>, bool),
+    Entry(Entry, bool),
     /// Not to be stored; the response goes to this client only.
     Response(Response<Body>, NotStored),
 }
@@ -727,7 +727,7 @@ async fn fetch(state: &State, fill: &Fill) -> Result<Fetched, ProxyError> {
 /// hold (a header name or tag over 64 KiB), a response for this client only.
 fn sealed(parts: EntryParts, revalidated: bool) -> Fetched {
     match parts.seal() {
-        Some(entry) => Fetched::Entry(Arc::new(entry), revalidated),
+        Some(entry) => Fetched::Entry(entry, revalidated),
         None => {
             let mut headers = parts.headers;
             headers.insert(header::ETAG, parts.etag);
@@ -873,7 +873,7 @@ async fn fill_and_respond(
     parts: &Parts,
     fill: Fill,
     forward: Forward,
-    stale: Option<(Arc<Entry>, Layer)>,
+    stale: Option<(Entry, Layer)>,
 ) -> Response<Body> {
     let miss = |stored, collapsed, revalidated, detail| Served::Miss {
         forward,
@@ -926,7 +926,7 @@ async fn fill_and_respond(
                 return respond(parts, &fill.policy, &entry, served, now);
             }
             if let Some(leader) = leader {
-                leader.finish(Outcome::Shared(Arc::clone(&entry)));
+                leader.finish(Outcome::Shared(entry.clone()));
             }
             respond(
                 parts,
@@ -977,25 +977,17 @@ async fn fill_and_respond(
 /// being fetched (the generation check that keeps purged data out). An
 /// entry with `Vary` goes under its variant's key, with an index under the
 /// primary key naming the headers that pick the variant.
-async fn store_unless_purged(
-    state: &State,
-    fill: &Fill,
-    entry: &Arc<Entry>,
-    now: SystemTime,
-) -> bool {
+async fn store_unless_purged(state: &State, fill: &Fill, entry: &Entry, now: SystemTime) -> bool {
     if state.invalidator.verdict(&fill.key, entry) != Verdict::Valid {
         return false;
     }
     if !entry.has_vary() {
-        state
-            .cache
-            .store(fill.primary, Arc::clone(entry), now)
-            .await;
+        state.cache.store(fill.primary, entry.clone(), now).await;
     } else {
         let variant = fill.primary.variant(&entry.vary_names(), &fill.headers);
-        state.cache.store(variant, Arc::clone(entry), now).await;
+        state.cache.store(variant, entry.clone(), now).await;
         if let Some(index) = entry.index() {
-            state.cache.store(fill.primary, Arc::new(index), now).await;
+            state.cache.store(fill.primary, index, now).await;
         }
     }
     true
@@ -1009,7 +1001,7 @@ fn is_upstream_failure(status: StatusCode) -> bool {
 fn stale_or_error(
     parts: &Parts,
     policy: &Policy,
-    stale: Option<(Arc<Entry>, Layer)>,
+    stale: Option<(Entry, Layer)>,
     error: &ProxyError,
     forward: Forward,
 ) -> Response<Body> {

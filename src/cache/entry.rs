@@ -1,10 +1,10 @@
 //! The stored entry: one response as every tier keeps it.
 //!
-//! An [`Entry`] *is* its encoding, the exact bytes L2 stores, plus the fixed
-//! fields and the offsets of the variable ones, read once when it is sealed
-//! or decoded. Headers, tags and body share that one buffer, so an entry in
-//! L1 costs its bytes and about a hundred more, and moving it between tiers
-//! converts nothing. [`EntryParts`] is the same response field by field, to
+//! An [`Entry`] *is* its encoding, the exact bytes L2 stores, plus the
+//! offsets of its variable parts, found once when it is sealed or decoded.
+//! Fields, headers, tags and body share that one buffer, an entry is cheap
+//! to clone (a reference count), an entry in L1 costs its bytes and about
+//! 150 more, and moving it between tiers converts nothing. [`EntryParts`] is the same response field by field, to
 //! build one.
 //!
 //! Layout (all integers little-endian), version 1:
@@ -27,8 +27,16 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 const VERSION: u8 = 1;
 
-/// Where the ETag starts: right after the fixed-size fields.
-const ETAG_AT: usize = 1 + 2 + 1 + 8 * 3 + 4 * 3;
+/// Where each fixed-size field lies in the encoding, and the ETag after them.
+const STATUS_AT: usize = 1;
+const FLAGS_AT: usize = 3;
+const REQUESTED_AT_AT: usize = 4;
+const STORED_AT_AT: usize = 12;
+const FRESH_UNTIL_AT: usize = 20;
+const INITIAL_AGE_AT: usize = 28;
+const SWR_AT: usize = 32;
+const SIE_AT: usize = 36;
+const ETAG_AT: usize = 40;
 
 /// How long past its freshness an entry is kept: to be revalidated with a
 /// conditional request rather than fetched again, or served to clients that
@@ -45,9 +53,9 @@ const VARY_INDEX: u8 = 16;
 const IMMUTABLE: u8 = 32;
 
 /// Memory an entry costs beyond its encoding, for L1's weigher: the
-/// [`Entry`] in its `Arc`, its slot in L1's table and the allocator's
-/// headers.
-const ENTRY_OVERHEAD: usize = 192;
+/// [`Entry`] in its slot in L1's table, the buffer's shared count and the
+/// allocator's headers.
+const ENTRY_OVERHEAD: usize = 160;
 
 /// One response to store, field by field; [`EntryParts::seal`] makes the
 /// [`Entry`] the tiers keep.
@@ -181,26 +189,15 @@ impl EntryParts {
     }
 }
 
-/// One cached response, as every tier keeps it: its encoding, with the
-/// fixed fields and the offsets of the variable ones read out.
+/// One cached response, as every tier keeps it: its encoding, and where
+/// the variable parts start. Cloning shares the buffer.
 #[derive(Clone)]
 pub(crate) struct Entry {
     encoded: Bytes,
-    requested_at_us: u64,
-    stored_at_ms: u64,
-    fresh_until_ms: u64,
-    initial_age_s: u32,
-    stale_while_revalidate_s: u32,
-    stale_if_error_s: u32,
-    /// Offsets into `encoded` of the variable fields (each at its length).
-    tenant_at: u32,
-    path_at: u32,
     tags_at: u32,
     vary_at: u32,
     headers_at: u32,
     body_at: u32,
-    status: StatusCode,
-    flags: u8,
 }
 
 impl Entry {
@@ -211,19 +208,11 @@ impl Entry {
         if r.u8()? != VERSION {
             return None;
         }
-        let status = StatusCode::from_u16(r.u16()?).ok()?;
-        let flags = r.u8()?;
-        let requested_at_us = r.u64()?;
-        let stored_at_ms = r.u64()?;
-        let fresh_until_ms = r.u64()?;
-        let initial_age_s = r.u32()?;
-        let stale_while_revalidate_s = r.u32()?;
-        let stale_if_error_s = r.u32()?;
+        StatusCode::from_u16(r.u16()?).ok()?;
+        r.take(ETAG_AT - FLAGS_AT)?;
         HeaderValue::from_bytes(r.str()?).ok()?;
-        let tenant_at = r.offset()?;
-        std::str::from_utf8(r.str()?).ok()?;
-        let path_at = r.offset()?;
-        std::str::from_utf8(r.str()?).ok()?;
+        std::str::from_utf8(r.str()?).ok()?; // tenant
+        std::str::from_utf8(r.str()?).ok()?; // path
         let tags_at = r.offset()?;
         for _ in 0..r.u16()? {
             std::str::from_utf8(r.str()?).ok()?;
@@ -245,21 +234,16 @@ impl Entry {
         let body_at = r.offset()?;
         Some(Self {
             encoded,
-            requested_at_us,
-            stored_at_ms,
-            fresh_until_ms,
-            initial_age_s,
-            stale_while_revalidate_s,
-            stale_if_error_s,
-            tenant_at,
-            path_at,
             tags_at,
             vary_at,
             headers_at,
             body_at,
-            status,
-            flags,
         })
+    }
+
+    /// Whether both share one buffer (the same stored entry).
+    pub(crate) fn is(&self, other: &Self) -> bool {
+        self.encoded.as_ptr() == other.encoded.as_ptr() && self.encoded.len() == other.encoded.len()
     }
 
     /// The encoding, as L2 stores it.
@@ -268,7 +252,36 @@ impl Entry {
     }
 
     pub(crate) fn status(&self) -> StatusCode {
-        self.status
+        StatusCode::from_u16(u16::from_le_bytes(self.fixed(STATUS_AT))).unwrap_or(StatusCode::OK)
+    }
+
+    fn flag(&self, bit: u8) -> bool {
+        u8::from_le_bytes(self.fixed(FLAGS_AT)) & bit != 0
+    }
+
+    fn stored_at_ms(&self) -> u64 {
+        u64::from_le_bytes(self.fixed(STORED_AT_AT))
+    }
+
+    fn fresh_until_ms(&self) -> u64 {
+        u64::from_le_bytes(self.fixed(FRESH_UNTIL_AT))
+    }
+
+    fn initial_age_s(&self) -> u32 {
+        u32::from_le_bytes(self.fixed(INITIAL_AGE_AT))
+    }
+
+    fn stale_while_revalidate_s(&self) -> u32 {
+        u32::from_le_bytes(self.fixed(SWR_AT))
+    }
+
+    fn stale_if_error_s(&self) -> u32 {
+        u32::from_le_bytes(self.fixed(SIE_AT))
+    }
+
+    /// The fixed-size field at `at` (checked present by `decode`).
+    fn fixed<const N: usize>(&self, at: usize) -> [u8; N] {
+        Reader::new(&self.encoded, at).array().unwrap_or([0; N])
     }
 
     /// The entry's ETag: the upstream's, or one computed from the body.
@@ -288,12 +301,12 @@ impl Entry {
     }
 
     pub(crate) fn tenant(&self) -> &str {
-        self.text(self.tenant_at)
+        self.text(1)
     }
 
     /// The normalized request path, for path and prefix purges.
     pub(crate) fn path(&self) -> &str {
-        self.text(self.path_at)
+        self.text(2)
     }
 
     /// The policy's tags, rendered, plus `route:<policy>` and the
@@ -389,42 +402,42 @@ impl Entry {
 
     /// `requested_at` in microseconds since the epoch, as purge marks count.
     pub(crate) fn requested_at_us(&self) -> u64 {
-        self.requested_at_us
+        u64::from_le_bytes(self.fixed(REQUESTED_AT_AT))
     }
 
     pub(crate) fn stale_while_revalidate(&self) -> Duration {
-        Duration::from_secs(self.stale_while_revalidate_s.into())
+        Duration::from_secs(self.stale_while_revalidate_s().into())
     }
 
     /// `no-cache`: validate with the upstream before every use.
     pub(crate) fn revalidate(&self) -> bool {
-        self.flags & REVALIDATE != 0
+        self.flag(REVALIDATE)
     }
 
     /// Never served stale (must-revalidate, proxy-revalidate, s-maxage).
     pub(crate) fn no_stale(&self) -> bool {
-        self.flags & NO_STALE != 0
+        self.flag(NO_STALE)
     }
 
     /// May answer requests carrying `Authorization` (RFC 9111 §3.5).
     pub(crate) fn shared_ok(&self) -> bool {
-        self.flags & SHARED_OK != 0
+        self.flag(SHARED_OK)
     }
 
     /// The ETag is the upstream's, so it can be sent back as a validator.
     pub(crate) fn upstream_etag(&self) -> bool {
-        self.flags & UPSTREAM_ETAG != 0
+        self.flag(UPSTREAM_ETAG)
     }
 
     /// Not a response: the `Vary` names say which request headers pick the
     /// variant, stored under its own key.
     pub(crate) fn vary_index(&self) -> bool {
-        self.flags & VARY_INDEX != 0
+        self.flag(VARY_INDEX)
     }
 
     /// `immutable`: while fresh, client reloads are answered from here.
     pub(crate) fn immutable(&self) -> bool {
-        self.flags & IMMUTABLE != 0
+        self.flag(IMMUTABLE)
     }
 
     /// How long a tier should keep the entry from `now`: until every window
@@ -432,15 +445,15 @@ impl Entry {
     /// past freshness), never past the longest entry lifetime.
     pub(crate) fn retain_for(&self, now: SystemTime) -> Duration {
         let window = self
-            .stale_while_revalidate_s
-            .max(self.stale_if_error_s)
+            .stale_while_revalidate_s()
+            .max(self.stale_if_error_s())
             .max(secs32(STALE_RETENTION));
         let lifetime =
             u64::try_from(crate::invalidation::MAX_ENTRY_LIFETIME.as_millis()).unwrap_or(u64::MAX);
         let end = self
-            .fresh_until_ms
+            .fresh_until_ms()
             .saturating_add(u64::from(window) * 1000)
-            .min(self.stored_at_ms.saturating_add(lifetime));
+            .min(self.stored_at_ms().saturating_add(lifetime));
         Duration::from_millis(end.saturating_sub(unix_ms(now)))
     }
 
@@ -451,32 +464,32 @@ impl Entry {
 
     /// The age at which the entry stops being fresh (its freshness lifetime).
     pub(crate) fn lifetime(&self) -> Duration {
-        Duration::from_secs(self.initial_age_s.into())
-            + Duration::from_millis(self.fresh_until_ms.saturating_sub(self.stored_at_ms))
+        Duration::from_secs(self.initial_age_s().into())
+            + Duration::from_millis(self.fresh_until_ms().saturating_sub(self.stored_at_ms()))
     }
 
     /// Whether `stale-if-error` still allows serving it at `now`.
     pub(crate) fn may_serve_on_error(&self, now: SystemTime) -> bool {
         let until = self
-            .fresh_until_ms
-            .saturating_add(u64::from(self.stale_if_error_s) * 1000);
+            .fresh_until_ms()
+            .saturating_add(u64::from(self.stale_if_error_s()) * 1000);
         !self.no_stale() && unix_ms(now) < until
     }
 
     /// `Age` at `now` (RFC 9111 §4.2.3: the upstream's age plus our residence).
     pub(crate) fn age(&self, now: SystemTime) -> Duration {
-        Duration::from_secs(self.initial_age_s.into())
-            + Duration::from_millis(unix_ms(now).saturating_sub(self.stored_at_ms))
+        Duration::from_secs(self.initial_age_s().into())
+            + Duration::from_millis(unix_ms(now).saturating_sub(self.stored_at_ms()))
     }
 
     /// Seconds of freshness left at `now`; negative once stale (`Cache-Status: ttl`).
     pub(crate) fn ttl_secs(&self, now: SystemTime) -> i64 {
         let now = unix_ms(now);
         let secs = |ms: u64| i64::try_from(ms / 1000).unwrap_or(i64::MAX);
-        if self.fresh_until_ms >= now {
-            secs(self.fresh_until_ms - now)
+        if self.fresh_until_ms() >= now {
+            secs(self.fresh_until_ms() - now)
         } else {
-            -secs(now - self.fresh_until_ms) - 1
+            -secs(now - self.fresh_until_ms()) - 1
         }
     }
 
@@ -484,8 +497,8 @@ impl Entry {
     /// which request headers pick the variant. Kept as long as the variant.
     pub(crate) fn index(&self) -> Option<Self> {
         let window = Duration::from_secs(
-            self.stale_while_revalidate_s
-                .max(self.stale_if_error_s)
+            self.stale_while_revalidate_s()
+                .max(self.stale_if_error_s())
                 .into(),
         )
         .max(STALE_RETENTION);
@@ -494,9 +507,9 @@ impl Entry {
             headers: HeaderMap::new(),
             body: Bytes::new(),
             etag: HeaderValue::from_static("\"\""),
-            requested_at: from_unix_us(self.requested_at_us),
-            stored_at: from_unix_ms(self.stored_at_ms),
-            fresh_until: from_unix_ms(self.fresh_until_ms),
+            requested_at: from_unix_us(self.requested_at_us()),
+            stored_at: from_unix_ms(self.stored_at_ms()),
+            fresh_until: from_unix_ms(self.fresh_until_ms()),
             initial_age: Duration::ZERO,
             stale_while_revalidate: Duration::ZERO,
             stale_if_error: window,
@@ -523,10 +536,12 @@ impl Entry {
         Reader::new(&self.encoded, usize::try_from(at).unwrap_or(usize::MAX))
     }
 
-    fn text(&self, at: u32) -> &str {
-        self.reader(at)
-            .str()
-            .and_then(|text| std::str::from_utf8(text).ok())
+    /// The `nth` string after the ETag (1: tenant, 2: path).
+    fn text(&self, nth: usize) -> &str {
+        let mut r = Reader::new(&self.encoded, ETAG_AT);
+        (0..nth)
+            .try_for_each(|_| r.str().map(drop))
+            .and_then(|()| std::str::from_utf8(r.str()?).ok())
             .unwrap_or("")
     }
 }
@@ -540,12 +555,12 @@ impl PartialEq for Entry {
 impl fmt::Debug for Entry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Entry")
-            .field("status", &self.status)
+            .field("status", &self.status())
             .field("tenant", &self.tenant())
             .field("path", &self.path())
             .field("body_len", &self.body_len())
-            .field("stored_at_ms", &self.stored_at_ms)
-            .field("fresh_until_ms", &self.fresh_until_ms)
+            .field("stored_at_ms", &self.stored_at_ms())
+            .field("fresh_until_ms", &self.fresh_until_ms())
             .finish_non_exhaustive()
     }
 }
@@ -587,10 +602,6 @@ impl<'a> Reader<'a> {
 
     fn u32(&mut self) -> Option<u32> {
         self.array().map(u32::from_le_bytes)
-    }
-
-    fn u64(&mut self) -> Option<u64> {
-        self.array().map(u64::from_le_bytes)
     }
 
     /// A `u16`-prefixed string.

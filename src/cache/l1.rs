@@ -1,10 +1,11 @@
 //! L1: the in-process tier, bounded in bytes.
 //!
 //! quick_cache (sharded S3-FIFO, scan resistant like moka's TinyLFU) keeps
-//! about 60 bytes per entry beside the entry itself, where moka kept about
-//! 500 (a timer-wheel node, deque nodes and an `Arc`'d key per entry), and
-//! a hit takes a shard's read lock instead of queueing a record for
-//! batched housekeeping. With 1 KB answers that was a third of the memory.
+//! an entry in a 96-byte slot of a slab, the `Entry` (a buffer and four
+//! offsets) inline, where moka kept about 500 bytes per entry (an `Arc`'d
+//! key, deque and timer-wheel nodes); and a hit takes a shard's read lock
+//! instead of queueing a record for batched housekeeping. With 1 KB answers
+//! that was a third of the memory.
 //! It has no expiry of its own: whether an entry may answer a request is
 //! decided on read from the entry's own timestamps (so L1 and L2 agree),
 //! and an entry past every window is dropped when read or evicted for room.
@@ -28,7 +29,7 @@ const TYPICAL_ENTRY_BYTES: u64 = 4 << 10;
 
 #[derive(Clone)]
 pub(crate) struct L1 {
-    cache: Arc<Cache<CacheKey, Arc<Entry>, ByWeight, DefaultHashBuilder, CountEvictions>>,
+    cache: Arc<Cache<CacheKey, Entry, ByWeight, DefaultHashBuilder, CountEvictions>>,
     capacity: u64,
 }
 
@@ -46,8 +47,8 @@ impl std::fmt::Debug for L1 {
 #[derive(Clone)]
 struct ByWeight;
 
-impl Weighter<CacheKey, Arc<Entry>> for ByWeight {
-    fn weight(&self, _: &CacheKey, entry: &Arc<Entry>) -> u64 {
+impl Weighter<CacheKey, Entry> for ByWeight {
+    fn weight(&self, _: &CacheKey, entry: &Entry) -> u64 {
         entry.weight().into()
     }
 }
@@ -56,10 +57,10 @@ impl Weighter<CacheKey, Arc<Entry>> for ByWeight {
 #[derive(Clone)]
 struct CountEvictions(Arc<Metrics>);
 
-impl Lifecycle<CacheKey, Arc<Entry>> for CountEvictions {
+impl Lifecycle<CacheKey, Entry> for CountEvictions {
     type RequestState = ();
 
-    fn on_evict(&self, (): &mut (), _: CacheKey, _: Arc<Entry>) {
+    fn on_evict(&self, (): &mut (), _: CacheKey, _: Entry) {
         self.0.evictions.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -84,6 +85,9 @@ impl L1 {
             // Not reached (both required settings are given): the defaults.
             Err(_) => Cache::with(items, capacity, ByWeight, hasher, lifecycle),
         };
+        // Room for the expected entries up front: growing the tables by
+        // doubling would copy them and leave half of each copy unused.
+        cache.reserve(items);
         Self {
             cache: Arc::new(cache),
             capacity,
@@ -98,16 +102,16 @@ impl L1 {
 
     /// The entry under `key`, unless it is past every window at `now`
     /// (then it is dropped).
-    pub(crate) fn get(&self, key: &CacheKey, now: SystemTime) -> Option<Arc<Entry>> {
+    pub(crate) fn get(&self, key: &CacheKey, now: SystemTime) -> Option<Entry> {
         let entry = self.cache.get(key)?;
         if entry.retain_for(now).is_zero() {
-            self.cache.remove_if(key, |held| Arc::ptr_eq(held, &entry));
+            self.cache.remove_if(key, |held| held.is(&entry));
             return None;
         }
         Some(entry)
     }
 
-    pub(crate) fn insert(&self, key: CacheKey, entry: Arc<Entry>) {
+    pub(crate) fn insert(&self, key: CacheKey, entry: Entry) {
         self.cache.insert(key, entry);
     }
 
