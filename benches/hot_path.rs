@@ -1,12 +1,13 @@
 //! What does the per-request work cost? Key building, route matching over
-//! 10, 100 and 1,000 routes, entry encode/decode (1 KiB and 64 KiB), and an
-//! L1 hit. `cargo bench --bench hot_path`; `cargo test --benches` runs each
-//! once as a smoke test.
+//! 10, 100 and 1,000 routes, entry encode/decode (1 KiB and 64 KiB), an L1
+//! lookup, and an L1 hit end to end (client, folio's server and proxy).
+//! `cargo bench --bench hot_path`; `cargo test --benches` runs each once as
+//! a smoke test.
 #![allow(clippy::unwrap_used)]
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use folio::PolicySet;
-use folio::bench::{L1Hit, StoredEntry, key, route};
+use folio::bench::{EndToEnd, L1Hit, StoredEntry, key, route};
 use http::{HeaderMap, HeaderValue};
 use std::hint::black_box;
 
@@ -84,6 +85,18 @@ fn entries(c: &mut Criterion) {
 fn l1(c: &mut Criterion) {
     let hit = L1Hit::new();
     c.bench_function("L1 hit", |b| b.iter(|| hit.hit()));
+
+    // The same hit through folio's HTTP server and proxy, and a client
+    // connection on loopback: what one cached answer costs in full.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let e2e = runtime.block_on(EndToEnd::start()).unwrap();
+    c.bench_function("L1 hit end to end (loopback HTTP/1.1)", |b| {
+        b.to_async(&runtime)
+            .iter(|| async { e2e.get().await.unwrap() })
+    });
 }
 
 criterion_group!(benches, keys, routes, entries, l1);

@@ -417,4 +417,112 @@ pub mod bench {
             self.l1.get(&self.key, SystemTime::now()).is_some()
         }
     }
+
+    /// folio in process in front of an upstream that answers every GET with
+    /// the same cacheable 1 KB JSON, both on loopback, and one kept-alive
+    /// HTTP/1.1 connection to folio: an L1 hit end to end. Dropping it stops
+    /// both servers.
+    #[derive(Debug)]
+    pub struct EndToEnd {
+        sender: tokio::sync::Mutex<
+            hyper::client::conn::http1::SendRequest<http_body_util::Empty<Bytes>>,
+        >,
+        uri: http::Uri,
+        _stop: (
+            tokio::sync::oneshot::Sender<()>,
+            tokio::sync::oneshot::Sender<()>,
+        ),
+    }
+
+    impl EndToEnd {
+        /// Starts both servers and stores the product with one first GET.
+        pub async fn start() -> std::io::Result<Self> {
+            use tokio::net::{TcpListener, TcpStream};
+            let (stop_upstream, upstream_stopped) = tokio::sync::oneshot::channel::<()>();
+            let (stop_folio, folio_stopped) = tokio::sync::oneshot::channel::<()>();
+
+            let upstream = TcpListener::bind("127.0.0.1:0").await?;
+            let upstream_addr = upstream.local_addr()?;
+            let product = Bytes::from(format!(
+                "{{\"id\":1,\"description\":\"{}\"}}",
+                "x".repeat(1000)
+            ));
+            let answer = move |_, _| {
+                let mut response = http::Response::new(crate::body::Body::full(product.clone()));
+                let headers = response.headers_mut();
+                headers.insert("content-type", HeaderValue::from_static("application/json"));
+                headers.insert("cache-control", HeaderValue::from_static("max-age=3600"));
+                std::future::ready(response)
+            };
+            tokio::spawn(crate::server::serve(
+                upstream,
+                answer,
+                async move { drop(upstream_stopped.await) },
+                Duration::from_secs(1),
+            ));
+
+            let proxy = TcpListener::bind("127.0.0.1:0").await?;
+            let addr = proxy.local_addr()?;
+            let upstream_uri = format!("http://{upstream_addr}")
+                .parse()
+                .map_err(std::io::Error::other)?;
+            let policies = PolicySet::from_yaml(
+                "bench.yaml",
+                "\"/api/v1/products/{id}\":\n  cache_ttl: 1h\n",
+            )
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+            let settings = crate::Settings::new(upstream_uri);
+            tokio::spawn(async move {
+                let stopped = async move { drop(folio_stopped.await) };
+                drop(crate::run(proxy, settings, policies, stopped).await);
+            });
+
+            let stream = TcpStream::connect(addr).await?;
+            let (sender, connection) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                    .await
+                    .map_err(std::io::Error::other)?;
+            tokio::spawn(connection);
+            let this = Self {
+                sender: tokio::sync::Mutex::new(sender),
+                uri: format!("http://{addr}/api/v1/products/1")
+                    .parse()
+                    .map_err(std::io::Error::other)?,
+                _stop: (stop_upstream, stop_folio),
+            };
+            drop(this.get().await); // the miss that stores it
+            this.get().await?;
+            Ok(this)
+        }
+
+        /// One GET of the product; the length of the body received, or an
+        /// error when folio did not answer it from L1.
+        pub async fn get(&self) -> std::io::Result<usize> {
+            use http_body_util::BodyExt as _;
+            let request = http::Request::get(self.uri.clone())
+                .header("x-tenant-id", "acme")
+                .body(http_body_util::Empty::new())
+                .map_err(std::io::Error::other)?;
+            let response = self
+                .sender
+                .lock()
+                .await
+                .send_request(request)
+                .await
+                .map_err(std::io::Error::other)?;
+            let hit = response
+                .headers()
+                .get("x-cache-layer")
+                .is_some_and(|layer| layer == "L1");
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(std::io::Error::other)?;
+            if !hit {
+                return Err(std::io::Error::other("not an L1 hit"));
+            }
+            Ok(body.to_bytes().len())
+        }
+    }
 }
