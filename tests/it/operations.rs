@@ -12,7 +12,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 use crate::support::upstream::closed_port;
 use crate::support::{
-    Folio, FolioProcess, Reply, TestRedis, TestUpstream, eventually, get, send, settings,
+    Folio, FolioProcess, Reply, ScratchDir, TestRedis, TestUpstream, eventually, get, send,
+    settings,
 };
 
 const POLICIES: &str = r#"
@@ -45,11 +46,8 @@ fn value(text: &str, prefix: &str) -> f64 {
         .unwrap_or_else(|| panic!("no metric {prefix} in:\n{text}"))
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("folio-ops-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn temp_dir(name: &str) -> ScratchDir {
+    ScratchDir::new("ops", name)
 }
 
 async fn upstream() -> TestUpstream {
@@ -345,7 +343,7 @@ mod reload {
         let dir = temp_dir("reload-ok");
         std::fs::write(dir.join("p.yaml"), BEFORE).unwrap();
         let mut settings = settings(upstream.uri());
-        settings.policies_dir = Some(dir.clone());
+        settings.policies_dir = Some(dir.to_path_buf());
         let folio = Folio::start_with_set(settings, PolicySet::load_dir(&dir).unwrap()).await;
         for path in ["/a", "/b", "/c"] {
             get(&folio.url(path), &[]).await;
@@ -383,7 +381,7 @@ mod reload {
         let dir = temp_dir("reload-bad");
         std::fs::write(dir.join("p.yaml"), BEFORE).unwrap();
         let mut settings = settings(upstream.uri());
-        settings.policies_dir = Some(dir.clone());
+        settings.policies_dir = Some(dir.to_path_buf());
         let folio = Folio::start_with_set(settings, PolicySet::load_dir(&dir).unwrap()).await;
         get(&folio.url("/a"), &[]).await;
         std::fs::write(dir.join("p.yaml"), "\"/a\":\n  cache_ttl: soon\n").unwrap();

@@ -1,8 +1,9 @@
 //! The `folio` binary as an operator runs it: `folio check`, and refusing to
 //! start on a broken policy set.
 
-use std::path::PathBuf;
 use std::process::{Command, Output};
+
+use crate::support::ScratchDir;
 
 fn folio(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_folio"))
@@ -11,10 +12,8 @@ fn folio(args: &[&str]) -> Output {
         .expect("run folio")
 }
 
-fn policy_dir(name: &str, files: &[(&str, &str)]) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("folio-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+fn policy_dir(name: &str, files: &[(&str, &str)]) -> ScratchDir {
+    let dir = ScratchDir::new("cli", name);
     for (file, text) in files {
         std::fs::write(dir.join(file), text).unwrap();
     }

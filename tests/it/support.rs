@@ -6,6 +6,7 @@ pub(crate) mod redis;
 pub(crate) mod upstream;
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,6 +23,40 @@ pub(crate) use self::cluster::TestCluster;
 pub(crate) use self::process::FolioProcess;
 pub(crate) use self::redis::TestRedis;
 pub(crate) use self::upstream::{Reply, TestUpstream};
+
+/// A directory of its own for one test, removed when dropped.
+#[derive(Debug)]
+pub(crate) struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    /// An empty `folio-<kind>-<pid>-<name>` under the system's temp dir.
+    pub(crate) fn new(kind: &str, name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("folio-{kind}-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl std::ops::Deref for ScratchDir {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for ScratchDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
 
 /// Generous bound on any one request in a test: nothing may hang.
 pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);

@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -18,7 +18,7 @@ pub(crate) struct FolioProcess {
 
 impl FolioProcess {
     /// Starts `folio --upstream <upstream> --policies <dir> <extra…>`.
-    pub(crate) fn start(upstream: &str, policies: &PathBuf, extra: &[&str]) -> Self {
+    pub(crate) fn start(upstream: &str, policies: &Path, extra: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_folio"))
             .args([
                 "--listen",
