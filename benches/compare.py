@@ -79,6 +79,16 @@ def rss_kb(pids):
     return total
 
 
+def cpu_ticks(cpu):
+    """(busy, total) jiffies of one CPU so far, from /proc/stat."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith(f"cpu{cpu} "):
+            ticks = [int(t) for t in line.split()[1:]]
+            idle = ticks[3] + ticks[4]
+            return sum(ticks) - idle, sum(ticks)
+    return 0, 0
+
+
 def children(pid):
     try:
         out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
@@ -229,7 +239,9 @@ class Bench:
             args += ["--urls-from-file", str(urls)]
         else:
             args.append(urls)
+        before = cpu_ticks(LOAD_CPU)
         out = subprocess.run(pinned(LOAD_CPU, args), capture_output=True, text=True, timeout=(seconds or 60) + 60)
+        after = cpu_ticks(LOAD_CPU)
         if out.returncode != 0:
             raise RuntimeError(f"oha failed: {out.stderr[-500:]}")
         data = json.loads(out.stdout)
@@ -243,6 +255,8 @@ class Bench:
             "rps": summary["requestsPerSec"],
             "p50": pct.get("p50", 0) * 1000, "p99": pct.get("p99", 0) * 1000, "p999": pct.get("p99.9", 0) * 1000,
             "errors": total - ok, "requests": total,
+            # How busy oha's core was: near 100%, its own queueing is in the latencies.
+            "load_busy": 100 * (after[0] - before[0]) / max(after[1] - before[1], 1),
         }
 
     def url_file(self, name, prefix, ids):
@@ -264,7 +278,7 @@ def base(server):
 
 
 def median_of(runs):
-    keys = ["rps", "p50", "p99", "p999", "errors", "hit_ratio"]
+    keys = ["rps", "p50", "p99", "p999", "errors", "hit_ratio", "load_busy"]
     return {k: statistics.median(r[k] for r in runs if r.get(k) is not None) for k in keys if any(k in r for r in runs)}
 
 
@@ -322,7 +336,7 @@ def run(args):
                     r = measured(bench, server, urls, connections, seconds, rate)
                     runs[n].append(r)
                     print(f"  {name:<18} round {round_ + 1}  {n:<14} {r['rps']:>10.0f} req/s  p99 {r['p99']:.2f} ms"
-                          f"  hit {r['hit_ratio']:.3f}", flush=True)
+                          f"  hit {r['hit_ratio']:.3f}  oha core {r['load_busy']:.0f}%", flush=True)
             results[name] = {n: median_of(v) for n, v in runs.items()}
             if extra:
                 results[name].update(extra)
@@ -434,18 +448,20 @@ def report(results, args, info):
              f"Versions: {info['folio']}; nginx {info['nginx']}; {info['varnish']}; {info['oha']}.",
              f"Each run {seconds} s; {rounds} round(s), systems alternating A B C; medians shown. "
              f"Origin: the example bookstore API with {ORIGIN_LATENCY_MS} ms latency, {PRODUCTS:,} products. "
-             "Hit ratio = 1 − origin requests / requests. Ratios are each system's req/s over folio's.",
+             "Hit ratio = 1 − origin requests / requests. Ratios are each system's req/s over folio's. "
+             "oha core: how busy the load generator's CPU was; near 100% its own queueing is part of every latency.",
              ""]
     for name, systems in results.items():
         if name == "memory":
             continue
-        lines += [f"## {name}", "", "| system | req/s | p50 ms | p99 ms | p99.9 ms | hit ratio | errors | × folio |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [f"## {name}", "",
+                  "| system | req/s | p50 ms | p99 ms | p99.9 ms | hit ratio | errors | oha core | × folio |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         ref = next((v["rps"] for k, v in systems.items() if k.startswith("folio")), None)
         for system, r in systems.items():
             ratio = f"{r['rps'] / ref:.2f}" if ref else "–"
             lines.append(f"| {system} | {r['rps']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['p999']:.2f} | "
-                         f"{r.get('hit_ratio', 0):.3f} | {r['errors']:.0f} | {ratio} |")
+                         f"{r.get('hit_ratio', 0):.3f} | {r['errors']:.0f} | {r.get('load_busy', 0):.0f}% | {ratio} |")
         lines.append("")
     memory = results.get("memory", {})
     if memory:
