@@ -242,7 +242,7 @@ impl Entry {
     }
 
     /// Whether both share one buffer (the same stored entry).
-    pub(crate) fn is(&self, other: &Self) -> bool {
+    pub(crate) fn shares_buffer_with(&self, other: &Self) -> bool {
         self.encoded.as_ptr() == other.encoded.as_ptr() && self.encoded.len() == other.encoded.len()
     }
 

@@ -105,7 +105,8 @@ impl L1 {
     pub(crate) fn get(&self, key: &CacheKey, now: SystemTime) -> Option<Entry> {
         let entry = self.cache.get(key)?;
         if entry.retain_for(now).is_zero() {
-            self.cache.remove_if(key, |held| held.is(&entry));
+            self.cache
+                .remove_if(key, |held| held.shares_buffer_with(&entry));
             return None;
         }
         Some(entry)
