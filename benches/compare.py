@@ -485,20 +485,26 @@ def chart(results, path):
         print("matplotlib missing: no chart (pip install matplotlib)")
         return
     scenarios = [s for s in results if s != "memory"]
-    fig, axes = plt.subplots(2, len(scenarios), figsize=(3.4 * len(scenarios), 7))
+    per_row = 4
+    rows = (len(scenarios) + per_row - 1) // per_row
+    fig, axes = plt.subplots(2 * rows, per_row, figsize=(3.6 * per_row, 6.4 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.set_visible(False)
     for i, s in enumerate(scenarios):
+        top, bottom = axes[2 * (i // per_row)][i % per_row], axes[2 * (i // per_row) + 1][i % per_row]
         names = list(results[s])
         colors = ["#2f9e6b" if n.startswith("folio") else "#6c8ebf" if "nginx" in n else "#c98a3a" if "varnish" in n
                   else "#999999" for n in names]
-        axes[0][i].bar(range(len(names)), [results[s][n]["rps"] / 1000 for n in names], color=colors)
-        axes[0][i].set_title(s)
-        axes[0][i].set_ylabel("thousand req/s" if i == 0 else "")
-        axes[1][i].bar(range(len(names)), [results[s][n]["p99"] for n in names], color=colors)
-        axes[1][i].set_ylabel("p99 ms" if i == 0 else "")
-        for ax in (axes[0][i], axes[1][i]):
+        top.bar(range(len(names)), [results[s][n]["rps"] / 1000 for n in names], color=colors)
+        top.set_title(s)
+        top.set_ylabel("thousand req/s" if i % per_row == 0 else "")
+        bottom.bar(range(len(names)), [results[s][n]["p99"] for n in names], color=colors)
+        bottom.set_ylabel("p99 ms" if i % per_row == 0 else "")
+        for ax in (top, bottom):
+            ax.set_visible(True)
             ax.set_xticks(range(len(names)))
             ax.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
-    fig.suptitle("folio vs nginx proxy_cache vs Varnish: throughput (top) and p99 latency (bottom)")
+    fig.suptitle("folio vs nginx proxy_cache vs Varnish: throughput, and p99 latency below it")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
