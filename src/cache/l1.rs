@@ -121,3 +121,74 @@ impl L1 {
         self.cache.remove(key).is_some()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::cache::entry::tests::{sample, sample_parts};
+
+    static KILOBYTE: [u8; 1024] = [b'x'; 1024];
+
+    fn key(n: u8) -> CacheKey {
+        CacheKey::from_bytes([n; 32])
+    }
+
+    #[test]
+    fn an_entry_past_every_window_is_not_returned_and_is_dropped() {
+        let l1 = L1::new(1 << 20, Arc::new(Metrics::new(1)));
+        let entry = sample(b"body");
+        l1.insert(key(1), entry.clone());
+        let stored_at = sample_parts(b"body").stored_at;
+        assert_eq!(
+            l1.get(&key(1), stored_at + Duration::from_secs(30)),
+            Some(entry),
+            "fresh"
+        );
+        assert!(
+            l1.get(&key(1), stored_at + Duration::from_secs(500))
+                .is_some(),
+            "stale, kept to revalidate"
+        );
+        assert_eq!(
+            l1.get(&key(1), SystemTime::now()),
+            None,
+            "past every window"
+        );
+        assert_eq!(l1.usage().1, 0, "and gone");
+    }
+
+    #[test]
+    fn the_byte_budget_holds_and_evictions_are_counted() {
+        let metrics = Arc::new(Metrics::new(1));
+        let l1 = L1::new(64 << 10, Arc::clone(&metrics));
+        for n in 0..200 {
+            l1.insert(key(n), sample(&KILOBYTE));
+        }
+        let (bytes, entries, capacity) = l1.usage();
+        assert!(bytes <= capacity, "{bytes} bytes in a budget of {capacity}");
+        assert!(entries > 0 && entries < 200, "{entries} entries");
+        assert!(metrics.evictions.load(Ordering::Relaxed) > 0);
+    }
+
+    #[test]
+    fn remove_says_whether_the_key_was_there() {
+        let l1 = L1::new(1 << 20, Arc::new(Metrics::new(1)));
+        l1.insert(key(3), sample(b"x"));
+        assert!(l1.remove(&key(3)));
+        assert!(!l1.remove(&key(3)));
+    }
+
+    #[test]
+    fn a_body_of_half_the_budget_fits_however_many_cores() {
+        // Split in one shard per core (or more), 16 MiB would not hold 8.
+        let l1 = L1::new(16 << 20, Arc::new(Metrics::new(1)));
+        let mut parts = sample_parts(b"");
+        parts.body = bytes::Bytes::from(vec![b'x'; 8 << 20]); // the default max_body
+        let entry = parts.seal().unwrap_or_else(|| panic!("seals"));
+        l1.insert(key(7), entry);
+        let stored_at = sample_parts(b"").stored_at;
+        assert!(l1.get(&key(7), stored_at).is_some());
+    }
+}
