@@ -22,7 +22,10 @@ use crate::key::CacheKey;
 use crate::metrics::Metrics;
 
 /// Shards never smaller than this: an entry larger than its shard's share
-/// of the budget cannot be kept, and bodies go up to a policy's `max_body`.
+/// of the budget cannot be kept. That covers the default `max_body` (8 MiB)
+/// eight times over; a body over 64 MiB (a policy may allow up to 1 GB)
+/// fits L1 only with a budget that leaves a shard room for it, and is
+/// otherwise kept in L2 alone (counted as an eviction).
 const MIN_SHARD_BYTES: u64 = 64 << 20;
 /// What an average entry weighs, to size quick_cache's tables up front.
 const TYPICAL_ENTRY_BYTES: u64 = 4 << 10;
