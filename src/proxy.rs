@@ -270,7 +270,7 @@ async fn serve(
                             client,
                             Some(&entry),
                         );
-                        refresh_in_background(state, fill.asking(authorization, false));
+                        refresh_in_background(state, fill);
                     }
                     return respond(
                         &parts,
@@ -304,7 +304,7 @@ async fn serve(
     let fill = Fill::new(
         policy, key, primary, &tenant, &params, &parts, client, validators,
     )
-    .asking(authorization, asked.cc.no_store);
+    .asking(asked.cc.no_store);
     fill_and_respond(state, &parts, fill, forward, stale).await
 }
 
@@ -525,6 +525,8 @@ impl Fill {
         client: IpAddr,
         stale: Option<&Entry>,
     ) -> Self {
+        // Only an entry with validators can be revalidated.
+        let stale = stale.filter(|e| e.has_validators());
         Self {
             policy: Arc::clone(policy),
             key,
@@ -535,15 +537,16 @@ impl Fill {
             uri: parts.uri.clone(),
             headers: parts.headers.clone(),
             client,
-            stale: stale.filter(|e| e.has_validators()).cloned(),
-            authorization: false,
+            stale: stale.cloned(),
+            // RFC 9111 §3.5: only responses that say so may be stored for
+            // requests with credentials; a private policy keys on them instead.
+            authorization: !policy.private && parts.headers.contains_key(header::AUTHORIZATION),
             no_store: false,
-            head: parts.method == Method::HEAD && stale.is_some_and(|e| e.has_validators()),
+            head: parts.method == Method::HEAD && stale.is_some(),
         }
     }
 
-    fn asking(mut self, authorization: bool, no_store: bool) -> Self {
-        self.authorization = authorization;
+    fn asking(mut self, no_store: bool) -> Self {
         self.no_store = no_store;
         self
     }
@@ -794,9 +797,9 @@ fn make_entry(
     for name in &storage.strip {
         headers.remove(name);
     }
-    upstream::append_via(&mut headers);
-    let upstream_etag = headers.get(header::ETAG).cloned();
-    headers.remove(header::ETAG);
+    // Our own Via is added to each answer (respond), never stored, so a
+    // revalidated entry does not collect one per revalidation.
+    let upstream_etag = headers.remove(header::ETAG);
     let mut tags = fill.tags.clone();
     take_upstream_tags(&mut headers, &mut tags);
     // Vary names headers the policy does not key on: the entry answers only
@@ -818,9 +821,8 @@ fn make_entry(
     EntryParts {
         status,
         headers,
-        etag: upstream_etag
-            .clone()
-            .unwrap_or_else(|| freshness::etag_for(&body)),
+        upstream_etag: upstream_etag.is_some(),
+        etag: upstream_etag.unwrap_or_else(|| freshness::etag_for(&body)),
         body,
         requested_at,
         stored_at: now,
@@ -835,7 +837,6 @@ fn make_entry(
         revalidate: storage.revalidate,
         no_stale: storage.no_stale,
         shared_ok: storage.shared_ok,
-        upstream_etag: upstream_etag.is_some(),
         vary_index: false,
         immutable: storage.immutable,
     }
@@ -1067,9 +1068,9 @@ pub(crate) async fn refetch(state: &Arc<State>, fill: Fill) -> bool {
 }
 
 /// Headers `respond` may add to the stored ones: ETag, Cache-Control,
-/// CDN-Cache-Control, Age, X-Cache, X-Cache-Layer, Cache-Status,
+/// CDN-Cache-Control, Age, Via, X-Cache, X-Cache-Layer, Cache-Status,
 /// Accept-Ranges and a Content-Range or Content-Length.
-const RESPONSE_HEADERS_ADDED: usize = 9;
+const RESPONSE_HEADERS_ADDED: usize = 10;
 
 /// An answer from a stored entry: 304 when the client's conditional matches,
 /// 206 for a satisfiable byte range, else the stored response (without body
@@ -1091,6 +1092,7 @@ fn respond(
         headers.insert(CDN_CACHE_CONTROL, cdn.clone());
     }
     headers.insert(header::AGE, HeaderValue::from(entry.age(now).as_secs()));
+    upstream::append_via(&mut headers);
     let forwarded = match served {
         Served::Miss {
             revalidated: true, ..

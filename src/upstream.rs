@@ -16,7 +16,6 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use crate::body::Body;
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
-use crate::outcome::CACHE_NAME;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -239,13 +238,16 @@ pub(crate) fn forward_headers(mut headers: HeaderMap, uri: &Uri, client: IpAddr)
     headers
 }
 
+/// Our `Via` entry (RFC 9110 §7.6.3): protocol version and cache name.
+const VIA: &str = "1.1 folio";
+
 /// Adds folio to `Via` (RFC 9110 §7.6.3).
 pub(crate) fn append_via(headers: &mut HeaderMap) {
-    let via = match headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
-        Some(earlier) => format!("{earlier}, 1.1 {CACHE_NAME}"),
-        None => format!("1.1 {CACHE_NAME}"),
+    let value = match headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
+        Some(earlier) => HeaderValue::from_str(&format!("{earlier}, {VIA}")).ok(),
+        None => Some(HeaderValue::from_static(VIA)),
     };
-    if let Ok(value) = HeaderValue::from_str(&via) {
+    if let Some(value) = value {
         headers.insert(header::VIA, value);
     }
 }
@@ -253,6 +255,12 @@ pub(crate) fn append_via(headers: &mut HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn via_names_the_cache() {
+        use crate::outcome::CACHE_NAME;
+        assert_eq!(VIA, format!("1.1 {CACHE_NAME}"));
+    }
 
     #[test]
     fn hop_by_hop_headers_are_removed_and_forwarding_headers_added() {

@@ -215,6 +215,27 @@ mod response_directives {
     }
 
     #[tokio::test]
+    async fn revalidations_do_not_pile_up_via_entries() {
+        let upstream = TestUpstream::start(|seen| {
+            if seen.header("if-none-match") == "\"v1\"" {
+                Reply::json("").status(304).header("etag", "\"v1\"")
+            } else {
+                Reply::json("{}")
+                    .header("etag", "\"v1\"")
+                    .header("cache-control", "no-cache")
+            }
+        })
+        .await;
+        let folio = rfc(&upstream).await;
+        for _ in 0..3 {
+            get(&folio.url("/"), &[]).await;
+        }
+        let answer = get(&folio.url("/"), &[]).await;
+        assert_eq!(answer.x_cache(), "EXPIRED", "revalidated once more");
+        assert_eq!(answer.header("via"), "1.1 folio");
+    }
+
+    #[tokio::test]
     async fn private_is_not_stored() {
         let upstream = answering(&[("cache-control", "private, max-age=60")]).await;
         assert_eq!(twice(&rfc(&upstream).await, "/", &[]).await.1, "MISS");

@@ -565,6 +565,28 @@ async fn rewarm_refetches_the_most_requested_entries_after_a_purge() {
 }
 
 #[tokio::test]
+async fn rewarm_never_shares_an_answer_fetched_with_credentials() {
+    let upstream = TestUpstream::start(|seen| {
+        Reply::json(format!(r#"{{"user":"{}"}}"#, seen.header("authorization")))
+    })
+    .await;
+    let policies =
+        format!("{POLICIES}\"/hot/{{id}}\":\n  cache_ttl: 1h\n  tags: [hot]\n  rewarm: true\n");
+    let folio = Folio::start(&upstream, &policies).await;
+    let alice = [("x-tenant-id", "acme"), ("authorization", "Bearer alice")];
+    get(&folio.url("/hot/9"), &alice).await;
+    folio
+        .admin_post("/_folio/purge", &[], r#"{"tags":["hot"],"tenant":"acme"}"#)
+        .await;
+    eventually(Duration::from_secs(5), "rewarm refetched", || async {
+        upstream.hits("/hot/9") == 2
+    })
+    .await;
+    let anonymous = get(&folio.url("/hot/9"), ACME).await;
+    assert!(!anonymous.text().contains("alice"), "{}", anonymous.text());
+}
+
+#[tokio::test]
 async fn the_same_holds_on_a_three_master_redis_cluster() {
     let cluster = TestCluster::start().await;
     let (upstream, _) = versioned_upstream().await;
