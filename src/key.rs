@@ -215,9 +215,12 @@ fn remove_dot_segments(path: &str) -> String {
     }
 }
 
+/// The byte two hex digits spell (`%2F`); `None` for anything else (a sign
+/// is not a digit: `%+1` stays as written).
 fn hex_byte(digits: &[u8]) -> Option<u8> {
-    let text = std::str::from_utf8(digits).ok()?;
-    u8::from_str_radix(text, 16).ok()
+    let mut byte = [0u8; 1];
+    hex::decode_to_slice(digits, &mut byte).ok()?;
+    Some(byte[0])
 }
 
 /// `name=value` pairs of a query string, form-decoded (`+` is a space), empty
@@ -348,6 +351,7 @@ mod tests {
         assert_eq!(k("q=hello+world"), k("q=hello%20world"));
         assert_eq!(k("a=1&&b=2"), k("b=2&a=1"));
         assert_ne!(k("a=1"), k("a=2"));
+        assert_ne!(k("q=%+1"), k("q=%01"), "a sign is not a hex digit");
         assert_ne!(
             k("tag=x&tag=y"),
             k("tag=y&tag=x"),
