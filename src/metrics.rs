@@ -310,13 +310,15 @@ impl Metrics {
 
     /// The tenant label for `tenant`: itself among the first N, else `other`.
     pub(crate) fn tenant_label(&self, tenant: &str) -> Arc<str> {
-        if let Some(label) = self
-            .tenants
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(tenant)
         {
-            return Arc::clone(label);
+            let tenants = self.tenants.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(label) = tenants.get(tenant) {
+                return Arc::clone(label);
+            }
+            // Past the limit the answer is known without the write lock.
+            if tenants.len() >= self.tenant_limit {
+                return Arc::clone(&self.other);
+            }
         }
         let mut tenants = self.tenants.write().unwrap_or_else(|e| e.into_inner());
         if let Some(label) = tenants.get(tenant) {
@@ -330,16 +332,17 @@ impl Metrics {
         label
     }
 
-    /// Counts one request of `endpoint` (a policy name) and `tenant`.
+    /// Counts one request of `endpoint` (a policy name) and `tenant` (a
+    /// label from [`Self::tenant_label`]).
     pub(crate) fn request(
         &self,
         endpoint: &Arc<str>,
-        tenant: &str,
+        tenant: &Arc<str>,
         result: Result,
         layer: Layer,
         took: Duration,
     ) {
-        let key = (Arc::clone(endpoint), self.tenant_label(tenant));
+        let key = (Arc::clone(endpoint), Arc::clone(tenant));
         let series = self
             .series
             .read()
@@ -476,13 +479,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_anonymous_tenant_takes_one_slot() {
+        let metrics = Metrics::new(2);
+        let endpoint: Arc<str> = Arc::from("/p/{id}");
+        for tenant in ["", "", "a"] {
+            let label = metrics.tenant_label(tenant);
+            metrics.request(&endpoint, &label, Result::Hit, Layer::L1, Duration::ZERO);
+        }
+        let text = metrics.render(&[]);
+        assert!(text.contains("tenant=\"-\""), "{text}");
+        assert!(text.contains("tenant=\"a\""), "{text}");
+        assert!(!text.contains("tenant=\"other\""), "{text}");
+    }
+
+    #[test]
     fn tenants_beyond_the_limit_fold_into_other() {
         let metrics = Metrics::new(2);
         let endpoint: Arc<str> = Arc::from("/p/{id}");
         for tenant in ["a", "b", "c", "d", "a"] {
             metrics.request(
                 &endpoint,
-                tenant,
+                &metrics.tenant_label(tenant),
                 Result::Hit,
                 Layer::L1,
                 Duration::from_millis(1),
