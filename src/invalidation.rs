@@ -16,7 +16,7 @@ mod marks;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
 use tracing::{debug, info, warn};
@@ -70,7 +70,7 @@ impl Invalidator {
 
     /// [`Self::now_us`] as a time.
     pub(crate) fn now(&self) -> SystemTime {
-        UNIX_EPOCH + Duration::from_micros(self.now_us())
+        crate::cache::entry::from_unix_us(self.now_us())
     }
 
     /// Whether `entry`, stored under `key`, may still be served.
@@ -270,7 +270,10 @@ impl Invalidator {
         };
         let received = SystemTime::now();
         let round_trip = received.duration_since(sent).unwrap_or_default();
-        let redis_us = secs * 1_000_000 + micros + duration_us(round_trip / 2);
+        let redis_us = secs
+            .saturating_mul(1_000_000)
+            .saturating_add(micros)
+            .saturating_add(duration_us(round_trip / 2));
         let local_us = crate::cache::entry::unix_us(received);
         let offset = i64::try_from(redis_us).unwrap_or(0) - i64::try_from(local_us).unwrap_or(0);
         self.offset_us.store(offset, Ordering::Relaxed);

@@ -651,7 +651,7 @@ fn from_unix_ms(ms: u64) -> SystemTime {
         .unwrap_or(UNIX_EPOCH)
 }
 
-fn from_unix_us(us: u64) -> SystemTime {
+pub(crate) fn from_unix_us(us: u64) -> SystemTime {
     UNIX_EPOCH
         .checked_add(Duration::from_micros(us))
         .unwrap_or(UNIX_EPOCH)

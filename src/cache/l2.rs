@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -173,12 +173,9 @@ impl L2 {
     /// The entry stored under `key`, or `None` on a miss, an error, a timeout
     /// or an undecodable value.
     pub(crate) async fn get(&self, key: &CacheKey) -> Option<Entry> {
-        if !self.breaker.allows() {
-            return None;
-        }
-        let cmd = redis::cmd("GET").arg(self.redis_key(key)).clone();
-        let reply = tokio::time::timeout(self.timeout, self.command::<Option<Vec<u8>>>(&cmd)).await;
-        match self.settle(reply, "GET") {
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(self.redis_key(key));
+        match self.guarded::<Option<Vec<u8>>>(&cmd, "GET").await {
             Some(Some(value)) => {
                 let entry = Entry::decode(Bytes::from(value));
                 if entry.is_none() {
@@ -198,23 +195,31 @@ impl L2 {
             return;
         }
         let this = self.clone();
-        let cmd = redis::cmd("SET")
-            .arg(self.redis_key(key))
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.redis_key(key))
             .arg(entry.encoded().as_ref())
             .arg("PX")
-            .arg(ttl_ms)
-            .clone();
-        tokio::spawn(async move {
-            let reply = tokio::time::timeout(this.timeout, this.command::<()>(&cmd)).await;
-            this.settle(reply, "SET");
-        });
+            .arg(ttl_ms);
+        tokio::spawn(async move { this.guarded::<()>(&cmd, "SET").await });
     }
 
     /// Deletes `key`; waits, bounded by the timeout. Whether it was there.
     pub(crate) async fn remove(&self, key: &CacheKey) -> bool {
-        let cmd = redis::cmd("DEL").arg(self.redis_key(key)).clone();
-        let reply = tokio::time::timeout(self.timeout, self.command::<u64>(&cmd)).await;
-        self.settle(reply, "DEL").is_some_and(|n| n > 0)
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(self.redis_key(key));
+        self.guarded::<u64>(&cmd, "DEL")
+            .await
+            .is_some_and(|n| n > 0)
+    }
+
+    /// Runs one command unless the breaker is open, bounded by the timeout,
+    /// and records the outcome in the breaker; errors become `None`.
+    async fn guarded<T: FromRedisValue>(&self, cmd: &Cmd, command: &str) -> Option<T> {
+        if !self.breaker.allows() {
+            return None;
+        }
+        let reply = tokio::time::timeout(self.timeout, self.command::<T>(cmd)).await;
+        self.settle(reply, command)
     }
 
     /// Records the outcome of one call in the breaker; errors become `None`.
@@ -278,9 +283,7 @@ impl Breaker {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    super::entry::unix_ms(SystemTime::now())
 }
 
 #[cfg(test)]
