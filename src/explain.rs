@@ -8,9 +8,8 @@ use std::fmt::Write as _;
 use http::{HeaderMap, Method, Uri, header};
 use serde::Serialize;
 
-use crate::invalidation::route_tag;
 use crate::key::{CacheKey, kept_query, normalize_path, vary_value};
-use crate::policy::{PolicySet, TagPart};
+use crate::policy::PolicySet;
 use crate::settings::TenantSource;
 
 /// The answer of `explain`.
@@ -84,10 +83,7 @@ pub(crate) fn explain(
             .collect(),
         raises: policy.events.iter().map(ToString::to_string).collect(),
     };
-    let safe = matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
-    );
+    let safe = crate::proxy::is_safe(method);
     explanation.reason = if !safe {
         "an unsafe method: passed to the upstream; a 2xx/3xx answer purges the cached GETs of this path on every instance, and a 2xx raises the route's events".into()
     } else if matched.is_none() && !(*method == Method::GET || *method == Method::HEAD) {
@@ -136,27 +132,8 @@ pub(crate) fn explain(
             ));
         }
         explanation.key_inputs = inputs;
-        let mut tags: Vec<String> = policy
-            .tags
-            .iter()
-            .map(|template| {
-                template
-                    .iter()
-                    .map(|part| match part {
-                        TagPart::Text(t) => t.to_string(),
-                        TagPart::Param(name) => params
-                            .iter()
-                            .find(|(n, _)| *n == &**name)
-                            .map_or(String::new(), |(_, v)| (*v).to_owned()),
-                        TagPart::Query(name) => crate::key::query_pairs(uri.query())
-                            .find(|(n, _)| *n == **name)
-                            .map_or(String::new(), |(_, v)| v.into_owned()),
-                    })
-                    .collect()
-            })
-            .collect();
-        tags.push(route_tag(policy).into());
-        explanation.tags = tags;
+        let tags = crate::proxy::render_tags(policy, &params, uri.query());
+        explanation.tags = tags.iter().map(ToString::to_string).collect();
     }
     explanation
 }

@@ -22,9 +22,8 @@ pub(crate) const CDN_CACHE_CONTROL: HeaderName = HeaderName::from_static("cdn-ca
 const MAX_HEURISTIC: Duration = Duration::from_secs(24 * 3600);
 
 /// Statuses RFC 9110 §15.1 calls heuristically cacheable (206 aside: folio
-/// does not store partial content).
-pub(crate) const HEURISTIC_STATUSES: [u16; 11] =
-    [200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501];
+/// does not store partial content): the same as a policy's default.
+pub(crate) const HEURISTIC_STATUSES: [u16; 11] = crate::policy::DEFAULT_CACHE_STATUSES;
 
 /// The directives of all `Cache-Control` lines of a message (request or response).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

@@ -308,7 +308,7 @@ async fn serve(
     fill_and_respond(state, &parts, fill, forward, stale).await
 }
 
-fn is_safe(method: &Method) -> bool {
+pub(crate) fn is_safe(method: &Method) -> bool {
     matches!(
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
@@ -554,7 +554,11 @@ impl Fill {
 
 /// The policy's tag templates filled in from this request, and the tag of
 /// the whole endpoint.
-fn render_tags(policy: &Policy, params: &[(&str, &str)], query: Option<&str>) -> Vec<Box<str>> {
+pub(crate) fn render_tags(
+    policy: &Policy,
+    params: &[(&str, &str)],
+    query: Option<&str>,
+) -> Vec<Box<str>> {
     let mut tags: Vec<Box<str>> = policy
         .tags
         .iter()
