@@ -27,7 +27,7 @@ use crate::cache::l2::L2;
 use crate::key::CacheKey;
 use crate::metrics::Metrics;
 pub(crate) use events::{route_tag, scopes_for_event};
-pub(crate) use marks::{Covered, MAX_ENTRY_LIFETIME, Mark, Marks, Scope, Verdict};
+pub(crate) use marks::{Covered, MAX_ENTRY_LIFETIME, Mark, Marks, Scope, Tags, Verdict};
 
 /// How often the log is replayed, bounding what a lost message can cost.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -77,14 +77,12 @@ impl Invalidator {
     pub(crate) fn verdict(&self, key: &CacheKey, entry: &Entry) -> Verdict {
         let requested_at = entry.requested_at_us();
         if !self.marks.may_cover(requested_at) {
-            return Verdict::Valid;
+            return Verdict::Valid; // nearly every read: no path or tags read
         }
-        let hex = key.hex();
-        let tags: Vec<&str> = entry.tags().collect();
         let covered = Covered {
-            tags: &tags,
+            tags: Tags::Stored(entry),
             path: entry.path(),
-            key: &hex,
+            key,
         };
         self.marks.verdict(entry.tenant(), &covered, requested_at)
     }

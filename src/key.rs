@@ -97,7 +97,7 @@ impl CacheKey {
     }
 
     /// A key from its 32 bytes.
-    pub(crate) fn from_bytes(bytes: [u8; 32]) -> Self {
+    pub(crate) const fn from_bytes(bytes: [u8; 32]) -> Self {
         Self(bytes)
     }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tracing::info;
 
-use crate::invalidation::{Covered, Mark};
+use crate::invalidation::{Covered, Mark, Tags};
 use crate::key::CacheKey;
 use crate::proxy::{self, Fill, State};
 
@@ -56,12 +56,10 @@ impl Hot {
         let mut covered: Vec<(u64, Arc<Fill>)> = entries
             .iter()
             .filter(|(key, (_, fill))| {
-                let hex = key.hex();
-                let tags: Vec<&str> = fill.tags.iter().map(|t| &**t).collect();
                 let what = Covered {
-                    tags: &tags,
+                    tags: Tags::Listed(&fill.tags),
                     path: &fill.path,
-                    key: &hex,
+                    key,
                 };
                 marks.iter().any(|mark| mark.covers(&fill.tenant, &what))
             })

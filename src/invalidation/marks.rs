@@ -14,6 +14,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cache::entry::Entry;
+use crate::key::CacheKey;
+
 /// No entry lives longer than this in any tier; marks are kept as long.
 pub(crate) const MAX_ENTRY_LIFETIME: Duration = Duration::from_secs(48 * 3600);
 
@@ -56,10 +59,10 @@ impl Mark {
         }
         match &self.scope {
             Scope::All => true,
-            Scope::Tag(tag) => entry.tags.contains(&&**tag),
+            Scope::Tag(tag) => entry.tags.iter().any(|t| t == &**tag),
             Scope::Path(path) => **path == *entry.path,
             Scope::Prefix(prefix) => entry.path.starts_with(&**prefix),
-            Scope::Key(key) => **key == *entry.key,
+            Scope::Key(key) => **key == *entry.key.hex(),
         }
     }
 }
@@ -142,8 +145,8 @@ impl TenantMarks {
                 worst = v;
             }
         };
-        for tag in tags {
-            if let Some(times) = self.tags.get(*tag) {
+        for tag in tags.iter() {
+            if let Some(times) = self.tags.get(tag) {
                 consider(times.verdict(requested_at));
             }
         }
@@ -156,7 +159,7 @@ impl TenantMarks {
             }
         }
         if !self.keys.is_empty()
-            && let Some(times) = self.keys.get(key)
+            && let Some(times) = self.keys.get(key.hex().as_str())
         {
             consider(times.verdict(requested_at));
         }
@@ -185,10 +188,31 @@ impl TenantMarks {
 /// What an entry can be purged by, besides its tenant.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Covered<'a> {
-    pub(crate) tags: &'a [&'a str],
+    pub(crate) tags: Tags<'a>,
     pub(crate) path: &'a str,
-    /// The entry's key in hex.
-    pub(crate) key: &'a str,
+    pub(crate) key: &'a CacheKey,
+}
+
+/// An entry's tags, read where they are: nothing is collected per read.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Tags<'a> {
+    /// Tags of a request about to be fetched (rewarm's tracked fills).
+    Listed(&'a [Box<str>]),
+    /// Tags of a stored entry, in its buffer.
+    Stored(&'a Entry),
+}
+
+impl<'a> Tags<'a> {
+    pub(crate) fn iter(self) -> impl Iterator<Item = &'a str> {
+        let (listed, stored) = match self {
+            Self::Listed(tags) => (Some(tags.iter().map(|t| &**t)), None),
+            Self::Stored(entry) => (None, Some(entry.tags())),
+        };
+        listed
+            .into_iter()
+            .flatten()
+            .chain(stored.into_iter().flatten())
+    }
 }
 
 /// Every purge mark this instance knows of.
@@ -292,18 +316,22 @@ mod tests {
         }
     }
 
-    fn tags<'a>(list: &[&'a str]) -> Vec<&'a str> {
-        list.to_vec()
+    fn tags(list: &[&str]) -> Vec<Box<str>> {
+        list.iter().map(|t| (*t).into()).collect()
     }
 
-    /// The verdict for an entry with these tags and path and key "k".
-    fn check(marks: &Marks, tenant: &str, tags: &[&str], path: &str, at: u64) -> Verdict {
+    /// The key of the entries `check` asks about, and another.
+    const K: CacheKey = CacheKey::from_bytes([7; 32]);
+    const OTHER: CacheKey = CacheKey::from_bytes([8; 32]);
+
+    /// The verdict for an entry with these tags and path and key `K`.
+    fn check(marks: &Marks, tenant: &str, tags: &[Box<str>], path: &str, at: u64) -> Verdict {
         marks.verdict(
             tenant,
             &Covered {
-                tags,
+                tags: Tags::Listed(tags),
                 path,
-                key: "k",
+                key: &K,
             },
             at,
         )
@@ -400,15 +428,15 @@ mod tests {
     #[test]
     fn key_purges() {
         let marks = Marks::default();
-        marks.apply(&mark(None, Scope::Key("k".into()), 100, false));
+        marks.apply(&mark(None, Scope::Key(K.hex().into()), 100, false));
         assert_eq!(check(&marks, "any", &[], "/", 50), Verdict::Purged);
         assert_eq!(
             marks.verdict(
                 "any",
                 &Covered {
-                    tags: &[],
+                    tags: Tags::Listed(&[]),
                     path: "/",
-                    key: "other"
+                    key: &OTHER
                 },
                 50
             ),
