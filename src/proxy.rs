@@ -41,7 +41,7 @@ use crate::invalidation::{Invalidator, Mark, Scope, Verdict, route_tag, scopes_f
 use crate::key::{CacheKey, normalize_path, query_pairs};
 use crate::metrics::{self, Metrics};
 use crate::outcome::{BypassReason, CACHE_STATUS, Forward, Served, X_CACHE, X_CACHE_LAYER};
-use crate::policy::{Policy, PolicySet, TagPart};
+use crate::policy::{Match, Policy, PolicySet, TagPart};
 use crate::rewarm::Hot;
 use crate::settings::TenantSource;
 use crate::upstream::{self, Collected, Upstream};
@@ -163,8 +163,9 @@ async fn serve(
 ) -> Response<Body> {
     let policies = state.policies.load_full();
     let (parts, body) = request.into_parts();
-    if let Ok(tenant) = state.tenant.tenant(&parts) {
-        ctx.tenant = state.metrics.tenant_label(&tenant);
+    let tenant = state.tenant.tenant(&parts);
+    if let Ok(tenant) = &tenant {
+        ctx.tenant = state.metrics.tenant_label(tenant);
     }
     state.metrics.sample_path(&ctx.tenant, parts.uri.path());
     let matched = policies.match_request(&parts.method, parts.uri.path());
@@ -175,7 +176,9 @@ async fn serve(
     }
 
     if !is_safe(&parts.method) {
-        let effects = WriteEffects::of(state, &policies, &parts);
+        let effects = tenant
+            .ok()
+            .map(|tenant| WriteEffects::of(&policies, matched.as_ref(), &tenant, &parts));
         return pass(state, parts, body, client, BypassReason::Method, effects).await;
     }
     let cacheable_method = parts.method == Method::GET || parts.method == Method::HEAD;
@@ -198,7 +201,7 @@ async fn serve(
         return pass(state, parts, body, client, BypassReason::Credentials, None).await;
     }
     drop(body); // a GET's body has no meaning for the cache (RFC 9110 §9.3.1)
-    let tenant = match state.tenant.tenant(&parts) {
+    let tenant = match tenant {
         Ok(tenant) => tenant,
         Err(error) => return error.to_response(),
     };
@@ -346,10 +349,9 @@ struct WriteEffects {
 }
 
 impl WriteEffects {
-    fn of(state: &State, policies: &PolicySet, parts: &Parts) -> Option<Self> {
-        let tenant = state.tenant.tenant(parts).ok()?;
+    fn of(policies: &PolicySet, matched: Option<&Match<'_>>, tenant: &str, parts: &Parts) -> Self {
         let mut events = Vec::new();
-        if let Some(rule) = policies.match_request(&parts.method, parts.uri.path()) {
+        if let Some(rule) = matched {
             let params: HashMap<String, String> = rule
                 .params
                 .iter()
@@ -365,12 +367,12 @@ impl WriteEffects {
             .and_then(|h| h.to_str().ok())
             .or_else(|| parts.uri.authority().map(|a| a.as_str()))
             .map(|h| h.to_ascii_lowercase().into_boxed_str());
-        Some(Self {
+        Self {
             tenant: tenant.into(),
             host,
             path: normalize_path(parts.uri.path()).into(),
             events,
-        })
+        }
     }
 
     /// Purges, everywhere, what the answer `status` (with `headers`) invalidates.
