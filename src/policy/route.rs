@@ -113,7 +113,8 @@ pub(crate) struct Router {
 struct Node {
     /// FxHash: keys are our own route segments, looked up once per level.
     literals: FxHashMap<Box<str>, Node>,
-    param: Option<(Box<str>, Box<Node>)>,
+    /// Where a `{name}` segment leads; names live in the policy's template.
+    param: Option<Box<Node>>,
     /// Routes ending here: (methods, index of the policy).
     routes: Vec<(Vec<Method>, usize)>,
     /// Routes ending in `*` here.
@@ -125,17 +126,10 @@ impl Router {
     /// templates (`/p/{id}` and `/p/{pid}/reviews`); each keeps its own name.
     pub(crate) fn insert(&mut self, template: &Template, methods: Vec<Method>, index: usize) {
         let mut node = &mut self.root;
-        let mut names: Vec<Box<str>> = Vec::new();
         for segment in &template.segments {
             match segment {
                 Segment::Literal(text) => node = node.literals.entry(text.clone()).or_default(),
-                Segment::Param(name) => {
-                    names.push(name.clone());
-                    let slot = node
-                        .param
-                        .get_or_insert_with(|| ("".into(), Box::default()));
-                    node = &mut slot.1;
-                }
+                Segment::Param(_) => node = node.param.get_or_insert_default(),
                 Segment::Rest => {
                     node.rest.push((methods, index));
                     return;
@@ -184,7 +178,7 @@ fn find_in(
     {
         return Some(found);
     }
-    if let Some((_, child)) = &node.param {
+    if let Some(child) = &node.param {
         params.push(depth);
         if let Some(found) = find_in(child, method, after, depth + 1, params) {
             return Some(found);
