@@ -127,30 +127,35 @@ pub(crate) async fn health(state: &State, t: &HealthThresholds) -> (Level, Value
         checks.insert(name.into(), detail);
     };
 
-    let hit_rate = ratio(window.hits, window.cacheable);
-    let enough = window.cacheable >= t.min_requests;
-    let level = if enough {
-        Level::below(hit_rate, t.hit_rate)
-    } else {
-        Level::Ok
-    };
-    check(
+    // A rate is judged once it rests on enough requests.
+    let mut rate_check =
+        |name: &str, part: u64, whole: u64, judge: fn(f64, Threshold) -> Level, limit| {
+            let value = ratio(part, whole);
+            let judged = whole >= t.min_requests;
+            let level = if judged {
+                judge(value, limit)
+            } else {
+                Level::Ok
+            };
+            check(
+                name,
+                level,
+                json!({ "value": value, "requests": whole, "judged": judged }),
+            );
+        };
+    rate_check(
         "hit_rate",
-        level,
-        json!({ "value": hit_rate, "requests": window.cacheable, "judged": enough }),
+        window.hits,
+        window.cacheable,
+        Level::below,
+        t.hit_rate,
     );
-
-    let error_rate = ratio(window.errors, window.requests);
-    let enough = window.requests >= t.min_requests;
-    let level = if enough {
-        Level::above(error_rate, t.error_rate)
-    } else {
-        Level::Ok
-    };
-    check(
+    rate_check(
         "error_rate",
-        level,
-        json!({ "value": error_rate, "requests": window.requests, "judged": enough }),
+        window.errors,
+        window.requests,
+        Level::above,
+        t.error_rate,
     );
 
     match redis_ping(state).await {
