@@ -73,7 +73,7 @@ impl Cache {
     }
 
     /// Stores `entry` in L1 now and in L2 in the background.
-    pub(crate) async fn store(&self, key: CacheKey, entry: Entry, now: SystemTime) {
+    pub(crate) fn store(&self, key: CacheKey, entry: Entry, now: SystemTime) {
         let ttl = entry.retain_for(now);
         if ttl.is_zero() {
             return;

@@ -195,7 +195,7 @@ impl Invalidator {
                         return Err(redis::RedisError::from((redis::ErrorKind::Io, "subscription closed")));
                     };
                     match serde_json::from_slice::<Vec<Mark>>(message.get_payload_bytes()) {
-                        Ok(marks) => self.receive(&marks).await,
+                        Ok(marks) => self.receive(&marks),
                         Err(error) => warn!(%error, "unreadable invalidation message ignored"),
                     }
                 }
@@ -214,7 +214,7 @@ impl Invalidator {
         }
     }
 
-    async fn receive(&self, marks: &[Mark]) {
+    fn receive(&self, marks: &[Mark]) {
         for mark in marks {
             self.marks.apply(mark);
             // Key purges also free the memory at once.

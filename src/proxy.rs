@@ -923,7 +923,7 @@ async fn fill_and_respond(
     let now = SystemTime::now();
     match fetched {
         Ok(Fetched::Entry(entry, revalidated)) => {
-            if !store_unless_purged(state, &fill, &entry, now).await {
+            if !store_unless_purged(state, &fill, &entry, now) {
                 // Fetched before a purge landed: right for this client, whose
                 // request came first, but not to keep or to share.
                 if let Some(leader) = leader {
@@ -984,17 +984,17 @@ async fn fill_and_respond(
 /// being fetched (the generation check that keeps purged data out). An
 /// entry with `Vary` goes under its variant's key, with an index under the
 /// primary key naming the headers that pick the variant.
-async fn store_unless_purged(state: &State, fill: &Fill, entry: &Entry, now: SystemTime) -> bool {
+fn store_unless_purged(state: &State, fill: &Fill, entry: &Entry, now: SystemTime) -> bool {
     if state.invalidator.verdict(&fill.key, entry) != Verdict::Valid {
         return false;
     }
     if !entry.has_vary() {
-        state.cache.store(fill.primary, entry.clone(), now).await;
+        state.cache.store(fill.primary, entry.clone(), now);
     } else {
         let variant = fill.primary.variant(&entry.vary_names(), &fill.headers);
-        state.cache.store(variant, entry.clone(), now).await;
+        state.cache.store(variant, entry.clone(), now);
         if let Some(index) = entry.index() {
-            state.cache.store(fill.primary, index, now).await;
+            state.cache.store(fill.primary, index, now);
         }
     }
     true
@@ -1031,20 +1031,20 @@ fn stale_or_error(
 /// Refreshes a stale entry without anyone waiting.
 fn refresh_in_background(state: &Arc<State>, fill: Fill) {
     let state = Arc::clone(state);
-    tokio::spawn(async move { refetch(&state, fill).await });
+    tokio::spawn(async move { refetch(&state, &fill).await });
 }
 
 /// Fetches and stores an entry with no client waiting (a refresh, a
 /// rewarm); one per key at a time. Whether a new entry was stored.
-pub(crate) async fn refetch(state: &Arc<State>, fill: Fill) -> bool {
+pub(crate) async fn refetch(state: &Arc<State>, fill: &Fill) -> bool {
     let Role::Leader(leader) = state.flights.join(fill.key) else {
         return false; // a fetch for this key is already under way
     };
     // Another refresh may have stored a fresh entry between our read and
     // our lead: then there is nothing to do.
     let now = SystemTime::now();
-    if let Some((_, Some((entry, _)), _)) =
-        Some(lookup(state, fill.primary, &fill.headers, now).await)
+    let (_, found, _) = lookup(state, fill.primary, &fill.headers, now).await;
+    if let Some((entry, _)) = found
         && entry.age(now) < entry.lifetime()
         && !entry.revalidate()
         && state.invalidator.verdict(&fill.key, &entry) == Verdict::Valid
@@ -1052,9 +1052,9 @@ pub(crate) async fn refetch(state: &Arc<State>, fill: Fill) -> bool {
         leader.finish(Outcome::Shared(entry));
         return false;
     }
-    match fetch(state, &fill).await {
+    match fetch(state, fill).await {
         Ok(Fetched::Entry(entry, _)) => {
-            if store_unless_purged(state, &fill, &entry, SystemTime::now()).await {
+            if store_unless_purged(state, fill, &entry, SystemTime::now()) {
                 leader.finish(Outcome::Shared(entry));
                 true
             } else {

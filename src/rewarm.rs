@@ -92,7 +92,7 @@ pub(crate) fn after_purge(state: &Arc<State>, marks: &[Mark]) {
             let (state, permits) = (Arc::clone(&state), Arc::clone(&permits));
             tasks.spawn(async move {
                 let _permit = permits.acquire_owned().await;
-                proxy::refetch(&state, (*fill).clone()).await
+                proxy::refetch(&state, &fill).await
             });
         }
         let mut stored = 0;
