@@ -1,27 +1,9 @@
 //! The bundled example: the bookstore API behind folio with the repository's
 //! own `policies/`, as the README's quick start runs it.
 
-use std::time::Duration;
-
 use folio::PolicySet;
-use tokio::net::TcpListener;
 
-use crate::bookstore;
-use crate::support::{Folio, get, send, settings};
-
-async fn bookstore() -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let options = bookstore::Options {
-        latency: Duration::ZERO,
-        products: 50,
-    };
-    tokio::spawn(bookstore::serve(listener, options, async {
-        let _ = stopped.await;
-    }));
-    (addr, stop)
-}
+use crate::support::{Folio, REPO_POLICIES, get, send, settings, start_bookstore};
 
 async fn origin_requests(origin: std::net::SocketAddr) -> u64 {
     get(&format!("http://{origin}/_origin/stats"), &[])
@@ -33,8 +15,8 @@ async fn origin_requests(origin: std::net::SocketAddr) -> u64 {
 
 #[tokio::test]
 async fn the_bookstore_behind_folio_with_the_repository_policies() {
-    let (origin, _stop) = bookstore().await;
-    let policies = PolicySet::load_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/policies")).unwrap();
+    let (origin, _stop) = start_bookstore().await;
+    let policies = PolicySet::load_dir(REPO_POLICIES).unwrap();
     let folio = Folio::start_with_set(
         settings(format!("http://{origin}").parse().unwrap()),
         policies,

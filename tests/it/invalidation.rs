@@ -5,12 +5,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use folio::{PolicySet, Settings};
+use folio::PolicySet;
 
-use crate::bookstore;
 use crate::support::{
-    Folio, FolioProcess, Reply, TestCluster, TestRedis, TestUpstream, eventually, get, send,
-    settings,
+    ACME, Folio, FolioProcess, GLOBEX, REPO_POLICIES, Reply, TestCluster, TestRedis, TestUpstream,
+    eventually, get, send, settings, settings_with_redis, start_bookstore,
 };
 
 /// The bound within which every instance must stop serving a purged entry.
@@ -33,29 +32,6 @@ const POLICIES: &str = r#"
   events: ["product_update"]
 "#;
 
-/// An upstream whose answers change with a version counter, so a test can
-/// tell a refetch from a cached copy.
-async fn versioned_upstream() -> (TestUpstream, Arc<AtomicUsize>) {
-    let version = Arc::new(AtomicUsize::new(1));
-    let current = Arc::clone(&version);
-    let upstream = TestUpstream::start(move |seen| {
-        let v = current.load(Ordering::SeqCst);
-        Reply::json(format!(
-            r#"{{"path":"{}","tenant":"{}","v":{v}}}"#,
-            seen.uri.path(),
-            seen.header("x-tenant-id")
-        ))
-    })
-    .await;
-    (upstream, version)
-}
-
-fn with_redis(upstream: &TestUpstream, redis: &TestRedis) -> Settings {
-    let mut settings = settings(upstream.uri());
-    settings.redis = Some(redis.url.clone());
-    settings
-}
-
 /// Polls until `url` is answered with `x_cache`; returns how long it took.
 async fn until_cache(
     url: &str,
@@ -71,26 +47,14 @@ async fn until_cache(
     started.elapsed()
 }
 
-const ACME: &[(&str, &str)] = &[("x-tenant-id", "acme")];
-const GLOBEX: &[(&str, &str)] = &[("x-tenant-id", "globex")];
-
 #[tokio::test]
 async fn a_put_through_one_process_purges_the_product_and_its_lists_on_another() {
     let redis = TestRedis::start().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let origin = listener.local_addr().unwrap();
-    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let options = bookstore::Options {
-        latency: Duration::ZERO,
-        products: 50,
-    };
-    tokio::spawn(bookstore::serve(listener, options, async {
-        let _ = stopped.await;
-    }));
-    let policies = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/policies"));
+    let (origin, _stop) = start_bookstore().await;
+    let policies = std::path::Path::new(REPO_POLICIES);
     let upstream = format!("http://{origin}");
-    let a = FolioProcess::start(&upstream, &policies, &["--redis", &redis.url]);
-    let b = FolioProcess::start(&upstream, &policies, &["--redis", &redis.url]);
+    let a = FolioProcess::start(&upstream, policies, &["--redis", &redis.url]);
+    let b = FolioProcess::start(&upstream, policies, &["--redis", &redis.url]);
 
     let product = b.url("/api/v1/products/7");
     let list = b.url("/api/v1/products?category=fiction");
@@ -125,9 +89,9 @@ async fn a_put_through_one_process_purges_the_product_and_its_lists_on_another()
 #[tokio::test]
 async fn a_tag_purge_on_one_instance_empties_another_and_spares_other_tenants() {
     let redis = TestRedis::start().await;
-    let (upstream, _) = versioned_upstream().await;
-    let a = Folio::start_with(with_redis(&upstream, &redis), POLICIES).await;
-    let b = Folio::start_with(with_redis(&upstream, &redis), POLICIES).await;
+    let (upstream, _) = TestUpstream::versioned().await;
+    let a = Folio::start_with(settings_with_redis(&upstream, &redis), POLICIES).await;
+    let b = Folio::start_with(settings_with_redis(&upstream, &redis), POLICIES).await;
     for id in 1..=3 {
         for tenant in [ACME, GLOBEX] {
             get(&b.url(&format!("/api/v1/products/{id}")), tenant).await;
@@ -170,7 +134,7 @@ async fn a_tag_purge_on_one_instance_empties_another_and_spares_other_tenants() 
 
 #[tokio::test]
 async fn purges_by_url_prefix_tenant_and_every_tenant() {
-    let (upstream, _) = versioned_upstream().await;
+    let (upstream, _) = TestUpstream::versioned().await;
     let folio = Folio::start(&upstream, POLICIES).await;
     let warm = |paths: &'static [&'static str]| {
         let folio = &folio;
@@ -257,7 +221,7 @@ async fn purges_by_url_prefix_tenant_and_every_tenant() {
 
 #[tokio::test]
 async fn purges_need_the_right_token_and_a_refused_one_changes_nothing() {
-    let (upstream, _) = versioned_upstream().await;
+    let (upstream, _) = TestUpstream::versioned().await;
     let mut settings = settings(upstream.uri());
     settings.admin.operator_token = Some("operator-secret".into());
     settings.admin.tenant_tokens = vec![("acme".into(), "acme-secret".into())];
@@ -328,7 +292,7 @@ async fn purges_need_the_right_token_and_a_refused_one_changes_nothing() {
 
 #[tokio::test]
 async fn bad_admin_requests_get_clear_errors() {
-    let (upstream, _) = versioned_upstream().await;
+    let (upstream, _) = TestUpstream::versioned().await;
     let folio = Folio::start(&upstream, POLICIES).await;
     for (body, error) in [
         ("not json", "bad_json"),
@@ -364,9 +328,9 @@ async fn bad_admin_requests_get_clear_errors() {
 #[tokio::test]
 async fn an_event_posted_to_one_instance_drops_entries_on_another() {
     let redis = TestRedis::start().await;
-    let (upstream, version) = versioned_upstream().await;
-    let a = Folio::start_with(with_redis(&upstream, &redis), POLICIES).await;
-    let b = Folio::start_with(with_redis(&upstream, &redis), POLICIES).await;
+    let (upstream, version) = TestUpstream::versioned().await;
+    let a = Folio::start_with(settings_with_redis(&upstream, &redis), POLICIES).await;
+    let b = Folio::start_with(settings_with_redis(&upstream, &redis), POLICIES).await;
     for path in [
         "/api/v1/products/42",
         "/api/v1/products/43",
@@ -453,9 +417,9 @@ async fn a_fill_that_started_before_a_purge_is_never_stored() {
 #[tokio::test]
 async fn redis_restarted_mid_test_leaves_no_stale_l1_entry_past_the_bound() {
     let mut redis = TestRedis::start().await;
-    let (upstream, _) = versioned_upstream().await;
-    let a = Folio::start_with(with_redis(&upstream, &redis), POLICIES).await;
-    let b = Folio::start_with(with_redis(&upstream, &redis), POLICIES).await;
+    let (upstream, _) = TestUpstream::versioned().await;
+    let a = Folio::start_with(settings_with_redis(&upstream, &redis), POLICIES).await;
+    let b = Folio::start_with(settings_with_redis(&upstream, &redis), POLICIES).await;
     get(&b.url("/api/v1/products/9"), ACME).await;
     assert_eq!(
         get(&b.url("/api/v1/products/9"), ACME).await.x_cache(),
@@ -488,8 +452,8 @@ async fn redis_restarted_mid_test_leaves_no_stale_l1_entry_past_the_bound() {
 #[tokio::test]
 async fn a_purge_while_redis_is_down_says_it_did_not_propagate() {
     let mut redis = TestRedis::start().await;
-    let (upstream, _) = versioned_upstream().await;
-    let folio = Folio::start_with(with_redis(&upstream, &redis), POLICIES).await;
+    let (upstream, _) = TestUpstream::versioned().await;
+    let folio = Folio::start_with(settings_with_redis(&upstream, &redis), POLICIES).await;
     get(&folio.url("/api/v1/products/1"), ACME).await;
     redis.kill();
     let purge = folio
@@ -510,7 +474,7 @@ async fn a_purge_while_redis_is_down_says_it_did_not_propagate() {
 
 #[tokio::test]
 async fn a_soft_purge_serves_stale_while_one_refresh_runs() {
-    let (upstream, version) = versioned_upstream().await;
+    let (upstream, version) = TestUpstream::versioned().await;
     let folio = Folio::start(&upstream, POLICIES).await;
     let url = folio.url("/api/v1/products/3");
     assert_eq!(get(&url, ACME).await.json()["v"], 1);
@@ -539,7 +503,7 @@ async fn a_soft_purge_serves_stale_while_one_refresh_runs() {
 
 #[tokio::test]
 async fn rewarm_refetches_the_most_requested_entries_after_a_purge() {
-    let (upstream, version) = versioned_upstream().await;
+    let (upstream, version) = TestUpstream::versioned().await;
     let policies =
         format!("{POLICIES}\"/hot/{{id}}\":\n  cache_ttl: 1h\n  tags: [hot]\n  rewarm: true\n");
     let folio = Folio::start(&upstream, &policies).await;
@@ -589,7 +553,7 @@ async fn rewarm_never_shares_an_answer_fetched_with_credentials() {
 #[tokio::test]
 async fn the_same_holds_on_a_three_master_redis_cluster() {
     let cluster = TestCluster::start().await;
-    let (upstream, _) = versioned_upstream().await;
+    let (upstream, _) = TestUpstream::versioned().await;
     let clustered = || {
         let mut settings = settings(upstream.uri());
         settings.redis_cluster = cluster.urls();
@@ -632,7 +596,7 @@ async fn the_same_holds_on_a_three_master_redis_cluster() {
 
 #[tokio::test]
 async fn purges_of_many_entries_stay_cheap() {
-    let (upstream, _) = versioned_upstream().await;
+    let (upstream, _) = TestUpstream::versioned().await;
     let set = PolicySet::from_yaml("p.yaml", POLICIES).unwrap();
     let folio = Folio::start_with_set(settings(upstream.uri()), set).await;
     for id in 0..200 {

@@ -12,8 +12,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 use crate::support::upstream::closed_port;
 use crate::support::{
-    Folio, FolioProcess, Reply, ScratchDir, TestRedis, TestUpstream, eventually, get, send,
-    settings,
+    ACME, Folio, FolioProcess, REPO_POLICIES, Reply, ScratchDir, TestRedis, TestUpstream,
+    eventually, get, send, settings,
 };
 
 const POLICIES: &str = r#"
@@ -28,8 +28,6 @@ const POLICIES: &str = r#"
 "GET|POST /api/v1/cart":
   cache: false
 "#;
-
-const ACME: &[(&str, &str)] = &[("x-tenant-id", "acme")];
 
 async fn scrape(folio: &Folio) -> String {
     get(&format!("http://{}/_folio/metrics", folio.admin), &[])
@@ -526,10 +524,7 @@ mod explain {
                 "-H",
                 "X-Tenant-ID: acme",
             ])
-            .args([
-                "--policies",
-                concat!(env!("CARGO_MANIFEST_DIR"), "/policies"),
-            ])
+            .args(["--policies", REPO_POLICIES])
             .output()
             .unwrap();
         assert!(
@@ -642,7 +637,7 @@ mod warming {
 #[tokio::test]
 async fn one_access_line_per_request_human_or_json() {
     let upstream = upstream().await;
-    let policies = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/policies"));
+    let policies = PathBuf::from(REPO_POLICIES);
     let upstream_url = format!("http://{}", upstream.addr);
     let json = FolioProcess::start(&upstream_url, &policies, &["--log-format", "json"]);
     get(&json.url("/api/v1/products/3"), ACME).await;

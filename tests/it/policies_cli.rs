@@ -36,7 +36,7 @@ fn the_operators_yaml_checks_clean() {
 
 #[test]
 fn the_repository_policies_check_clean() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/policies");
+    let dir = crate::support::REPO_POLICIES;
     let out = folio(&["check", "--policies", dir]);
     assert!(
         out.status.success(),

@@ -3,14 +3,12 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::{Folio, TestRedis, TestUpstream, eventually, get, settings};
+use crate::support::{Folio, TestRedis, TestUpstream, eventually, get, settings_with_redis};
 
 const POLICY: &str = "\"/api/v1/products/{id}\":\n  cache_ttl: 1h\n";
 
 async fn folio_with_redis(upstream: &TestUpstream, redis: &TestRedis) -> Folio {
-    let mut settings = settings(upstream.uri());
-    settings.redis = Some(redis.url.clone());
-    Folio::start_with(settings, POLICY).await
+    Folio::start_with(settings_with_redis(upstream, redis), POLICY).await
 }
 
 #[tokio::test]

@@ -1,19 +1,13 @@
 //! Stale windows: serve stale while refreshing, or when the upstream fails.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::support::{Folio, Reply, TestUpstream, eventually, get};
 
 #[tokio::test]
 async fn stale_while_revalidate_answers_at_once_and_refreshes_in_the_background() {
-    let version = Arc::new(AtomicUsize::new(1));
-    let served = Arc::clone(&version);
-    let upstream = TestUpstream::start(move |_| {
-        Reply::json(format!(r#"{{"v":{}}}"#, served.load(Ordering::SeqCst)))
-    })
-    .await;
+    let (upstream, version) = TestUpstream::versioned().await;
     let folio = Folio::start(
         &upstream,
         "\"/s\":\n  cache_ttl: 1s\n  stale_while_revalidate: 1m\n",

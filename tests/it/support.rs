@@ -36,6 +36,13 @@ impl ScratchDir {
         std::fs::create_dir_all(&dir).unwrap();
         Self(dir)
     }
+
+    /// A directory no other in this test run has (Redis servers, clusters).
+    pub(crate) fn unique(kind: &str) -> Self {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self::new(kind, &n.to_string())
+    }
 }
 
 impl std::ops::Deref for ScratchDir {
@@ -56,6 +63,36 @@ impl Drop for ScratchDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// The tenants most scenarios speak for.
+pub(crate) const ACME: &[(&str, &str)] = &[("x-tenant-id", "acme")];
+pub(crate) const GLOBEX: &[(&str, &str)] = &[("x-tenant-id", "globex")];
+
+/// The repository's own policies, as the quick start runs them.
+pub(crate) const REPO_POLICIES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/policies");
+
+/// Settings for a test folio in front of `upstream` with `redis` as L2.
+pub(crate) fn settings_with_redis(upstream: &TestUpstream, redis: &TestRedis) -> Settings {
+    let mut settings = settings(upstream.uri());
+    settings.redis = Some(redis.url.clone());
+    settings
+}
+
+/// The example bookstore API (50 products, no added latency) on an
+/// ephemeral loopback port; it stops when the sender is dropped.
+pub(crate) async fn start_bookstore() -> (SocketAddr, oneshot::Sender<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let options = crate::bookstore::Options {
+        latency: Duration::ZERO,
+        products: 50,
+    };
+    tokio::spawn(crate::bookstore::serve(listener, options, async {
+        let _ = stopped.await;
+    }));
+    (addr, stop)
 }
 
 /// Generous bound on any one request in a test: nothing may hang.

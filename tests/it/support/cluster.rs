@@ -2,17 +2,16 @@
 //! joined with `redis-cli --cluster create`. Killed on drop.
 
 use std::net::TcpListener;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-static NEXT: AtomicUsize = AtomicUsize::new(0);
+use super::ScratchDir;
 
 #[derive(Debug)]
 pub(crate) struct TestCluster {
     nodes: Vec<Child>,
-    dir: PathBuf,
+    /// Removed after the servers are stopped (fields drop after `drop`).
+    dir: ScratchDir,
     pub(crate) ports: Vec<u16>,
 }
 
@@ -30,12 +29,7 @@ fn free_port() -> u16 {
 
 impl TestCluster {
     pub(crate) async fn start() -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "folio-cluster-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = ScratchDir::unique("cluster");
         let mut cluster = Self {
             nodes: Vec::new(),
             dir,
@@ -149,6 +143,5 @@ impl Drop for TestCluster {
             let _ = node.kill();
             let _ = node.wait();
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -2,28 +2,22 @@
 //! temporary directory (no TCP port, so no port races and nothing off the
 //! machine). Killed on drop.
 
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-static NEXT: AtomicUsize = AtomicUsize::new(0);
+use super::ScratchDir;
 
 #[derive(Debug)]
 pub(crate) struct TestRedis {
     child: Option<Child>,
-    dir: PathBuf,
+    /// Removed after the servers are stopped (fields drop after `drop`).
+    dir: ScratchDir,
     pub(crate) url: String,
 }
 
 impl TestRedis {
     pub(crate) async fn start() -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "folio-it-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = ScratchDir::unique("redis");
         let url = format!("redis+unix://{}", dir.join("redis.sock").display());
         let mut redis = Self {
             child: None,
@@ -41,7 +35,7 @@ impl TestRedis {
             .args(["--port", "0", "--unixsocket"])
             .arg(&socket)
             .args(["--unixsocketperm", "700", "--save", "", "--appendonly", "no", "--dir"])
-            .arg(&self.dir)
+            .arg(&*self.dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -115,6 +109,5 @@ impl TestRedis {
 impl Drop for TestRedis {
     fn drop(&mut self) {
         self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -3,6 +3,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -87,6 +88,23 @@ impl std::fmt::Debug for TestUpstream {
 }
 
 impl TestUpstream {
+    /// An upstream whose answers carry a version counter the test sets
+    /// (`{"path","tenant","v"}`), so a refetch tells itself from a copy.
+    pub(crate) async fn versioned() -> (Self, Arc<AtomicUsize>) {
+        let version = Arc::new(AtomicUsize::new(1));
+        let current = Arc::clone(&version);
+        let upstream = Self::start(move |seen| {
+            let v = current.load(Ordering::SeqCst);
+            Reply::json(format!(
+                r#"{{"path":"{}","tenant":"{}","v":{v}}}"#,
+                seen.uri.path(),
+                seen.header("x-tenant-id")
+            ))
+        })
+        .await;
+        (upstream, version)
+    }
+
     /// Starts an upstream answering every request with `handler`.
     pub(crate) async fn start(handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static) -> Self {
         Self::start_on("127.0.0.1:0".parse().unwrap(), handler).await
