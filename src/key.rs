@@ -282,21 +282,25 @@ pub(crate) fn vary_value(headers: &HeaderMap, name: &HeaderName) -> Option<Strin
 /// A header's values as one string that ignores harmless differences: case,
 /// surrounding and repeated whitespace, and the split into several lines.
 pub(crate) fn normalized_header(headers: &HeaderMap, name: &HeaderName) -> String {
+    // One pass, straight into `out`: this runs for every keyed header of
+    // every request.
     let mut out = String::new();
     for value in headers.get_all(name) {
         for item in String::from_utf8_lossy(value.as_bytes()).split(',') {
-            let item = item
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" ")
-                .replace("; ", ";");
-            if item.is_empty() {
+            let mut words = item.split_whitespace().peekable();
+            if words.peek().is_none() {
                 continue;
             }
             if !out.is_empty() {
                 out.push(',');
             }
-            out.push_str(&item.to_ascii_lowercase());
+            for (i, word) in words.enumerate() {
+                // Words are joined by one space, none after a `;`.
+                if i > 0 && !out.ends_with(';') {
+                    out.push(' ');
+                }
+                out.extend(word.chars().map(|c| c.to_ascii_lowercase()));
+            }
         }
     }
     out
@@ -305,6 +309,24 @@ pub(crate) fn normalized_header(headers: &HeaderMap, name: &HeaderName) -> Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn header_values_normalize_case_spaces_and_lines() {
+        let mut headers = HeaderMap::new();
+        headers.append(
+            "x-v",
+            HeaderValue::from_static("  Text/HTML ;  q=0.9 ,, en  US"),
+        );
+        headers.append("x-v", HeaderValue::from_static("a; ; b,  "));
+        let name = HeaderName::from_static("x-v");
+        assert_eq!(
+            normalized_header(&headers, &name),
+            "text/html ;q=0.9,en us,a;;b"
+        );
+        let mut spaced = HeaderMap::new();
+        spaced.insert("x-v", HeaderValue::from_static("a;   B"));
+        assert_eq!(normalized_header(&spaced, &name), "a;b");
+    }
     use crate::policy::PolicySet;
     use http::{HeaderValue, Method};
 
