@@ -103,12 +103,10 @@ impl EntryParts {
     /// The entry, encoded into one exact-size buffer; `None` when a field
     /// is too long for the encoding (a tag, name, ETag, tenant or path over
     /// 64 KiB, or over 65,535 of a kind), which is then not stored.
+    /// The fields are typed (valid names, values and UTF-8), so nothing is
+    /// checked again: the offsets are noted as the encoding is written.
     pub(crate) fn seal(&self) -> Option<Entry> {
-        Entry::decode(self.encode()?)
-    }
-
-    /// The encoding (see the module's documentation).
-    pub(crate) fn encode(&self) -> Option<Bytes> {
+        let offset = |out: &BytesMut| u32::try_from(out.len()).ok();
         let mut out = BytesMut::with_capacity(self.encoded_len());
         out.put_u8(VERSION);
         out.put_u16_le(self.status.as_u16());
@@ -135,10 +133,12 @@ impl EntryParts {
         put_str(&mut out, self.etag.as_bytes())?;
         put_str(&mut out, self.tenant.as_bytes())?;
         put_str(&mut out, self.path.as_bytes())?;
+        let tags_at = offset(&out)?;
         out.put_u16_le(u16::try_from(self.tags.len()).ok()?);
         for tag in &self.tags {
             put_str(&mut out, tag.as_bytes())?;
         }
+        let vary_at = offset(&out)?;
         out.put_u16_le(u16::try_from(self.vary.len()).ok()?);
         for (name, value) in &self.vary {
             put_str(&mut out, name.as_str().as_bytes())?;
@@ -148,17 +148,30 @@ impl EntryParts {
                 value.as_ref().map_or(&[][..], HeaderValue::as_bytes),
             )?;
         }
+        let headers_at = offset(&out)?;
         out.put_u16_le(u16::try_from(self.headers.len()).ok()?);
         for (name, value) in &self.headers {
             put_str(&mut out, name.as_str().as_bytes())?;
             out.put_u32_le(u32::try_from(value.len()).ok()?);
             out.put_slice(value.as_bytes());
         }
+        let body_at = offset(&out)?;
         out.put_slice(&self.body);
-        Some(out.freeze())
+        Some(Entry {
+            encoded: out.freeze(),
+            tags_at,
+            vary_at,
+            headers_at,
+            body_at,
+        })
     }
 
-    /// The size of [`Self::encode`]'s output: the buffer is kept whole by
+    /// The encoding (see the module's documentation).
+    pub(crate) fn encode(&self) -> Option<Bytes> {
+        self.seal().map(|entry| entry.encoded)
+    }
+
+    /// The size of the encoding: the buffer is kept whole by
     /// the entry, so slack would be kept too.
     fn encoded_len(&self) -> usize {
         let tags: usize = self.tags.iter().map(|t| 2 + t.len()).sum();
@@ -755,7 +768,17 @@ pub(crate) mod tests {
         let parts = sample_parts(b"{\"id\":42}");
         let encoded = parts.encode().unwrap_or_default();
         assert_eq!(encoded.len(), parts.encoded_len());
-        assert_eq!(Entry::decode(encoded), parts.seal());
+        let (decoded, sealed) = (Entry::decode(encoded), parts.seal());
+        assert_eq!(decoded, sealed);
+        let (decoded, sealed) = (decoded.unwrap(), sealed.unwrap());
+        // The offsets sealing notes are the ones decoding finds.
+        assert_eq!(
+            decoded.tags().collect::<Vec<_>>(),
+            sealed.tags().collect::<Vec<_>>()
+        );
+        assert_eq!(decoded.vary_names(), sealed.vary_names());
+        assert_eq!(decoded.headers(0), sealed.headers(0));
+        assert_eq!(decoded.body(), sealed.body());
         let empty = sample_parts(b"");
         assert_eq!(empty.seal().map(|e| e.body_len()), Some(0));
     }
