@@ -67,8 +67,9 @@ impl Mark {
     }
 }
 
-/// What the marks say about one entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What the marks say about one entry, from best to worst: the worst of
+/// several marks is their `max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Verdict {
     Valid,
     /// Soft-purged: treat as stale.
@@ -140,11 +141,7 @@ impl TenantMarks {
             return Verdict::Valid;
         }
         let mut worst = self.all.verdict(requested_at);
-        let mut consider = |v: Verdict| {
-            if v == Verdict::Purged || (v == Verdict::Stale && worst == Verdict::Valid) {
-                worst = v;
-            }
-        };
+        let mut consider = |v: Verdict| worst = worst.max(v);
         for tag in tags.iter() {
             if let Some(times) = self.tags.get(tag) {
                 consider(times.verdict(requested_at));
@@ -260,11 +257,7 @@ impl Marks {
             .tenants
             .get(tenant)
             .map_or(Verdict::Valid, |m| m.verdict(entry, requested_at));
-        match (everyone, own) {
-            (Verdict::Purged, _) | (_, Verdict::Purged) => Verdict::Purged,
-            (Verdict::Stale, _) | (_, Verdict::Stale) => Verdict::Stale,
-            _ => Verdict::Valid,
-        }
+        everyone.max(own)
     }
 
     /// False when no mark is as recent as `requested_at`: the lock-free
