@@ -10,6 +10,7 @@
 //! `no-store`), and such APIs store whatever the init future returns.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry as InFlight;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -52,11 +53,16 @@ impl Flights {
     /// Leads the flight for `key`, or follows the one under way.
     pub(crate) fn join(self: &Arc<Self>, key: CacheKey) -> Role {
         let mut inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(slot) = inflight.get(&key) {
-            return Role::Follower(Follower { slot: slot.clone() });
-        }
+        let vacant = match inflight.entry(key) {
+            InFlight::Occupied(under_way) => {
+                return Role::Follower(Follower {
+                    slot: under_way.get().clone(),
+                });
+            }
+            InFlight::Vacant(vacant) => vacant,
+        };
         let (sender, slot) = watch::channel(None);
-        inflight.insert(key, slot);
+        vacant.insert(slot);
         Role::Leader(Leader {
             key,
             flights: Arc::clone(self),
