@@ -25,6 +25,12 @@ pub(crate) enum ProxyError {
     /// Something in the request itself (e.g. an unusable tenant header).
     #[error("{0}")]
     BadRequest(String),
+    /// The request already passed through folio (`Via`): forwarding loops.
+    #[error("the request already passed through folio: the upstream points back at it")]
+    Loop,
+    /// A bug: serving the request panicked. Only this request fails.
+    #[error("folio could not serve this request")]
+    Internal,
 }
 
 impl ProxyError {
@@ -33,6 +39,8 @@ impl ProxyError {
             Self::UpstreamUnavailable(_) | Self::UpstreamBody(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout(_) | Self::NotCached => StatusCode::GATEWAY_TIMEOUT,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Loop => StatusCode::LOOP_DETECTED,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -44,6 +52,8 @@ impl ProxyError {
             Self::UpstreamBody(_) => "upstream_body",
             Self::NotCached => "only_if_cached",
             Self::BadRequest(_) => "bad_request",
+            Self::Loop => "loop_detected",
+            Self::Internal => "internal_error",
         }
     }
 

@@ -380,7 +380,7 @@ fn corrected_initial_age(
     let response_delay = response_time
         .duration_since(request_time)
         .unwrap_or(Duration::ZERO);
-    apparent_age.max(age_value + response_delay)
+    apparent_age.max(age_value.saturating_add(response_delay))
 }
 
 fn http_date(value: &HeaderValue) -> Option<SystemTime> {

@@ -176,6 +176,107 @@ pub(crate) fn normalize_path(path: &str) -> Cow<'_, str> {
     Cow::Owned(remove_dot_segments(&decoded))
 }
 
+/// Why a path has no one meaning: the upstream, a framework or a file
+/// server in front of it may decode it differently from folio.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum AmbiguousPath {
+    #[error("a '%' that is not followed by two hex digits")]
+    BadEscape,
+    #[error("an encoded '/', '\\' or control character")]
+    EncodedSeparator,
+    #[error("an encoded dot segment ('%2e')")]
+    EncodedDot,
+    #[error("a backslash")]
+    Backslash,
+    #[error("a path parameter (';')")]
+    PathParameter,
+}
+
+/// The one spelling of a path that folio matches, keys, tags and forwards
+/// (so the upstream never sees a path the cache did not): RFC 3986
+/// normalization ([`normalize_path`]) with empty segments collapsed. Paths
+/// whose meaning depends on the decoder are refused instead.
+pub(crate) fn canonical_path(path: &str) -> Result<Cow<'_, str>, AmbiguousPath> {
+    let bytes = path.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => return Err(AmbiguousPath::Backslash),
+            b';' => return Err(AmbiguousPath::PathParameter),
+            b'%' => {
+                let byte = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(hex_byte)
+                    .ok_or(AmbiguousPath::BadEscape)?;
+                if byte == b'/' || byte == b'\\' || byte.is_ascii_control() {
+                    return Err(AmbiguousPath::EncodedSeparator);
+                }
+                i += 3;
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    for segment in path.split('/').filter(|s| s.contains('%')) {
+        let dots = segment.replace("%2e", ".").replace("%2E", ".");
+        if dots == "." || dots == ".." {
+            return Err(AmbiguousPath::EncodedDot);
+        }
+    }
+    let normalized = normalize_path(path);
+    if !normalized.contains("//") {
+        return Ok(normalized);
+    }
+    let mut collapsed = String::with_capacity(normalized.len());
+    for c in normalized.chars() {
+        if !(c == '/' && collapsed.ends_with('/')) {
+            collapsed.push(c);
+        }
+    }
+    Ok(Cow::Owned(collapsed))
+}
+
+/// The query string to forward for a request keyed by `policy`: exactly the
+/// pairs the key holds, in the client's order, each percent-encoded one way
+/// (so `;`, `+` and stray `%` cannot be read otherwise upstream); `None`
+/// when the key holds no pair. Borrowed when the client's query already is
+/// that string.
+pub(crate) fn canonical_query<'a>(policy: &Policy, query: Option<&'a str>) -> Option<Cow<'a, str>> {
+    let keeps = |name: &str| match &policy.key_query {
+        QueryKey::Ignore => false,
+        QueryKey::All => true,
+        QueryKey::Only(names) => names.iter().any(|n| **n == *name),
+    };
+    let mut out = String::new();
+    for (name, value) in query_pairs(query).filter(|(name, _)| keeps(name)) {
+        if !out.is_empty() {
+            out.push('&');
+        }
+        percent_encode(&name, &mut out);
+        out.push('=');
+        percent_encode(&value, &mut out);
+    }
+    match query {
+        _ if out.is_empty() => None,
+        Some(raw) if raw == out => Some(Cow::Borrowed(raw)),
+        _ => Some(Cow::Owned(out)),
+    }
+}
+
+/// Percent-encodes all but RFC 3986's unreserved characters.
+fn percent_encode(text: &str, out: &mut String) {
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push('%');
+            out.push(char::from(b"0123456789ABCDEF"[usize::from(byte >> 4)]));
+            out.push(char::from(b"0123456789ABCDEF"[usize::from(byte & 15)]));
+        }
+    }
+}
+
 fn utf8_len(first: u8) -> usize {
     match first {
         0xF0..=0xFF => 4,

@@ -4,6 +4,8 @@
 //! The modules in the order a request meets them:
 //! - `server`: accept loop, HTTP/1.1 + h2c, graceful shutdown;
 //! - `proxy`: the pipeline, top to bottom (start here);
+//! - `inbound`: the client's request made into the one canonical request
+//!   folio decides on and forwards (hostile headers refused or removed);
 //! - `policy`: endpoint policies from YAML, route matching;
 //! - `settings`: process settings, where the tenant comes from;
 //! - `key`: the cache key;
@@ -29,6 +31,7 @@ mod error;
 mod explain;
 mod flight;
 mod freshness;
+mod inbound;
 mod invalidation;
 mod key;
 mod metrics;
@@ -53,7 +56,7 @@ use tokio::net::TcpListener;
 pub use admin::AdminAuth;
 pub use policy::units::{parse_duration, parse_size};
 pub use policy::{PolicyError, PolicyErrors, PolicySet};
-pub use settings::{Settings, TenantSource};
+pub use settings::{Cidr, Settings, TenantSource};
 pub use warm::{WarmReport, warm};
 
 /// Why folio could not start.
@@ -131,6 +134,7 @@ pub async fn run(
         hot: rewarm::Hot::default(),
         cdn: settings.cdn,
         metrics,
+        trusted_proxies: settings.trusted_proxies.clone(),
         unmatched: Arc::from("-"),
         started: std::time::Instant::now(),
     });
@@ -147,7 +151,10 @@ pub async fn run(
             let _ = stopped.wait_for(|stop| *stop).await;
         }
     };
-    let grace = settings.shutdown_grace;
+    let limits = server::Limits {
+        idle: settings.idle_timeout,
+        grace: settings.shutdown_grace,
+    };
     spawn_housekeeping(&state, &settings, listener.local_addr().ok(), stopping());
     let admin_server = admin_listener.map(|listener| {
         if settings.admin.is_open() {
@@ -162,10 +169,10 @@ pub async fn run(
             policies_dir: settings.policies_dir.clone(),
         });
         let handler = move |request, peer| admin::handle(Arc::clone(&admin), request, peer);
-        tokio::spawn(server::serve(listener, handler, stopping(), grace))
+        tokio::spawn(server::serve(listener, handler, stopping(), limits))
     });
     let handler = move |request, peer| proxy::handle(Arc::clone(&state), request, peer);
-    let proxy_server = server::serve(listener, handler, stopping(), grace);
+    let proxy_server = server::serve(listener, handler, stopping(), limits);
     tokio::pin!(proxy_server);
     tokio::select! {
         () = &mut proxy_server => {}
@@ -458,7 +465,10 @@ pub mod bench {
                 upstream,
                 answer,
                 async move { drop(upstream_stopped.await) },
-                Duration::from_secs(1),
+                crate::server::Limits {
+                    idle: Duration::from_secs(75),
+                    grace: Duration::from_secs(1),
+                },
             ));
 
             let proxy = TcpListener::bind("127.0.0.1:0").await?;

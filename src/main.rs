@@ -117,6 +117,12 @@ struct ServeArgs {
     /// A tenant's own token, TENANT=TOKEN (repeat, or comma-separate in the variable): may purge that tenant only.
     #[arg(long, env = "FOLIO_TENANT_TOKENS", value_delimiter = ',', value_parser = tenant_token)]
     tenant_token: Vec<(String, String)>,
+    /// Proxies in front of folio whose X-Forwarded-For / Forwarded are believed (CIDR, comma-separated); from other peers those headers are replaced.
+    #[arg(long, env = "FOLIO_TRUSTED_PROXIES", value_delimiter = ',')]
+    trusted_proxies: Vec<folio::Cidr>,
+    /// A client connection with no request in flight for this long is closed (HTTP/1.1 and HTTP/2).
+    #[arg(long, env = "FOLIO_IDLE_TIMEOUT", default_value = "75s", value_parser = parse_duration)]
+    idle_timeout: Duration,
     /// Tenants kept apart in metrics; the rest count as "other".
     #[arg(long, env = "FOLIO_METRICS_TENANTS", default_value = "20")]
     metrics_tenants: usize,
@@ -272,6 +278,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     settings.l2_timeout = args.l2_timeout;
     settings.cdn = !args.ignore_cdn_cache_control;
     settings.metrics_tenants = args.metrics_tenants;
+    settings.trusted_proxies = args.trusted_proxies;
+    settings.idle_timeout = args.idle_timeout;
 
     // Pinned to one CPU (as in the benchmarks), a single-threaded runtime does
     // the same work without the machinery of work stealing.

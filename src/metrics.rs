@@ -190,6 +190,8 @@ pub(crate) struct Metrics {
     pub(crate) redis_latency: Histogram,
     pub(crate) evictions: AtomicU64,
     pub(crate) coalesced: AtomicU64,
+    /// Requests whose handling panicked (each answered with a 500).
+    pub(crate) panics: AtomicU64,
     pub(crate) l2_errors: AtomicU64,
     /// Upstream failures: unreachable, timeout, broken body.
     pub(crate) upstream_errors: [AtomicU64; 3],
@@ -217,6 +219,7 @@ impl Metrics {
             redis_latency: Histogram::default(),
             evictions: AtomicU64::new(0),
             coalesced: AtomicU64::new(0),
+            panics: AtomicU64::new(0),
             l2_errors: AtomicU64::new(0),
             upstream_errors: Default::default(),
             purges: Default::default(),
@@ -433,6 +436,12 @@ impl Metrics {
             "folio_coalesced_total",
             "Requests answered by another request's fetch.",
             self.coalesced.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "folio_panics_total",
+            "Requests whose handling panicked (a bug; each got a 500).",
+            self.panics.load(Ordering::Relaxed),
         );
         counter(
             &mut out,

@@ -27,6 +27,8 @@ pub(crate) enum BypassReason {
     Credentials,
     /// A `Range` request with nothing stored to answer it.
     Range,
+    /// A GET or HEAD that asks (`X-HTTP-Method-Override`) to be another method.
+    MethodOverride,
 }
 
 impl BypassReason {
@@ -37,6 +39,7 @@ impl BypassReason {
             Self::Method => "method",
             Self::Credentials => "credentials",
             Self::Range => "range",
+            Self::MethodOverride => "method-override",
         }
     }
 }

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
+use futures_util::FutureExt as _;
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
 use hyper::body::Incoming;
@@ -37,8 +38,9 @@ use crate::cache::{Cache, Layer};
 use crate::error::ProxyError;
 use crate::flight::{Flights, Outcome, Role};
 use crate::freshness::{self, Asked, CDN_CACHE_CONTROL, NotStored, Storage, Stored, Use};
+use crate::inbound;
 use crate::invalidation::{Invalidator, Mark, Scope, Verdict, route_tag, scopes_for_event};
-use crate::key::{CacheKey, normalize_path, query_pairs};
+use crate::key::{CacheKey, canonical_path, canonical_query, normalize_path, query_pairs};
 use crate::metrics::{self, Metrics};
 use crate::outcome::{BypassReason, CACHE_STATUS, Forward, Served, X_CACHE, X_CACHE_LAYER};
 use crate::policy::{Match, Policy, PolicySet, TagPart};
@@ -66,6 +68,8 @@ pub(crate) struct State {
     /// Obey `CDN-Cache-Control` over `Cache-Control` (RFC 9213).
     pub(crate) cdn: bool,
     pub(crate) metrics: Arc<Metrics>,
+    /// Peers whose client-address headers are believed.
+    pub(crate) trusted_proxies: Vec<crate::settings::Cidr>,
     /// The label of requests no policy (or tenant) names.
     pub(crate) unmatched: Arc<str>,
     pub(crate) started: Instant,
@@ -101,12 +105,25 @@ pub(crate) async fn handle(
         endpoint: Arc::clone(&state.unmatched),
         tenant: Arc::clone(&state.unmatched),
     };
-    let (response, upstream) = UPSTREAM_TIME
-        .scope(std::cell::Cell::new(Duration::ZERO), async {
-            let response = serve(&state, request, client.ip(), &mut ctx).await;
-            (response, UPSTREAM_TIME.with(std::cell::Cell::get))
-        })
-        .await;
+    let served = UPSTREAM_TIME.scope(std::cell::Cell::new(Duration::ZERO), async {
+        let response = serve(&state, request, client.ip(), &mut ctx).await;
+        (response, UPSTREAM_TIME.with(std::cell::Cell::get))
+    });
+    // A bug met by one request fails that request alone, with a 500, and is
+    // counted; the connection and every other request go on.
+    let (response, upstream) = match std::panic::AssertUnwindSafe(served).catch_unwind().await {
+        Ok(done) => done,
+        Err(_) => {
+            state
+                .metrics
+                .panics
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::error!("a request panicked; answered 500 (see folio_panics_total)");
+            let mut response = ProxyError::Internal.to_response();
+            response.extensions_mut().insert(Failed);
+            (response, Duration::ZERO)
+        }
+    };
     let took = started.elapsed();
     let header = |name| {
         response
@@ -162,13 +179,42 @@ async fn serve(
     ctx: &mut Ctx,
 ) -> Response<Body> {
     let policies = state.policies.load_full();
-    let (parts, body) = request.into_parts();
-    let tenant = state.tenant.tenant(&parts);
-    if let Ok(tenant) = &tenant {
-        ctx.tenant = state.metrics.tenant_label(tenant);
+    let (mut parts, body) = request.into_parts();
+    // One canonical request: the policy, the tenant, the key and the
+    // upstream all see the same path, query and headers (see `inbound`).
+    if let Err(error) = inbound::refuse_loop(&parts.headers) {
+        return error.to_response();
     }
-    state.metrics.sample_path(&ctx.tenant, parts.uri.path());
-    let matched = policies.match_request(&parts.method, parts.uri.path());
+    let path = match canonical_path(parts.uri.path()) {
+        Ok(path) => path.into_owned(),
+        Err(why) => {
+            return ProxyError::BadRequest(format!("an ambiguous path: it has {why}"))
+                .to_response();
+        }
+    };
+    let matched = policies.match_request(&parts.method, &path);
+    let keyed: &[http::HeaderName] = matched.as_ref().map_or(&[], |m| &m.policy.key_headers);
+    let mut decided_on: Vec<&http::HeaderName> = keyed.iter().collect();
+    decided_on.extend(state.tenant.header());
+    let trusted = state
+        .trusted_proxies
+        .iter()
+        .any(|range| range.contains(client));
+    if let Err(error) =
+        inbound::clean_headers(&mut parts.headers, &parts.method, &decided_on, trusted)
+    {
+        return error.to_response();
+    }
+    match inbound::with_path_and_query(&parts.uri, &path, parts.uri.query()) {
+        Ok(uri) => parts.uri = uri,
+        Err(error) => return error.to_response(),
+    }
+    let tenant = match state.tenant.tenant(&parts) {
+        Ok(tenant) => tenant.into_owned(),
+        Err(error) => return error.to_response(),
+    };
+    ctx.tenant = state.metrics.tenant_label(&tenant);
+    state.metrics.sample_path(&ctx.tenant, &path);
     match &matched {
         Some(matched) => ctx.endpoint = Arc::clone(&matched.policy.name),
         None if is_safe(&parts.method) => ctx.endpoint = Arc::clone(&policies.rfc().name),
@@ -176,10 +222,16 @@ async fn serve(
     }
 
     if !is_safe(&parts.method) {
-        let effects = tenant
-            .ok()
-            .map(|tenant| WriteEffects::of(&policies, matched.as_ref(), &tenant, &parts));
-        return pass(state, parts, body, client, BypassReason::Method, effects).await;
+        let effects = WriteEffects::of(&policies, matched.as_ref(), &tenant, &parts);
+        return pass(
+            state,
+            parts,
+            body,
+            client,
+            BypassReason::Method,
+            Some(effects),
+        )
+        .await;
     }
     let cacheable_method = parts.method == Method::GET || parts.method == Method::HEAD;
     let (policy, params) = match matched {
@@ -200,27 +252,50 @@ async fn serve(
     if !policy.private && parts.headers.contains_key(header::COOKIE) {
         return pass(state, parts, body, client, BypassReason::Credentials, None).await;
     }
+    // Asked to act as another method: never answered from, nor stored in,
+    // the cache; a write it stands for purges as that write would.
+    if let Some(method) = inbound::method_override(&parts.headers, &parts.method) {
+        let effects = (!is_safe(&method)).then(|| {
+            let matched = policies.match_request(&method, &path);
+            WriteEffects::of(&policies, matched.as_ref(), &tenant, &parts)
+        });
+        return pass(
+            state,
+            parts,
+            body,
+            client,
+            BypassReason::MethodOverride,
+            effects,
+        )
+        .await;
+    }
     drop(body); // a GET's body has no meaning for the cache (RFC 9110 §9.3.1)
-    let tenant = match tenant {
-        Ok(tenant) => tenant,
+    inbound::drop_unkeyed(&mut parts.headers, &policy.key_headers);
+    let query = canonical_query(policy, parts.uri.query());
+    match inbound::with_path_and_query(&parts.uri, &path, query.as_deref()) {
+        Ok(uri) => parts.uri = uri,
         Err(error) => return error.to_response(),
-    };
+    }
+    let tenant = tenant.as_str();
     let asked = freshness::Request::new(&parts.headers);
     // RFC 9111 §3.5: only responses that say so may answer (or be stored
     // for) requests with credentials; a private policy keys on them instead.
     let authorization = !policy.private && parts.headers.contains_key(header::AUTHORIZATION);
     let primary = CacheKey::new(
-        &tenant,
+        tenant,
         parts.uri.path(),
         parts.uri.query(),
         &parts.headers,
         policy,
     );
-    if policy.rewarm {
+    // Private entries are per caller: a replay would need the caller's
+    // credentials, which are not kept.
+    if policy.rewarm && !policy.private {
         let fill = || {
             Fill::new(
-                policy, primary, primary, &tenant, &params, &parts, client, None,
+                policy, primary, primary, tenant, &params, &parts, client, None,
             )
+            .remembered(state.tenant.header())
         };
         state.hot.touch(primary, fill);
     }
@@ -267,7 +342,7 @@ async fn serve(
                             policy,
                             key,
                             primary,
-                            &tenant,
+                            tenant,
                             &params,
                             &parts,
                             client,
@@ -300,12 +375,12 @@ async fn serve(
     }
     if parts.headers.contains_key(header::RANGE) && parts.method == Method::GET {
         // Partial answers are not stored; the range goes to the upstream as asked.
-        let headers = upstream::forward_headers(parts.headers.clone(), &parts.uri, client);
+        let headers = upstream::forward_headers(parts.headers.clone(), &parts.uri, Some(client));
         return forward_range(state, &parts, headers).await;
     }
     let validators = stale.as_ref().map(|(entry, _)| entry);
     let fill = Fill::new(
-        policy, key, primary, &tenant, &params, &parts, client, validators,
+        policy, key, primary, tenant, &params, &parts, client, validators,
     )
     .asking(asked.cc.no_store);
     fill_and_respond(state, &parts, fill, forward, stale).await
@@ -438,10 +513,15 @@ async fn pass(
         headers,
         ..
     } = parts;
-    let headers = upstream::forward_headers(headers, &uri, client);
+    let headers = upstream::forward_headers(headers, &uri, Some(client));
+    let body = if inbound::bodiless(&method) {
+        Body::Empty
+    } else {
+        Body::stream(body)
+    };
     let request = state
         .upstream
-        .request(method, uri.path_and_query(), headers, Body::stream(body));
+        .request(method, uri.path_and_query(), headers, body);
     relay(state, request, served, effects).await
 }
 
@@ -504,8 +584,11 @@ pub(crate) struct Fill {
     pub(crate) path: Box<str>,
     pub(crate) tags: Vec<Box<str>>,
     uri: Uri,
+    /// The request headers to forward: the client's (cleaned), or for a
+    /// remembered fill only those the key is made of.
     headers: HeaderMap,
-    client: IpAddr,
+    /// Named in `X-Forwarded-For`; none for a remembered fill.
+    client: Option<IpAddr>,
     /// The stale entry being revalidated: its validators go upstream, and a
     /// 304 refreshes it.
     stale: Option<Entry>,
@@ -538,7 +621,7 @@ impl Fill {
             tags: render_tags(policy, params, parts.uri.query()),
             uri: parts.uri.clone(),
             headers: parts.headers.clone(),
-            client,
+            client: Some(client),
             stale: stale.cloned(),
             // RFC 9111 §3.5: only responses that say so may be stored for
             // requests with credentials; a private policy keys on them instead.
@@ -546,6 +629,72 @@ impl Fill {
             no_store: false,
             head: parts.method == Method::HEAD && stale.is_some(),
         }
+    }
+
+    /// A fill to keep for rewarming: of the client's request only what the
+    /// key is made of (`Host`, the tenant header, the policy's key headers,
+    /// `Accept-Encoding`), so a replay fetches the shared entry, not this
+    /// client's variant of it, and costs little to remember.
+    fn remembered(mut self, tenant_header: Option<&http::HeaderName>) -> Self {
+        let mut kept = HeaderMap::new();
+        let names = [&header::HOST, &header::ACCEPT_ENCODING]
+            .into_iter()
+            .chain(tenant_header)
+            .chain(self.policy.key_headers.iter());
+        for name in names {
+            for value in self.headers.get_all(name) {
+                kept.append(name.clone(), value.clone());
+            }
+        }
+        self.headers = kept;
+        self.client = None;
+        self.authorization = false;
+        self.stale = None;
+        self.head = false;
+        self
+    }
+
+    /// Roughly the bytes this fill holds, to bound what is remembered.
+    pub(crate) fn weight(&self) -> usize {
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 32)
+            .sum();
+        let tags: usize = self.tags.iter().map(|t| t.len() + 16).sum();
+        std::mem::size_of::<Self>()
+            + self.uri.to_string().len()
+            + self.tenant.len()
+            + self.path.len()
+            + headers
+            + tags
+    }
+
+    #[cfg(test)]
+    pub(crate) fn primary_key(&self) -> CacheKey {
+        self.primary
+    }
+
+    /// A fill of `path` whose request carried `extra` bytes of headers.
+    #[cfg(test)]
+    pub(crate) fn for_test(path: &str, extra: usize) -> Self {
+        let policy = Arc::new(Policy::rfc());
+        let mut request = Request::get(path).header("x-tenant-id", "acme");
+        if extra > 0 {
+            request = request.header("x-padding", "p".repeat(extra));
+        }
+        let (parts, ()) = request.body(()).unwrap_or_default().into_parts();
+        let key = CacheKey::new("acme", path, None, &parts.headers, &policy);
+        Self::new(
+            &policy,
+            key,
+            key,
+            "acme",
+            &[],
+            &parts,
+            IpAddr::from([127, 0, 0, 1]),
+            None,
+        )
     }
 
     fn asking(mut self, no_store: bool) -> Self {
@@ -832,7 +981,7 @@ fn make_entry(
         body,
         requested_at,
         stored_at: now,
-        fresh_until: now + lifetime.fresh_for,
+        fresh_until: now.checked_add(lifetime.fresh_for).unwrap_or(now),
         initial_age: lifetime.initial_age,
         stale_while_revalidate: lifetime.stale_while_revalidate,
         stale_if_error: lifetime.stale_if_error,
@@ -892,7 +1041,7 @@ async fn fill_and_respond(
     let leader = match state.flights.join(fill.key) {
         Role::Leader(leader) => Some(leader),
         Role::Follower(follower) => match follower
-            .wait(state.upstream.timeout() + FOLLOWER_MARGIN)
+            .wait(state.upstream.timeout().saturating_add(FOLLOWER_MARGIN))
             .await
         {
             Some(Outcome::Shared(entry))

@@ -1,11 +1,14 @@
 //! A listener: accepts connections, speaks HTTP/1.1 and h2c on each, hands
-//! every request to a handler (the proxy, or the admin API), and on shutdown
-//! stops accepting and lets in-flight requests finish (bounded).
+//! every request to a handler (the proxy, or the admin API), closes
+//! connections left idle, and on shutdown stops accepting and lets in-flight
+//! requests finish (bounded).
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -13,20 +16,81 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::GracefulConnection;
 use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use crate::body::Body;
 
 /// Longest a client may take to send a request's headers (slowloris guard).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Streams one HTTP/2 client may have open at once.
+const MAX_STREAMS: u32 = 256;
+/// Largest request head accepted over HTTP/2 (HTTP/1.1's limit is hyper's).
+const MAX_HEADER_LIST: u32 = 64 << 10;
+
+/// How long connections may live without work.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// A connection with no request in flight for this long is closed
+    /// (HTTP/1.1 keep-alive and HTTP/2 alike; also a client that opens a
+    /// connection and never completes a request head).
+    pub(crate) idle: Duration,
+    /// After shutdown begins, how long requests in flight may finish.
+    pub(crate) grace: Duration,
+}
+
+/// When a connection last had work, and how much it has now.
+#[derive(Debug)]
+struct Activity {
+    born: Instant,
+    in_flight: AtomicUsize,
+    /// Milliseconds after `born` when the last request finished.
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            born: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn idle_for(&self) -> Duration {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return Duration::ZERO;
+        }
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Acquire));
+        self.born.elapsed().saturating_sub(last)
+    }
+}
+
+/// Counts a request in flight while it lives (also when it is cancelled).
+struct Working(Arc<Activity>);
+
+impl Working {
+    fn start(activity: &Arc<Activity>) -> Self {
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        Self(Arc::clone(activity))
+    }
+}
+
+impl Drop for Working {
+    fn drop(&mut self) {
+        let now = u64::try_from(self.0.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.0.last_ms.store(now, Ordering::Release);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 pub(crate) async fn serve<H, F>(
     listener: TcpListener,
     handler: H,
     shutdown: impl Future<Output = ()>,
-    grace: Duration,
+    limits: Limits,
 ) where
     H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
@@ -37,7 +101,16 @@ pub(crate) async fn serve<H, F>(
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .keep_alive(true);
-    let graceful = GracefulShutdown::new();
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_STREAMS)
+        .max_header_list_size(MAX_HEADER_LIST)
+        .keep_alive_interval(Some(limits.idle.min(HEADER_READ_TIMEOUT)))
+        .keep_alive_timeout(HEADER_READ_TIMEOUT);
+    // Each connection holds a sender; when all are gone, all have closed.
+    let (stop, stopping) = watch::channel(false);
+    let (open, mut all_closed) = mpsc::channel::<()>(1);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -53,27 +126,81 @@ pub(crate) async fn serve<H, F>(
                 };
                 let _ = stream.set_nodelay(true);
                 let handler = handler.clone();
+                let activity = Arc::new(Activity::new());
+                let working = Arc::clone(&activity);
                 let service = service_fn(move |request| {
+                    let guard = Working::start(&working);
                     let response = handler(request, peer);
-                    async move { Ok::<_, Infallible>(response.await) }
-                });
-                let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                let connection = graceful.watch(connection);
-                tokio::spawn(async move {
-                    if let Err(error) = connection.await {
-                        debug!(%peer, error = %error, "connection ended with an error");
+                    async move {
+                        let response = response.await;
+                        drop(guard);
+                        Ok::<_, Infallible>(response)
                     }
                 });
+                let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                tokio::spawn(drive(connection, peer, activity, stopping.clone(), limits, open.clone()));
             }
             () = &mut shutdown => break,
         }
     }
     drop(listener);
-    info!("shutting down: no new connections; waiting up to {grace:?} for requests in flight");
-    if tokio::time::timeout(grace, graceful.shutdown())
+    info!(
+        "shutting down: no new connections; waiting up to {:?} for requests in flight",
+        limits.grace
+    );
+    let _ = stop.send(true);
+    drop(open);
+    if tokio::time::timeout(limits.grace, all_closed.recv())
         .await
         .is_err()
     {
-        warn!("requests still in flight after {grace:?}; closing them");
+        warn!(
+            "requests still in flight after {:?}; closing them",
+            limits.grace
+        );
+    }
+}
+
+/// Runs one connection until it ends: closes it gracefully when it has been
+/// idle too long or the server stops, and drops it if it then lingers.
+async fn drive<C>(
+    connection: C,
+    peer: SocketAddr,
+    activity: Arc<Activity>,
+    mut stopping: watch::Receiver<bool>,
+    limits: Limits,
+    _open: mpsc::Sender<()>,
+) where
+    C: GracefulConnection,
+    C::Error: std::fmt::Display,
+{
+    tokio::pin!(connection);
+    let mut closing: Option<tokio::time::Instant> = None;
+    let check_every = (limits.idle / 4).max(Duration::from_millis(50));
+    loop {
+        let deadline = closing.unwrap_or_else(|| tokio::time::Instant::now() + check_every);
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    debug!(%peer, %error, "connection ended with an error");
+                }
+                return;
+            }
+            _ = stopping.wait_for(|stop| *stop), if closing.is_none() => {
+                connection.as_mut().graceful_shutdown();
+                closing = Some(tokio::time::Instant::now() + limits.grace);
+            }
+            () = tokio::time::sleep_until(deadline) => {
+                if closing.is_some() {
+                    debug!(%peer, "connection did not close in time; dropped");
+                    return;
+                }
+                if activity.idle_for() >= limits.idle {
+                    debug!(%peer, "idle connection closed");
+                    connection.as_mut().graceful_shutdown();
+                    closing = Some(tokio::time::Instant::now() + limits.grace);
+                }
+            }
+        }
     }
 }

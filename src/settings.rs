@@ -3,6 +3,7 @@
 //! from flags and `FOLIO_*` variables, or directly by tests.
 
 use std::borrow::Cow;
+use std::net::IpAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -33,6 +34,8 @@ pub struct Settings {
     pub tenant: TenantSource,
     /// How long in-flight requests may finish after shutdown begins.
     pub shutdown_grace: Duration,
+    /// A client connection with no request in flight for this long is closed.
+    pub idle_timeout: Duration,
     /// Who may purge through the admin API.
     pub admin: crate::AdminAuth,
     /// Act as a CDN-class cache: `CDN-Cache-Control` from the upstream wins
@@ -44,6 +47,9 @@ pub struct Settings {
     pub config: crate::config::Config,
     /// Where the policies were read from, to reload them (SIGHUP, admin).
     pub policies_dir: Option<std::path::PathBuf>,
+    /// Peers whose `X-Forwarded-For` / `Forwarded` are believed (a load
+    /// balancer in front of folio); from anyone else they are replaced.
+    pub trusted_proxies: Vec<Cidr>,
 }
 
 impl Settings {
@@ -59,11 +65,13 @@ impl Settings {
             l2_timeout: Duration::from_millis(50),
             tenant: TenantSource::default(),
             shutdown_grace: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(75),
             admin: crate::AdminAuth::default(),
             cdn: true,
             metrics_tenants: 20,
             config: crate::config::Config::default(),
             policies_dir: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -111,25 +119,60 @@ impl FromStr for TenantSource {
 /// Longest tenant accepted; anything longer is a client error, not a key.
 const MAX_TENANT_LEN: usize = 128;
 
+/// Whether `tenant` may name a tenant: 1 to 128 bytes of letters, digits
+/// and `. _ - ~ : @ [ ]` (enough for ids and host names). Anything else (a
+/// comma that joins two values, spaces, quotes, markup) would be read one
+/// way here and another way by the upstream, a log or a dashboard.
+pub(crate) fn valid_tenant(tenant: &str) -> bool {
+    (1..=MAX_TENANT_LEN).contains(&tenant.len())
+        && tenant
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-~:@[]".contains(&b))
+}
+
 impl TenantSource {
-    /// The tenant of a request; `""` is the anonymous tenant.
+    /// The header the tenant is read from, if it comes from one.
+    pub(crate) fn header(&self) -> Option<&HeaderName> {
+        match self {
+            Self::Header(name) => Some(name),
+            Self::Host => Some(&header::HOST),
+            Self::PathSegment(_) => None,
+        }
+    }
+
+    /// The tenant of a request; `""` is the anonymous tenant (no tenant
+    /// header, or no such path segment). A tenant that is given must be
+    /// given once and be [`valid_tenant`]: the upstream may read the last of
+    /// two headers, or split one at a comma, and then it would answer for
+    /// another tenant than the key names.
     pub(crate) fn tenant<'a>(&self, parts: &'a Parts) -> Result<Cow<'a, str>, ProxyError> {
+        let bad = |what: String| Err(ProxyError::BadRequest(what));
         let tenant: Cow<'a, str> = match self {
-            Self::Header(name) => match parts.headers.get(name) {
-                None => Cow::Borrowed(""),
-                Some(value) => Cow::Borrowed(value.to_str().map_err(|_| {
-                    ProxyError::BadRequest(format!("the {name} header must be visible ASCII"))
-                })?),
-            },
+            Self::Header(name) => {
+                let mut values = parts.headers.get_all(name).iter();
+                match (values.next(), values.next()) {
+                    (None, _) => return Ok(Cow::Borrowed("")),
+                    (Some(_), Some(_)) => {
+                        return bad(format!("send one {name} header, not several"));
+                    }
+                    (Some(value), None) => match value.to_str() {
+                        Ok(value) => Cow::Borrowed(value.trim()),
+                        Err(_) => return bad(format!("the {name} header must be visible ASCII")),
+                    },
+                }
+            }
             Self::Host => {
-                let host = parts
-                    .headers
-                    .get(header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .or_else(|| parts.uri.authority().map(|a| a.as_str()))
-                    .unwrap_or("");
+                let mut values = parts.headers.get_all(header::HOST).iter();
+                let host = match (values.next(), values.next()) {
+                    (_, Some(_)) => return bad("send one Host header, not several".to_owned()),
+                    (Some(value), None) => value.to_str().unwrap_or("\u{0}"),
+                    (None, None) => parts.uri.authority().map_or("", |a| a.as_str()),
+                };
+                if host.is_empty() {
+                    return Ok(Cow::Borrowed(""));
+                }
                 let host = host.rsplit_once(':').map_or(host, |(h, port)| {
-                    if port.bytes().all(|b| b.is_ascii_digit()) {
+                    if port.bytes().all(|b| b.is_ascii_digit()) && !h.is_empty() {
                         h
                     } else {
                         host
@@ -141,18 +184,74 @@ impl TenantSource {
                     Cow::Borrowed(host)
                 }
             }
-            Self::PathSegment(n) => Cow::Borrowed(
-                crate::policy::route::split_path(parts.uri.path())
-                    .nth(n - 1)
-                    .unwrap_or(""),
-            ),
+            Self::PathSegment(n) => {
+                match crate::policy::route::split_path(parts.uri.path()).nth(n - 1) {
+                    None => return Ok(Cow::Borrowed("")),
+                    Some(segment) => Cow::Borrowed(segment),
+                }
+            }
         };
-        if tenant.len() > MAX_TENANT_LEN {
-            return Err(ProxyError::BadRequest(format!(
-                "tenant longer than {MAX_TENANT_LEN} bytes"
-            )));
+        if !valid_tenant(&tenant) {
+            return bad(format!(
+                "not a tenant: expected 1 to {MAX_TENANT_LEN} letters, digits or . _ - ~ : @"
+            ));
         }
         Ok(tenant)
+    }
+}
+
+/// An address range, `10.0.0.0/8`, `::1/128`, or one address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// Whether `ip` lies in the range (an IPv4-mapped IPv6 address counts as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 @ IpAddr::V4(_) => v4,
+        };
+        match (self.network, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let fail = || {
+            format!("bad address range '{text}': expected e.g. 10.0.0.0/8, 127.0.0.1 or ::1/128")
+        };
+        let (address, prefix) = text.trim().split_once('/').unwrap_or((text.trim(), ""));
+        let network: IpAddr = address.parse().map_err(|_| fail())?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = if prefix.is_empty() {
+            max
+        } else {
+            prefix
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(fail)?
+        };
+        Ok(Self { network, prefix })
     }
 }
 

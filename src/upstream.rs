@@ -82,7 +82,7 @@ impl Upstream {
         &self,
         method: Method,
         path_and_query: Option<&PathAndQuery>,
-        headers: HeaderMap,
+        mut headers: HeaderMap,
         body: Body,
     ) -> Result<Request<Body>, ProxyError> {
         let pq = path_and_query.map_or("/", PathAndQuery::as_str);
@@ -97,6 +97,12 @@ impl Upstream {
             .path_and_query(target)
             .build()
             .map_err(|e| ProxyError::BadRequest(format!("cannot forward this path: {e}")))?;
+        if matches!(body, Body::Empty) {
+            // Framing for a body that is not sent would make the upstream
+            // read the next request on the connection as this one's body.
+            headers.remove(header::CONTENT_LENGTH);
+            headers.remove(header::TRANSFER_ENCODING);
+        }
         let mut request = Request::new(body);
         *request.method_mut() = method;
         *request.uri_mut() = uri;
@@ -156,7 +162,10 @@ pub(crate) async fn collect(
     max: usize,
     timeout: Duration,
 ) -> Result<Collected, ProxyError> {
-    let deadline = tokio::time::Instant::now() + timeout;
+    let now = tokio::time::Instant::now();
+    let deadline = now
+        .checked_add(timeout)
+        .unwrap_or(now + Duration::from_secs(86_400));
     // Most bodies arrive as one chunk: keep it as is rather than copying.
     let mut first: Option<Bytes> = None;
     let mut buffer = BytesMut::new();
@@ -218,7 +227,11 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// The headers to send upstream for a client's request.
-pub(crate) fn forward_headers(mut headers: HeaderMap, uri: &Uri, client: IpAddr) -> HeaderMap {
+pub(crate) fn forward_headers(
+    mut headers: HeaderMap,
+    uri: &Uri,
+    client: Option<IpAddr>,
+) -> HeaderMap {
     strip_hop_by_hop(&mut headers);
     // HTTP/2 clients name the host in the URI, not in a header.
     if !headers.contains_key(header::HOST)
@@ -227,12 +240,14 @@ pub(crate) fn forward_headers(mut headers: HeaderMap, uri: &Uri, client: IpAddr)
     {
         headers.insert(header::HOST, host);
     }
-    let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(earlier) => format!("{earlier}, {client}"),
-        None => client.to_string(),
-    };
-    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
-        headers.insert("x-forwarded-for", value);
+    if let Some(client) = client {
+        let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(earlier) => format!("{earlier}, {client}"),
+            None => client.to_string(),
+        };
+        if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+            headers.insert("x-forwarded-for", value);
+        }
     }
     append_via(&mut headers);
     headers
@@ -275,7 +290,7 @@ mod tests {
         headers.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         headers.insert("x-tenant-id", HeaderValue::from_static("acme"));
         let uri: Uri = "http://api.example/x".parse().unwrap();
-        let out = forward_headers(headers, &uri, "127.0.0.1".parse().unwrap());
+        let out = forward_headers(headers, &uri, Some("127.0.0.1".parse().unwrap()));
         assert!(!out.contains_key(header::CONNECTION));
         assert!(!out.contains_key("x-secret-hop"));
         assert!(!out.contains_key("keep-alive"));

@@ -477,8 +477,9 @@ impl Entry {
 
     /// The age at which the entry stops being fresh (its freshness lifetime).
     pub(crate) fn lifetime(&self) -> Duration {
-        Duration::from_secs(self.initial_age_s().into())
-            + Duration::from_millis(self.fresh_until_ms().saturating_sub(self.stored_at_ms()))
+        Duration::from_secs(self.initial_age_s().into()).saturating_add(Duration::from_millis(
+            self.fresh_until_ms().saturating_sub(self.stored_at_ms()),
+        ))
     }
 
     /// Whether `stale-if-error` still allows serving it at `now`.
@@ -491,8 +492,9 @@ impl Entry {
 
     /// `Age` at `now` (RFC 9111 §4.2.3: the upstream's age plus our residence).
     pub(crate) fn age(&self, now: SystemTime) -> Duration {
-        Duration::from_secs(self.initial_age_s().into())
-            + Duration::from_millis(unix_ms(now).saturating_sub(self.stored_at_ms()))
+        Duration::from_secs(self.initial_age_s().into()).saturating_add(Duration::from_millis(
+            unix_ms(now).saturating_sub(self.stored_at_ms()),
+        ))
     }
 
     /// Seconds of freshness left at `now`; negative once stale (`Cache-Status: ttl`).

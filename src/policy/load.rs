@@ -530,6 +530,15 @@ impl Ctx<'_> {
         let mut statuses = Vec::new();
         for item in items {
             match item.as_u64().and_then(|n| u16::try_from(n).ok()) {
+                Some(code @ (206 | 304)) => {
+                    self.fail(
+                        field,
+                        format!(
+                            "{code}: a partial or not-modified answer is not a whole response; \
+                             folio stores 200s and answers ranges and conditionals from them"
+                        ),
+                    );
+                }
                 Some(code @ 200..=599) => {
                     if let Ok(status) = StatusCode::from_u16(code) {
                         statuses.push(status);

@@ -56,7 +56,11 @@ async fn unmatched_requests_are_forwarded_unchanged_with_forwarding_headers() {
         "",
         "headers named by Connection are hop-by-hop"
     );
-    assert_eq!(seen.header("x-forwarded-for"), "203.0.113.9, 127.0.0.1");
+    assert_eq!(
+        seen.header("x-forwarded-for"),
+        "127.0.0.1",
+        "a client's own X-Forwarded-For is not believed"
+    );
     assert_eq!(seen.header("via"), "1.1 folio");
     assert_eq!(
         seen.header("host"),
@@ -160,4 +164,20 @@ async fn a_tenant_header_that_is_not_text_is_a_400() {
     assert_eq!(got.status, 400);
     assert_eq!(got.json()["error"], "bad_request");
     assert_eq!(upstream.total_hits(), 0);
+}
+
+#[tokio::test]
+async fn forwarding_headers_are_believed_from_trusted_proxies_only() {
+    let upstream = TestUpstream::json("{}").await;
+    let mut settings = crate::support::settings(upstream.uri());
+    settings.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+    let folio = Folio::start_with(settings, POLICIES).await;
+    let headers = [
+        ("x-forwarded-for", "203.0.113.9"),
+        ("forwarded", "for=203.0.113.9"),
+    ];
+    send("POST", &folio.url("/api/v1/orders"), &headers, "{}").await;
+    let seen = upstream.last();
+    assert_eq!(seen.header("x-forwarded-for"), "203.0.113.9, 127.0.0.1");
+    assert_eq!(seen.header("forwarded"), "for=203.0.113.9");
 }

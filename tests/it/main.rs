@@ -13,6 +13,7 @@ mod bookstore_e2e;
 mod cache_flow;
 mod failures;
 mod forwarding;
+mod hostile;
 mod http_caching;
 mod invalidation;
 mod operations;

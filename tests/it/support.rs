@@ -2,6 +2,7 @@
 
 pub(crate) mod cluster;
 pub(crate) mod process;
+pub(crate) mod raw;
 pub(crate) mod redis;
 pub(crate) mod upstream;
 

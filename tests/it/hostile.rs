@@ -1,0 +1,335 @@
+//! Hostile clients and the origins real APIs run on: each scenario is an
+//! attack that once worked (see docs/security.md), and what a client sees
+//! now.
+
+use std::time::Duration;
+
+use crate::support::raw::{RawOrigin, closed_within, raw_request};
+use crate::support::{ACME, Folio, GLOBEX, Reply, TestUpstream, eventually, get, send, settings};
+
+const POLICIES: &str = r#"
+"/api/v1/products/{id}":
+  cache_ttl: 1h
+  tags: ["product:{id}"]
+"/api/v1/hot/{id}":
+  cache_ttl: 1h
+  tags: [hot]
+  rewarm: true
+"PUT|DELETE /api/v1/products/{id}":
+  events: [product_update]
+"#;
+
+fn host(folio: &Folio) -> String {
+    folio.addr.to_string()
+}
+
+#[tokio::test]
+async fn connection_cannot_strip_the_tenant_after_folio_read_it() {
+    let origin = RawOrigin::start().await;
+    let folio = Folio::start_with(settings(origin.uri()), POLICIES).await;
+    let acme = get(&folio.url("/api/v1/products/42"), ACME).await;
+    assert_eq!(acme.json()["tenant"], "acme");
+
+    // globex's key, but an upstream request without a tenant (acme's data
+    // for an upstream that defaults to it) — refused.
+    for named in ["X-Tenant-ID", "x-tenant-id", "keep-alive, X-Tenant-ID "] {
+        let attack = raw_request(
+            folio.addr,
+            &format!(
+                "GET /api/v1/products/42 HTTP/1.1\nHost: {}\nX-Tenant-ID: globex\nCache-Control: no-cache\nConnection: {named}",
+                host(&folio)
+            ),
+            b"",
+        )
+        .await;
+        assert_eq!(attack.status, 400, "Connection: {named}");
+        assert_eq!(attack.json()["error"], "bad_request");
+    }
+    let globex = get(&folio.url("/api/v1/products/42"), GLOBEX).await;
+    assert_eq!(globex.json()["tenant"], "globex");
+    assert_eq!(globex.x_cache(), "MISS");
+}
+
+#[tokio::test]
+async fn a_get_with_a_body_cannot_desync_the_upstream_connection() {
+    let origin = RawOrigin::start().await;
+    let folio = Folio::start_with(settings(origin.uri()), POLICIES).await;
+    // The body the GET declares must not be declared upstream: the origin
+    // would read the next request's first bytes as it.
+    let padding = "x".repeat(40);
+    let first = raw_request(
+        folio.addr,
+        &format!(
+            "GET /api/v1/products/1 HTTP/1.1\nHost: {}\nX-Tenant-ID: acme\nContent-Length: 40",
+            host(&folio)
+        ),
+        padding.as_bytes(),
+    )
+    .await;
+    assert_eq!(first.status, 200);
+    assert!(!origin.last().has("content-length"), "{:?}", origin.last());
+    let chunked = raw_request(
+        folio.addr,
+        &format!(
+            "GET /api/v1/products/2 HTTP/1.1\nHost: {}\nX-Tenant-ID: acme\nTransfer-Encoding: chunked",
+            host(&folio)
+        ),
+        b"28\r\nxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\r\n0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(chunked.status, 200);
+    // The pooled connections are reused for these: each answer is its own.
+    for (id, headers) in [(3, GLOBEX), (4, ACME), (5, GLOBEX)] {
+        let got = get(&folio.url(&format!("/api/v1/products/{id}")), headers).await;
+        assert_eq!(got.status, 200);
+        assert_eq!(got.json()["tenant"], headers[0].1);
+        assert_eq!(
+            got.json()["target"],
+            format!("/api/v1/products/{id}"),
+            "answered with another request's response"
+        );
+    }
+    for seen in origin.seen() {
+        assert!(
+            seen.method == "GET" || seen.method == "HEAD",
+            "the origin read garbage as a request: {seen:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn tenant_headers_must_be_one_plain_value() {
+    let origin = RawOrigin::start().await;
+    let folio = Folio::start_with(settings(origin.uri()), POLICIES).await;
+    let h = host(&folio);
+    for tenant_lines in [
+        "X-Tenant-ID: acme\nX-Tenant-ID: globex",
+        "X-Tenant-ID: acme, globex",
+        "X-Tenant-ID: acme\nX_Tenant_ID: globex",
+        "X-Tenant-ID: <img src=x onerror=alert(1)>",
+        "X-Tenant-ID: acme globex",
+        "X-Tenant-ID: ",
+    ] {
+        for method in ["GET", "PUT"] {
+            let got = raw_request(
+                folio.addr,
+                &format!(
+                    "{method} /api/v1/products/7 HTTP/1.1\nHost: {h}\n{tenant_lines}\nContent-Length: 0"
+                ),
+                b"",
+            )
+            .await;
+            assert_eq!(got.status, 400, "{method} with {tenant_lines:?}");
+        }
+    }
+    assert_eq!(origin.requests(), 0, "nothing was forwarded");
+}
+
+#[tokio::test]
+async fn unkeyed_headers_never_reach_the_upstream_of_a_cached_route() {
+    let origin = RawOrigin::start().await;
+    let folio = Folio::start_with(settings(origin.uri()), POLICIES).await;
+    let hostile = [
+        ("x-tenant-id", "acme"),
+        ("x-forwarded-host", "evil.example"),
+        ("x-forwarded-proto", "gopher"),
+        ("forwarded", "host=evil.example"),
+        ("x-original-url", "/admin"),
+        ("x-rewrite-url", "/admin"),
+        ("x-forwarded-for", "6.6.6.6"),
+    ];
+    assert_eq!(
+        get(&folio.url("/api/v1/products/8"), &hostile).await.status,
+        200
+    );
+    let seen = origin.last();
+    for (name, _) in &hostile[1..] {
+        let value = seen.last(name);
+        assert!(
+            !value.contains("evil") && !value.contains("admin") && !value.contains("6.6"),
+            "{name}: {value} reached the upstream"
+        );
+    }
+    // The raw spelling with underscores is dropped too.
+    raw_request(
+        folio.addr,
+        &format!(
+            "GET /api/v1/products/9 HTTP/1.1\nHost: {}\nX-Tenant-ID: acme\nX_Forwarded_Host: evil.example",
+            host(&folio)
+        ),
+        b"",
+    )
+    .await;
+    assert_eq!(origin.last().last("x-forwarded-host"), "");
+}
+
+#[tokio::test]
+async fn a_get_asking_to_be_another_method_is_never_cached() {
+    let origin = RawOrigin::start().await;
+    let folio = Folio::start_with(settings(origin.uri()), POLICIES).await;
+    let url = folio.url("/api/v1/products/10");
+    let overridden = [
+        ("x-tenant-id", "acme"),
+        ("x-http-method-override", "DELETE"),
+    ];
+    let got = get(&url, &overridden).await;
+    assert_eq!(got.x_cache(), "BYPASS");
+    assert!(got.header("cache-status").contains("method-override"));
+    assert_eq!(origin.last().last("x-http-method-override"), "DELETE");
+    let plain = get(&url, ACME).await;
+    assert_eq!(
+        plain.x_cache(),
+        "MISS",
+        "the override's answer was not stored"
+    );
+}
+
+#[tokio::test]
+async fn the_upstream_gets_the_path_the_key_and_the_route_were_built_from() {
+    let origin = RawOrigin::start().await;
+    let folio = Folio::start_with(settings(origin.uri()), POLICIES).await;
+    let canonical = get(&folio.url("/api/v1/products/42"), ACME).await;
+    assert_eq!(canonical.x_cache(), "MISS");
+    for spelling in [
+        "/api/v1/products/x/../42",
+        "/api/v1/products/%34%32",
+        "/api/v1/./products/42",
+        "/api//v1/products/42",
+    ] {
+        let got = get(&folio.url(spelling), ACME).await;
+        assert_eq!(got.x_cache(), "HIT", "{spelling} is /api/v1/products/42");
+    }
+    assert_eq!(origin.requests(), 1);
+    assert_eq!(origin.last().target, "/api/v1/products/42");
+
+    // Ambiguous spellings are refused before anything is decided.
+    let h = host(&folio);
+    for path in [
+        "/api/v1/products/4%2F2",
+        "/api/v1/products/%2e%2e/admin",
+        "/api/v1/products/.%2E",
+        "/api/v1/products/4%5C2",
+        "/api/v1/products/42%00",
+        "/api/v1/products/%zz",
+        "/api/v1/products/42;x=1",
+        "/api/v1/products\\42",
+    ] {
+        let got = raw_request(
+            folio.addr,
+            &format!("GET {path} HTTP/1.1\nHost: {h}\nX-Tenant-ID: acme"),
+            b"",
+        )
+        .await;
+        assert_eq!(got.status, 400, "{path}");
+    }
+    // The query the key ignores is not forwarded; the kept one is, one way.
+    get(&folio.url("/api/v1/products/43?a=1;b=2&c=x+y"), ACME).await;
+    assert_eq!(
+        origin.last().target,
+        "/api/v1/products/43?a=1%3Bb%3D2&c=x%20y"
+    );
+}
+
+#[tokio::test]
+async fn a_huge_age_after_a_slow_answer_is_not_a_panic() {
+    let upstream = TestUpstream::start(|_| {
+        Reply::json("{}")
+            .header("cache-control", "max-age=60")
+            .header("age", "18446744073709551615")
+            .delay(Duration::from_millis(1100))
+    })
+    .await;
+    let folio = Folio::start(&upstream, POLICIES).await;
+    let got = get(&folio.url("/api/v1/products/1"), ACME).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.x_cache(), "MISS");
+}
+
+#[tokio::test]
+async fn a_request_that_already_passed_through_folio_is_a_loop() {
+    let upstream = TestUpstream::json("{}").await;
+    let folio = Folio::start(&upstream, POLICIES).await;
+    let got = get(
+        &folio.url("/api/v1/products/1"),
+        &[("x-tenant-id", "acme"), ("via", "1.1 folio")],
+    )
+    .await;
+    assert_eq!(got.status, 508);
+    assert_eq!(got.json()["error"], "loop_detected");
+    assert_eq!(upstream.total_hits(), 0);
+}
+
+#[tokio::test]
+async fn rewarm_replays_only_what_the_key_is_made_of() {
+    let upstream = TestUpstream::start(|seen| {
+        Reply::json(format!(r#"{{"debug":"{}"}}"#, seen.header("x-debug")))
+    })
+    .await;
+    let folio = Folio::start(&upstream, POLICIES).await;
+    let poisoner = [
+        ("x-tenant-id", "acme"),
+        ("x-debug", "poisoned"),
+        ("content-length", "0"),
+    ];
+    get(&folio.url("/api/v1/hot/1"), &poisoner).await;
+    folio
+        .admin_post("/_folio/purge", &[], r#"{"tags":["hot"],"tenant":"acme"}"#)
+        .await;
+    eventually(Duration::from_secs(5), "rewarm refetched", || async {
+        upstream.hits("/api/v1/hot/1") == 2
+    })
+    .await;
+    let replay = upstream.last();
+    assert_eq!(
+        replay.header("x-debug"),
+        "",
+        "the requester's header replayed"
+    );
+    assert_eq!(replay.header("x-tenant-id"), "acme");
+    assert_eq!(replay.header("content-length"), "");
+    assert_eq!(replay.header("x-forwarded-for"), "");
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed_over_http1_and_h2c() {
+    let upstream = TestUpstream::json("{}").await;
+    let mut settings = settings(upstream.uri());
+    settings.idle_timeout = Duration::from_millis(500);
+    let folio = Folio::start_with(settings, POLICIES).await;
+    // An h2c client that opens a connection, says hello, and then nothing.
+    let mut h2 = tokio::net::TcpStream::connect(folio.addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(
+        &mut h2,
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00",
+    )
+    .await
+    .unwrap();
+    assert!(
+        closed_within(h2, Duration::from_secs(10)).await,
+        "an idle h2c connection stayed open"
+    );
+    // An HTTP/1.1 client that sends half a request head and stops.
+    let mut h1 = tokio::net::TcpStream::connect(folio.addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut h1, b"GET /api/v1/products/1 HTTP/1.1\r\n")
+        .await
+        .unwrap();
+    assert!(
+        closed_within(h1, Duration::from_secs(10)).await,
+        "a stalled HTTP/1.1 connection stayed open"
+    );
+}
+
+#[tokio::test]
+async fn writes_with_a_bad_tenant_are_refused_not_forwarded_unpurged() {
+    let upstream = TestUpstream::json("{}").await;
+    let folio = Folio::start(&upstream, POLICIES).await;
+    let got = send(
+        "PUT",
+        &folio.url("/api/v1/products/1"),
+        &[("x-tenant-id", "acme,globex")],
+        "{}",
+    )
+    .await;
+    assert_eq!(got.status, 400);
+    assert_eq!(upstream.total_hits(), 0);
+}
