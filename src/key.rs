@@ -586,4 +586,51 @@ mod tests {
             key(&set, "t", "/p/1", None, &h)
         );
     }
+
+    #[test]
+    fn canonical_paths_have_one_spelling_or_none() {
+        assert_eq!(
+            canonical_path("/api/v1/products/42").unwrap(),
+            "/api/v1/products/42"
+        );
+        assert_eq!(
+            canonical_path("/api//v1/./x/../products/%34%32").unwrap(),
+            "/api/v1/products/42"
+        );
+        assert_eq!(canonical_path("/a/%c3%a9").unwrap(), "/a/%C3%A9");
+        for (path, why) in [
+            ("/a/%2F/b", AmbiguousPath::EncodedSeparator),
+            ("/a/%5c", AmbiguousPath::EncodedSeparator),
+            ("/a/%00", AmbiguousPath::EncodedSeparator),
+            ("/a/%2e%2E/b", AmbiguousPath::EncodedDot),
+            ("/a/.%2e", AmbiguousPath::EncodedDot),
+            ("/a/%2e", AmbiguousPath::EncodedDot),
+            ("/a/%zz", AmbiguousPath::BadEscape),
+            ("/a/%4", AmbiguousPath::BadEscape),
+            ("/a\\b", AmbiguousPath::Backslash),
+            ("/a;b", AmbiguousPath::PathParameter),
+        ] {
+            assert_eq!(canonical_path(path), Err(why), "{path}");
+        }
+    }
+
+    #[test]
+    fn the_forwarded_query_is_what_the_key_holds() {
+        let all = policy("");
+        let q = |set: &PolicySet, query| {
+            let m = set.match_request(&Method::GET, "/p/1").unwrap();
+            canonical_query(m.policy, query).map(|q| q.into_owned())
+        };
+        assert_eq!(q(&all, Some("a=1&b=2")).as_deref(), Some("a=1&b=2"));
+        assert_eq!(q(&all, Some("b=x+y&a=%7e")).as_deref(), Some("b=x%20y&a=~"));
+        assert_eq!(q(&all, Some("a=1;b=2")).as_deref(), Some("a=1%3Bb%3D2"));
+        assert_eq!(q(&all, None), None);
+        let page = policy("  key:\n    query: [page]\n");
+        assert_eq!(
+            q(&page, Some("utm=1&page=2&x=3")).as_deref(),
+            Some("page=2")
+        );
+        let none = policy("  cache_key: \"tenant_id + id\"\n");
+        assert_eq!(q(&none, Some("x=1")), None);
+    }
 }

@@ -305,4 +305,52 @@ mod tests {
                 .is_err()
         );
     }
+
+    #[test]
+    fn a_tenant_is_one_plain_value() {
+        let default = TenantSource::default();
+        let mut duplicate = parts("/", &[("x-tenant-id", "acme")]);
+        duplicate
+            .headers
+            .append("x-tenant-id", http::HeaderValue::from_static("globex"));
+        assert!(default.tenant(&duplicate).is_err());
+        for bad in ["acme,globex", "acme globex", "<b>", "a\"b", "", "caf\u{e9}"] {
+            let value = http::HeaderValue::from_bytes(bad.as_bytes()).unwrap();
+            let mut p = parts("/", &[]);
+            p.headers.insert("x-tenant-id", value);
+            assert!(default.tenant(&p).is_err(), "{bad:?}");
+        }
+        for good in ["acme", "acme-eu_1.x", "t:1@x"] {
+            assert_eq!(
+                default
+                    .tenant(&parts("/", &[("x-tenant-id", good)]))
+                    .unwrap(),
+                good
+            );
+        }
+        let host: TenantSource = "host".parse().unwrap();
+        let mut two_hosts = parts("/", &[("host", "a.example")]);
+        two_hosts
+            .headers
+            .append("host", http::HeaderValue::from_static("b.example"));
+        assert!(host.tenant(&two_hosts).is_err());
+    }
+
+    #[test]
+    fn address_ranges() {
+        let lan: Cidr = "10.0.0.0/8".parse().unwrap();
+        assert!(lan.contains("10.1.2.3".parse().unwrap()));
+        assert!(!lan.contains("11.0.0.1".parse().unwrap()));
+        assert!(lan.contains("::ffff:10.0.0.1".parse().unwrap()));
+        let one: Cidr = "127.0.0.1".parse().unwrap();
+        assert!(one.contains("127.0.0.1".parse().unwrap()));
+        assert!(!one.contains("127.0.0.2".parse().unwrap()));
+        let v6: Cidr = "fd00::/8".parse().unwrap();
+        assert!(v6.contains("fd12::1".parse().unwrap()));
+        let all: Cidr = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains("8.8.8.8".parse().unwrap()));
+        for bad in ["10.0.0.0/33", "nope", "::1/129", "10.0.0.0/x"] {
+            assert!(bad.parse::<Cidr>().is_err(), "{bad}");
+        }
+    }
 }

@@ -172,7 +172,7 @@ fn wrong_types_and_values() {
 "/a":
   cache: "yes"
   methods: [GET, "NOT A METHOD"]
-  cache_statuses: [100, 700]
+  cache_statuses: [100, 700, 206, 304]
   max_body: 0
   cache_key: "tenant_id + colour"
 "no-slash":
@@ -196,6 +196,14 @@ fn wrong_types_and_values() {
         joined.contains("p.yaml:5: cache_statuses: expected status codes 200-599, found 700"),
         "{joined}"
     );
+    for partial in [206, 304] {
+        assert!(
+            joined.contains(&format!(
+                "p.yaml:5: cache_statuses: {partial}: a partial or not-modified"
+            )),
+            "{joined}"
+        );
+    }
     assert!(
         joined.contains("p.yaml:6: max_body: must be more than 0"),
         "{joined}"
