@@ -38,6 +38,8 @@ mod metrics;
 mod ops;
 mod outcome;
 mod policy;
+#[cfg(test)]
+mod properties;
 mod proxy;
 mod reload;
 mod rewarm;

@@ -1,0 +1,236 @@
+//! Property tests: every parser, decoder and piece of time arithmetic that
+//! reads what a client, an upstream or Redis sent, fed arbitrary input. None
+//! may panic, and each keeps the invariant it states.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, header};
+use proptest::prelude::*;
+
+use crate::cache::entry::Entry;
+use crate::freshness::{self, Asked, Stored};
+use crate::inbound;
+use crate::key::{CacheKey, canonical_path, canonical_query, kept_query, normalized_header};
+use crate::policy::{Policy, PolicySet};
+use crate::settings::{Cidr, TenantSource, valid_tenant};
+
+fn config() -> ProptestConfig {
+    ProptestConfig {
+        cases: 512,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
+
+/// Paths made of the characters that make paths ambiguous.
+fn path() -> impl Strategy<Value = String> {
+    proptest::collection::vec(
+        prop_oneof![
+            Just("/".to_owned()),
+            Just(".".to_owned()),
+            Just("..".to_owned()),
+            Just("%".to_owned()),
+            Just("%2e".to_owned()),
+            Just("%2F".to_owned()),
+            Just("%41".to_owned()),
+            Just("%c3%a9".to_owned()),
+            Just("\\".to_owned()),
+            Just(";".to_owned()),
+            "[a-z0-9]{1,3}",
+        ],
+        0..12,
+    )
+    .prop_map(|parts| format!("/{}", parts.concat()))
+}
+
+fn query() -> impl Strategy<Value = String> {
+    proptest::collection::vec(
+        prop_oneof![
+            Just("&".to_owned()),
+            Just("=".to_owned()),
+            Just(";".to_owned()),
+            Just("+".to_owned()),
+            Just("%".to_owned()),
+            Just("%20".to_owned()),
+            Just("%ff".to_owned()),
+            Just("%3B".to_owned()),
+            "[a-c0-9]{1,2}",
+        ],
+        0..12,
+    )
+    .prop_map(|parts| parts.concat())
+}
+
+/// A header value as a client or upstream may send it (any visible byte).
+fn value() -> impl Strategy<Value = HeaderValue> {
+    proptest::collection::vec(prop_oneof![0x20u8..0x7f, 0x80u8..=0xff, Just(b'\t')], 0..40)
+        .prop_map(|bytes| HeaderValue::from_bytes(&bytes).unwrap_or(HeaderValue::from_static("")))
+}
+
+fn rfc() -> Policy {
+    Policy::rfc()
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn a_canonical_path_is_its_own_canonical_form(path in path()) {
+        if let Ok(canonical) = canonical_path(&path) {
+            let again = canonical_path(&canonical).map(|c| c.into_owned());
+            prop_assert_eq!(again, Ok(canonical.clone().into_owned()));
+            prop_assert!(canonical.starts_with('/'));
+            prop_assert!(!canonical.contains("//"));
+            prop_assert!(!canonical.split('/').any(|s| s == "." || s == ".."));
+            let lower = canonical.to_ascii_lowercase();
+            prop_assert!(!lower.contains("%2f") && !lower.contains("%5c") && !lower.contains('\\'));
+        }
+    }
+
+    #[test]
+    fn the_forwarded_query_keys_as_the_request_did(query in query(), keep_all in any::<bool>()) {
+        let set = PolicySet::from_yaml(
+            "p.yaml",
+            "\"/p\":\n  cache_ttl: 1m\n  key:\n    query: [a, b]\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let only = set.match_request(&Method::GET, "/p").map(|m| m.policy.clone());
+        let policy = if keep_all { std::sync::Arc::new(rfc()) } else { only.unwrap_or_else(|| std::sync::Arc::new(rfc())) };
+        let forwarded = canonical_query(&policy, Some(&query));
+        // What the upstream gets keys the same as what the client sent, and
+        // is already canonical.
+        prop_assert_eq!(
+            kept_query(&policy, Some(&query)),
+            kept_query(&policy, forwarded.as_deref())
+        );
+        if let Some(forwarded) = &forwarded {
+            let again = canonical_query(&policy, Some(forwarded)).map(|q| q.into_owned());
+            prop_assert_eq!(again.as_deref(), Some(&**forwarded));
+            prop_assert!(!forwarded.contains(';') && !forwarded.contains('+'));
+        }
+    }
+
+    #[test]
+    fn tenants_are_valid_or_refused(value in value(), twice in any::<bool>()) {
+        let mut request = Request::get("/p").header("x-tenant-id", value.clone());
+        if twice {
+            request = request.header("x-tenant-id", value);
+        }
+        let (parts, ()) = request.body(()).unwrap_or_default().into_parts();
+        if let Ok(tenant) = TenantSource::default().tenant(&parts) {
+            prop_assert!(!twice);
+            prop_assert!(valid_tenant(&tenant));
+        }
+    }
+
+    #[test]
+    fn tenants_never_share_a_key(a in "[a-z]{1,6}", b in "[a-z]{1,6}", path in path()) {
+        prop_assume!(a != b);
+        let headers = HeaderMap::new();
+        let policy = rfc();
+        prop_assert_ne!(
+            CacheKey::new(&a, &path, None, &headers, &policy),
+            CacheKey::new(&b, &path, None, &headers, &policy)
+        );
+    }
+
+    #[test]
+    fn cleaned_headers_hold_nothing_connection_named(named in "[a-z-]{1,12}", other in value()) {
+        let mut headers = HeaderMap::new();
+        let Ok(name) = HeaderName::from_bytes(named.as_bytes()) else { return Ok(()) };
+        headers.insert(header::CONNECTION, HeaderValue::from_str(&format!("keep-alive, {named}")).unwrap_or(HeaderValue::from_static("close")));
+        headers.insert(name.clone(), other);
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("10"));
+        let tenant = HeaderName::from_static("x-tenant-id");
+        if inbound::clean_headers(&mut headers, &Method::GET, &[&tenant], false).is_ok() {
+            prop_assert!(!headers.contains_key(header::CONNECTION));
+            prop_assert!(!headers.contains_key(&name));
+            prop_assert!(!headers.contains_key(header::CONTENT_LENGTH));
+        } else {
+            prop_assert!(["host", "authorization", "cookie", "x-tenant-id"].contains(&named.as_str()));
+        }
+    }
+
+    #[test]
+    fn header_normalization_never_panics_and_settles(values in proptest::collection::vec(value(), 0..4)) {
+        let name = HeaderName::from_static("accept-language");
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(name.clone(), value);
+        }
+        let once = normalized_header(&headers, &name);
+        let mut again = HeaderMap::new();
+        if let Ok(value) = HeaderValue::from_str(&once) {
+            again.insert(name.clone(), value);
+            prop_assert_eq!(normalized_header(&again, &name), once);
+        }
+    }
+
+    #[test]
+    fn freshness_arithmetic_never_panics(
+        age in any::<u64>(),
+        max_age in any::<u64>(),
+        date_secs in 0u64..253_402_300_799,
+        delay_ms in 0u64..10_000_000,
+        cache_control in value(),
+        request_cc in value(),
+    ) {
+        let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let asked_at = now.checked_sub(Duration::from_millis(delay_ms)).unwrap_or(now);
+        // Any date httpdate can write: far past to year 9999.
+        let date = UNIX_EPOCH.checked_add(Duration::from_secs(date_secs));
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AGE, HeaderValue::from(age));
+        headers.insert(header::CACHE_CONTROL, cache_control);
+        headers.append(header::CACHE_CONTROL, HeaderValue::from_str(&format!("max-age={max_age}")).unwrap_or(HeaderValue::from_static("")));
+        if let Some(date) = date
+            && let Ok(value) = HeaderValue::from_str(&httpdate::fmt_http_date(date))
+        {
+            headers.insert(header::DATE, value);
+        }
+        let asked = Asked { authorization: false, no_store: false, at: Some(asked_at) };
+        if let Ok(storage) = freshness::decide(&rfc(), asked, StatusCode::OK, &headers, now, true) {
+            let _ = now.checked_add(storage.lifetime.fresh_for);
+        }
+        let mut request = HeaderMap::new();
+        request.insert(header::CACHE_CONTROL, request_cc);
+        let stored = Stored {
+            age: Duration::from_secs(age),
+            lifetime: Duration::from_secs(max_age),
+            stale_while_revalidate: Duration::from_secs(age / 2),
+            revalidate: false,
+            no_stale: false,
+            immutable: age % 2 == 0,
+        };
+        let _ = freshness::Request::new(&request).allows(&stored);
+    }
+
+    #[test]
+    fn the_entry_decoder_takes_any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        if let Some(entry) = Entry::decode(Bytes::from(bytes)) {
+            let now = SystemTime::now();
+            let _ = (entry.headers(0), entry.body(), entry.etag(), entry.tenant());
+            let _ = (entry.age(now), entry.lifetime(), entry.ttl_secs(now), entry.vary_names());
+            let _ = entry.may_serve_on_error(now);
+        }
+    }
+
+    #[test]
+    fn a_damaged_entry_is_refused_or_read_whole(flip in 0usize..4096, byte in any::<u8>()) {
+        let sealed = crate::cache::entry::tests::sample(b"{\"id\":42}");
+        let mut bytes = sealed.encoded().to_vec();
+        let at = flip % bytes.len();
+        bytes[at] = byte;
+        if let Some(entry) = Entry::decode(Bytes::from(bytes)) {
+            let _ = (entry.headers(0), entry.body(), entry.tags(), entry.age(SystemTime::now()));
+        }
+    }
+
+    #[test]
+    fn address_ranges_parse_or_refuse(text in "[0-9a-f:./]{0,24}") {
+        if let Ok(range) = text.parse::<Cidr>() {
+            let _ = range.contains("127.0.0.1".parse().unwrap_or(std::net::IpAddr::from([0, 0, 0, 0])));
+        }
+    }
+}
