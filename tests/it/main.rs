@@ -16,6 +16,7 @@ mod forwarding;
 mod hostile;
 mod http_caching;
 mod invalidation;
+mod isolation;
 mod operations;
 mod policies_cli;
 mod shared_l2;

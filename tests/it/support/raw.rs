@@ -113,12 +113,12 @@ async fn serve_connection(
         };
         let n = count.fetch_add(1, Ordering::SeqCst) + 1;
         log.lock().unwrap().push(seen.clone());
-        let body = serde_json::json!({
-            "tenant": seen.last("x-tenant-id"),
-            "target": seen.target,
-            "n": n,
-        })
-        .to_string();
+        // The tenant first, so that any prefix of the body names it.
+        let body = format!(
+            "{{\"tenant\":{},\"target\":{},\"n\":{n}}}",
+            serde_json::Value::from(seen.last("x-tenant-id")),
+            serde_json::Value::from(seen.target.as_str()),
+        );
         let head = format!(
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncache-control: max-age=60\r\ncontent-length: {}\r\n\r\n",
             body.len()
