@@ -8,7 +8,9 @@ use std::fmt::Write as _;
 use http::{HeaderMap, Method, Uri, header};
 use serde::Serialize;
 
-use crate::key::{CacheKey, kept_query, normalize_path, vary_value};
+use crate::error::ProxyError;
+use crate::inbound;
+use crate::key::{CacheKey, canonical_path, canonical_query, kept_query, vary_value};
 use crate::policy::PolicySet;
 use crate::settings::TenantSource;
 
@@ -43,19 +45,42 @@ pub(crate) fn explain(
     uri: &Uri,
     headers: &HeaderMap,
 ) -> Explanation {
-    let mut parts = http::Request::new(()).into_parts().0;
-    parts.method = method.clone();
-    parts.uri = uri.clone();
-    parts.headers = headers.clone();
-    let tenant = tenants
-        .tenant(&parts)
-        .map(|t| t.into_owned())
-        .unwrap_or_default();
-    let matched = policies.match_request(method, uri.path());
+    // The same canonical request the pipeline makes (see `inbound`); what
+    // it refuses, explain says it refuses.
+    let mut refused = inbound::refuse_loop(headers).err();
+    let path = match canonical_path(uri.path()) {
+        Ok(path) => path.into_owned(),
+        Err(why) => {
+            refused.get_or_insert(ProxyError::BadRequest(format!(
+                "an ambiguous path: it has {why}"
+            )));
+            uri.path().to_owned()
+        }
+    };
+    let matched = policies.match_request(method, &path);
     let (policy, params) = match &matched {
         Some(m) => (m.policy, m.params.clone()),
         None => (policies.rfc(), Vec::new()),
     };
+    let mut parts = http::Request::new(()).into_parts().0;
+    parts.method = method.clone();
+    parts.uri =
+        inbound::with_path_and_query(uri, &path, uri.query()).unwrap_or_else(|_| uri.clone());
+    parts.headers = headers.clone();
+    let mut decided_on: Vec<&http::HeaderName> = policy.key_headers.iter().collect();
+    decided_on.extend(tenants.header());
+    if let Err(error) = inbound::clean_headers(&mut parts.headers, method, &decided_on, false) {
+        refused.get_or_insert(error);
+    }
+    let tenant = match tenants.tenant(&parts) {
+        Ok(tenant) => tenant.into_owned(),
+        Err(error) => {
+            refused.get_or_insert(error);
+            String::new()
+        }
+    };
+    let headers = &parts.headers;
+    let query = canonical_query(policy, uri.query());
     let mut explanation = Explanation {
         method: method.to_string(),
         url: uri.to_string(),
@@ -84,7 +109,9 @@ pub(crate) fn explain(
         raises: policy.events.iter().map(ToString::to_string).collect(),
     };
     let safe = crate::proxy::is_safe(method);
-    explanation.reason = if !safe {
+    explanation.reason = if let Some(error) = &refused {
+        format!("refused with {}: {error}", error.status().as_u16())
+    } else if !safe {
         "an unsafe method: passed to the upstream; a 2xx/3xx answer purges the cached GETs of this path on every instance, and a 2xx raises the route's events".into()
     } else if matched.is_none() && !(*method == Method::GET || *method == Method::HEAD) {
         "no policy and not GET/HEAD: passed to the upstream".into()
@@ -94,6 +121,9 @@ pub(crate) fn explain(
         format!("{method} is not cached: passed to the upstream")
     } else if !policy.private && headers.contains_key(header::COOKIE) {
         "Cookie on a shared route: passed to the upstream, nothing stored".into()
+    } else if inbound::method_override(headers, method).is_some() {
+        "asks to be another method (X-HTTP-Method-Override): passed to the upstream, nothing stored"
+            .into()
     } else {
         explanation.cacheable = true;
         let mut reason = if policy.implicit {
@@ -109,14 +139,14 @@ pub(crate) fn explain(
         reason
     };
     if explanation.cacheable {
-        let key = CacheKey::new(&tenant, uri.path(), uri.query(), headers, policy);
+        let key = CacheKey::new(&tenant, &path, query.as_deref(), headers, policy);
         explanation.key = Some(key.hex());
         let mut inputs = vec![
             ("tenant".to_owned(), tenant),
             ("method class".to_owned(), "GET".to_owned()),
-            ("path".to_owned(), normalize_path(uri.path()).into_owned()),
+            ("path".to_owned(), path.clone()),
         ];
-        for (name, value) in kept_query(policy, uri.query()) {
+        for (name, value) in kept_query(policy, query.as_deref()) {
             inputs.push((format!("query {name}"), value.into_owned()));
         }
         for name in &policy.key_headers {
@@ -132,7 +162,7 @@ pub(crate) fn explain(
             ));
         }
         explanation.key_inputs = inputs;
-        let tags = crate::proxy::render_tags(policy, &params, uri.query());
+        let tags = crate::proxy::render_tags(policy, &params, query.as_deref());
         explanation.tags = tags.iter().map(ToString::to_string).collect();
     }
     explanation
@@ -256,5 +286,36 @@ mod tests {
         let unmatched = explain_get("http://host/elsewhere", &[]);
         assert_eq!(unmatched.policy, "(no policy)");
         assert!(unmatched.reason.contains("RFC 9111"));
+    }
+
+    #[test]
+    fn what_the_pipeline_refuses_explain_refuses() {
+        for (url, headers) in [
+            (
+                "http://host/api/v1/products/4%2F2",
+                vec![("x-tenant-id", "acme")],
+            ),
+            (
+                "http://host/api/v1/products/42",
+                vec![("x-tenant-id", "acme"), ("connection", "x-tenant-id")],
+            ),
+            (
+                "http://host/api/v1/products/42",
+                vec![("x-tenant-id", "a,b")],
+            ),
+        ] {
+            let e = explain_get(url, &headers);
+            assert!(!e.cacheable, "{url} {headers:?}");
+            assert!(e.reason.starts_with("refused with 400"), "{}", e.reason);
+        }
+        let e = explain_get(
+            "http://host/api/v1/x/../products/%34%32",
+            &[("x-tenant-id", "acme")],
+        );
+        assert_eq!(e.policy, "/api/v1/products/{id}");
+        assert!(
+            e.key_inputs
+                .contains(&("path".into(), "/api/v1/products/42".into()))
+        );
     }
 }
