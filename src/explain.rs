@@ -67,9 +67,11 @@ pub(crate) fn explain(
     parts.uri =
         inbound::with_path_and_query(uri, &path, uri.query()).unwrap_or_else(|_| uri.clone());
     parts.headers = headers.clone();
-    let mut decided_on: Vec<&http::HeaderName> = policy.key_headers.iter().collect();
-    decided_on.extend(tenants.header());
-    if let Err(error) = inbound::clean_headers(&mut parts.headers, method, &decided_on, false) {
+    let decided = inbound::DecidedOn {
+        tenant: tenants.header(),
+        keyed: &policy.key_headers,
+    };
+    if let Err(error) = inbound::clean_headers(&mut parts.headers, method, decided, false) {
         refused.get_or_insert(error);
     }
     let tenant = match tenants.tenant(&parts) {

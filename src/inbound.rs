@@ -14,45 +14,71 @@ use http::{HeaderMap, HeaderName, Method, Uri, header};
 
 use crate::error::ProxyError;
 use crate::outcome::CACHE_NAME;
-use crate::upstream;
 
 /// Headers that change what an upstream answers without being part of the
 /// URL: hosts, schemes, prefixes and URLs behind proxies, and method
 /// overrides. On a request answered through the cache they are removed
 /// unless the policy keys on them; otherwise one client's variant would be
 /// served to everyone.
-const UNKEYED_OVERRIDES: [&str; 19] = [
-    "forwarded",
-    "x-forwarded-host",
-    "x-forwarded-proto",
-    "x-forwarded-port",
-    "x-forwarded-prefix",
-    "x-forwarded-scheme",
-    "x-forwarded-server",
-    "x-forwarded-ssl",
-    "x-host",
-    "x-original-host",
-    "x-original-url",
-    "x-original-uri",
-    "x-rewrite-url",
-    "x-override-url",
-    "x-url-scheme",
-    "front-end-https",
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
-];
+fn unkeyed_override(name: &str) -> bool {
+    matches!(
+        name,
+        "forwarded"
+            | "x-forwarded-host"
+            | "x-forwarded-proto"
+            | "x-forwarded-port"
+            | "x-forwarded-prefix"
+            | "x-forwarded-scheme"
+            | "x-forwarded-server"
+            | "x-forwarded-ssl"
+            | "x-host"
+            | "x-original-host"
+            | "x-original-url"
+            | "x-original-uri"
+            | "x-rewrite-url"
+            | "x-override-url"
+            | "x-url-scheme"
+            | "front-end-https"
+    ) || method_override_header(name)
+}
 
 /// Headers in which a client may ask a server to treat a request as
 /// another method.
-const METHOD_OVERRIDES: [&str; 3] = [
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
-];
+fn method_override_header(name: &str) -> bool {
+    matches!(
+        name,
+        "x-http-method-override" | "x-http-method" | "x-method-override"
+    )
+}
 
 /// Headers naming the client's address, believed only from trusted proxies.
-const CLIENT_ADDRESS: [&str; 4] = ["x-forwarded-for", "forwarded", "x-real-ip", "x-client-ip"];
+fn client_address(name: &str) -> bool {
+    matches!(
+        name,
+        "x-forwarded-for" | "forwarded" | "x-real-ip" | "x-client-ip"
+    )
+}
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
+fn hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
+
+/// Body framing, meaningless on a request forwarded without a body.
+fn framing(name: &str) -> bool {
+    matches!(name, "content-length" | "transfer-encoding" | "expect")
+}
 
 /// Refuses a request that already passed through folio: the upstream (or a
 /// chain of proxies) points back at us, and forwarding would loop.
@@ -70,63 +96,70 @@ pub(crate) fn refuse_loop(headers: &HeaderMap) -> Result<(), ProxyError> {
     Ok(())
 }
 
-/// Cleans a request's headers in place: what is hop-by-hop is removed
-/// (after refusing a `Connection` that names a header folio decides on), a
-/// header folio decides on may not also arrive spelled with underscores,
-/// a GET or HEAD loses any body framing, and the client's address headers
-/// are dropped unless `trusted` (the peer is a trusted proxy).
-///
-/// `decided_on` are the request headers besides `Host`, `Authorization` and
-/// `Cookie` that folio reads: the tenant header, the policy's key headers.
+/// The request headers folio reads to decide: `Host`, `Authorization`,
+/// `Cookie`, the tenant header and the policy's key headers.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DecidedOn<'a> {
+    pub(crate) tenant: Option<&'a HeaderName>,
+    pub(crate) keyed: &'a [HeaderName],
+}
+
+impl DecidedOn<'_> {
+    /// Whether `name` (any case, `_` read as `-`) is one of them.
+    fn names(&self, name: &str) -> bool {
+        let same = |decided: &str| {
+            decided.len() == name.len()
+                && decided
+                    .bytes()
+                    .zip(name.bytes())
+                    .all(|(d, n)| d == n.to_ascii_lowercase() || (d == b'-' && n == b'_'))
+        };
+        ["host", "authorization", "cookie"].into_iter().any(same)
+            || self.tenant.is_some_and(|t| same(t.as_str()))
+            || self.keyed.iter().any(|k| same(k.as_str()))
+    }
+}
+
+/// Cleans a request's headers in place, in one pass over those present:
+/// what is hop-by-hop is removed (after refusing a `Connection` that names
+/// a header folio decides on), a header folio decides on may not also
+/// arrive spelled with underscores, a GET or HEAD loses any body framing,
+/// and the client's address headers are dropped unless `trusted` (the peer
+/// is a trusted proxy).
 pub(crate) fn clean_headers(
     headers: &mut HeaderMap,
     method: &Method,
-    decided_on: &[&HeaderName],
+    decided: DecidedOn<'_>,
     trusted: bool,
 ) -> Result<(), ProxyError> {
-    let always = [&header::HOST, &header::AUTHORIZATION, &header::COOKIE];
-    let decided = |name: &str| {
-        always
-            .iter()
-            .chain(decided_on)
-            .any(|d| d.as_str().eq_ignore_ascii_case(name))
-    };
-    for named in headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-    {
-        if decided(named) {
+    let mut named: Vec<HeaderName> = Vec::new();
+    for value in headers.get_all(header::CONNECTION) {
+        for item in value.to_str().unwrap_or("").split(',').map(str::trim) {
+            if decided.names(item) {
+                return Err(ProxyError::BadRequest(format!(
+                    "Connection names {item}, which folio needs to forward"
+                )));
+            }
+            if let Ok(name) = HeaderName::from_bytes(item.as_bytes()) {
+                named.push(name);
+            }
+        }
+    }
+    let bodiless = bodiless(method);
+    let mut doomed = named;
+    for name in headers.keys() {
+        let text = name.as_str();
+        if text.contains('_') && decided.names(text) {
             return Err(ProxyError::BadRequest(format!(
-                "Connection names {named}, which folio needs to forward"
+                "the header {text} is another spelling of one folio reads"
             )));
         }
-    }
-    upstream::strip_hop_by_hop(headers);
-    if let Some(name) = headers
-        .keys()
-        .map(HeaderName::as_str)
-        .find(|name| name.contains('_') && decided(&name.replace('_', "-")))
-    {
-        return Err(ProxyError::BadRequest(format!(
-            "the header {name} is another spelling of one folio reads"
-        )));
-    }
-    if bodiless(method) {
-        for name in [
-            header::CONTENT_LENGTH,
-            header::TRANSFER_ENCODING,
-            header::EXPECT,
-        ] {
-            headers.remove(name);
+        if hop_by_hop(text) || (bodiless && framing(text)) || (!trusted && client_address(text)) {
+            doomed.push(name.clone());
         }
     }
-    if !trusted {
-        for name in CLIENT_ADDRESS {
-            headers.remove(name);
-        }
+    for name in doomed {
+        headers.remove(name);
     }
     Ok(())
 }
@@ -143,32 +176,29 @@ pub(crate) fn bodiless(method: &Method) -> bool {
 /// The method a request asks, by header, to be treated as; `None` when it
 /// asks for none (or names its own method).
 pub(crate) fn method_override(headers: &HeaderMap, method: &Method) -> Option<Method> {
-    METHOD_OVERRIDES
+    headers
         .iter()
-        .filter_map(|name| headers.get(*name))
-        .find_map(|value| {
+        .filter(|(name, _)| method_override_header(name.as_str()))
+        .find_map(|(_, value)| {
             let asked = Method::from_bytes(value.as_bytes()).ok()?;
             (asked != *method).then_some(asked)
         })
 }
 
 /// On a request answered through the cache: removes what the upstream may
-/// act on but the key does not hold: the [`UNKEYED_OVERRIDES`] and any
-/// header spelled with underscores (many servers read `X_Forwarded_Host`
-/// as `X-Forwarded-Host`), except the ones the policy keys on.
+/// act on but the key does not hold: the unkeyed overrides and any header
+/// spelled with underscores (many servers read `X_Forwarded_Host` as
+/// `X-Forwarded-Host`), except the ones the policy keys on.
 pub(crate) fn drop_unkeyed(headers: &mut HeaderMap, keyed: &[HeaderName]) {
-    let is_keyed = |name: &str| keyed.iter().any(|k| k.as_str() == name);
-    for name in UNKEYED_OVERRIDES {
-        if !is_keyed(name) {
-            headers.remove(name);
-        }
-    }
-    let underscored: Vec<HeaderName> = headers
+    let doomed: Vec<HeaderName> = headers
         .keys()
-        .filter(|name| name.as_str().contains('_') && !is_keyed(name.as_str()))
+        .filter(|name| {
+            let text = name.as_str();
+            (unkeyed_override(text) || text.contains('_')) && !keyed.contains(name)
+        })
         .cloned()
         .collect();
-    for name in underscored {
+    for name in doomed {
         headers.remove(name);
     }
 }
@@ -213,7 +243,14 @@ mod tests {
         map
     }
 
-    const TENANT: HeaderName = HeaderName::from_static("x-tenant-id");
+    static TENANT: HeaderName = HeaderName::from_static("x-tenant-id");
+
+    fn tenant() -> DecidedOn<'static> {
+        DecidedOn {
+            tenant: Some(&TENANT),
+            keyed: &[],
+        }
+    }
 
     #[test]
     fn connection_may_not_name_what_folio_decides_on() {
@@ -228,29 +265,29 @@ mod tests {
                 ("x-tenant-id", "globex"),
                 ("connection", &format!("keep-alive, {named}")),
             ]);
-            let refused = clean_headers(&mut h, &Method::GET, &[&TENANT], false);
+            let refused = clean_headers(&mut h, &Method::GET, tenant(), false);
             assert!(matches!(refused, Err(ProxyError::BadRequest(_))), "{named}");
         }
         let mut h = headers(&[("x-other", "1"), ("connection", "close, x-other")]);
-        clean_headers(&mut h, &Method::GET, &[&TENANT], false).unwrap();
+        clean_headers(&mut h, &Method::GET, tenant(), false).unwrap();
         assert!(h.is_empty(), "the hop-by-hop header it names goes: {h:?}");
     }
 
     #[test]
     fn underscore_spellings_of_decided_headers_are_refused() {
         let mut h = headers(&[("x-tenant-id", "acme"), ("x_tenant_id", "globex")]);
-        assert!(clean_headers(&mut h, &Method::GET, &[&TENANT], false).is_err());
+        assert!(clean_headers(&mut h, &Method::GET, tenant(), false).is_err());
         let mut h = headers(&[("x_other", "1")]);
-        assert!(clean_headers(&mut h, &Method::GET, &[&TENANT], false).is_ok());
+        assert!(clean_headers(&mut h, &Method::GET, tenant(), false).is_ok());
     }
 
     #[test]
     fn bodiless_requests_lose_their_framing() {
         let mut h = headers(&[("content-length", "5"), ("transfer-encoding", "chunked")]);
-        clean_headers(&mut h, &Method::GET, &[], false).unwrap();
+        clean_headers(&mut h, &Method::GET, tenant(), false).unwrap();
         assert!(h.is_empty());
         let mut h = headers(&[("content-length", "5")]);
-        clean_headers(&mut h, &Method::POST, &[], false).unwrap();
+        clean_headers(&mut h, &Method::POST, tenant(), false).unwrap();
         assert_eq!(h["content-length"], "5");
     }
 
@@ -258,10 +295,10 @@ mod tests {
     fn client_addresses_are_believed_from_trusted_proxies_only() {
         let sent = [("x-forwarded-for", "6.6.6.6"), ("forwarded", "for=6.6.6.6")];
         let mut h = headers(&sent);
-        clean_headers(&mut h, &Method::GET, &[], false).unwrap();
+        clean_headers(&mut h, &Method::GET, tenant(), false).unwrap();
         assert!(h.is_empty());
         let mut h = headers(&sent);
-        clean_headers(&mut h, &Method::GET, &[], true).unwrap();
+        clean_headers(&mut h, &Method::GET, tenant(), true).unwrap();
         assert_eq!(h.len(), 2);
     }
 

@@ -193,15 +193,15 @@ async fn serve(
         }
     };
     let matched = policies.match_request(&parts.method, &path);
-    let keyed: &[http::HeaderName] = matched.as_ref().map_or(&[], |m| &m.policy.key_headers);
-    let mut decided_on: Vec<&http::HeaderName> = keyed.iter().collect();
-    decided_on.extend(state.tenant.header());
+    let decided = inbound::DecidedOn {
+        tenant: state.tenant.header(),
+        keyed: matched.as_ref().map_or(&[], |m| &m.policy.key_headers),
+    };
     let trusted = state
         .trusted_proxies
         .iter()
         .any(|range| range.contains(client));
-    if let Err(error) =
-        inbound::clean_headers(&mut parts.headers, &parts.method, &decided_on, trusted)
+    if let Err(error) = inbound::clean_headers(&mut parts.headers, &parts.method, decided, trusted)
     {
         return error.to_response();
     }
