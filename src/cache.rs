@@ -72,6 +72,11 @@ impl Cache {
         Some((entry, Layer::L2))
     }
 
+    /// The entry for `key` in L1 only (no Redis round trip).
+    pub(crate) fn lookup_local(&self, key: &CacheKey, now: SystemTime) -> Option<Entry> {
+        self.l1.as_ref()?.get(key, now)
+    }
+
     /// Stores `entry` in L1 now and in L2 in the background.
     pub(crate) fn store(&self, key: CacheKey, entry: Entry, now: SystemTime) {
         let ttl = entry.retain_for(now);

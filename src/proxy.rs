@@ -383,7 +383,7 @@ async fn serve(
         policy, key, primary, tenant, &params, &parts, client, validators,
     )
     .asking(asked.cc.no_store);
-    fill_and_respond(state, &parts, fill, forward, stale).await
+    fill_and_respond(state, &parts, fill, &asked, forward, stale).await
 }
 
 pub(crate) fn is_safe(method: &Method) -> bool {
@@ -1028,6 +1028,7 @@ async fn fill_and_respond(
     state: &State,
     parts: &Parts,
     fill: Fill,
+    asked: &freshness::Request,
     forward: Forward,
     stale: Option<(Entry, Layer)>,
 ) -> Response<Body> {
@@ -1038,16 +1039,15 @@ async fn fill_and_respond(
         revalidated,
         detail,
     };
-    let leader = match state.flights.join(fill.key) {
-        Role::Leader(leader) => Some(leader),
-        Role::Follower(follower) => match follower
-            .wait(state.upstream.timeout().saturating_add(FOLLOWER_MARGIN))
-            .await
-        {
-            Some(Outcome::Shared(entry))
-                if entry.vary_matches(&parts.headers)
-                    && (!fill.authorization || entry.shared_ok()) =>
-            {
+    // A key whose answer could not be stored goes straight upstream.
+    let passing = state.flights.passing(&fill.key);
+    let leader = if passing {
+        None
+    } else {
+        match take_part(state, parts, &fill, asked).await {
+            Part::Lead(leader) => Some(leader),
+            Part::Alone => None,
+            Part::Answered(entry) => {
                 state
                     .metrics
                     .coalesced
@@ -1060,13 +1060,10 @@ async fn fill_and_respond(
                     SystemTime::now(),
                 );
             }
-            Some(Outcome::Failed(error)) => {
+            Part::Failed(error) => {
                 return stale_or_error(parts, &fill.policy, stale, &error, forward);
             }
-            // Not for us (another variant, private, too large), or the
-            // leader is gone or slow: fetch on our own.
-            _ => None,
-        },
+        }
     };
     let fetched = fetch(state, &fill).await;
     let now = SystemTime::now();
@@ -1084,6 +1081,9 @@ async fn fill_and_respond(
             if let Some(leader) = leader {
                 leader.finish(Outcome::Shared(entry.clone()));
             }
+            if passing {
+                state.flights.stored(&fill.key);
+            }
             respond(
                 parts,
                 &fill.policy,
@@ -1095,6 +1095,9 @@ async fn fill_and_respond(
         Ok(Fetched::Response(mut response, reason)) => {
             if let Some(leader) = leader {
                 leader.finish(Outcome::NotShareable);
+            }
+            if marks_pass(reason) {
+                state.flights.pass(fill.key, HIT_FOR_PASS);
             }
             if is_upstream_failure(response.status())
                 && let Some((entry, layer)) =
@@ -1110,7 +1113,12 @@ async fn fill_and_respond(
             }
             let status = response.status().as_u16();
             upstream::append_via(response.headers_mut());
-            miss(false, false, false, Some(reason.as_str())).annotate(
+            let detail = if passing {
+                "hit-for-pass"
+            } else {
+                reason.as_str()
+            };
+            miss(false, false, false, Some(detail)).annotate(
                 response.headers_mut(),
                 None,
                 Some(status),
@@ -1127,6 +1135,103 @@ async fn fill_and_respond(
             stale_or_error(parts, &fill.policy, stale, &error, forward)
         }
     }
+}
+
+/// How long a key whose answer could not be stored skips the single flight.
+const HIT_FOR_PASS: Duration = Duration::from_secs(10);
+
+/// Rejoins after an abandoned or slow flight, at most this often, before
+/// fetching alone.
+const FLIGHT_ROUNDS: usize = 3;
+
+/// Whether an answer not stored for `reason` will likely not be stored for
+/// the next request either (the answer's fault, not this request's).
+fn marks_pass(reason: NotStored) -> bool {
+    matches!(
+        reason,
+        NotStored::NoStore
+            | NotStored::Private
+            | NotStored::SetCookie
+            | NotStored::VaryStar
+            | NotStored::TooLarge
+    )
+}
+
+/// A request's part in the single flight for its key.
+enum Part {
+    /// Fetch, and publish the outcome to the followers.
+    Lead(crate::flight::Leader),
+    /// Fetch for this client alone.
+    Alone,
+    /// Another request's fetch answered.
+    Answered(Entry),
+    /// Another request's fetch failed, for this request too.
+    Failed(ProxyError),
+}
+
+/// Leads or follows the flight for the fill's key. A follower whose leader
+/// went away or is too slow rejoins: the first to do so leads, the rest
+/// follow it. A new leader first looks in L1 again: a flight that ended
+/// between this request's lookup and its lead has stored its answer there.
+async fn take_part(state: &State, parts: &Parts, fill: &Fill, asked: &freshness::Request) -> Part {
+    let mut role = state.flights.join(fill.key);
+    let mut rounds = 0;
+    loop {
+        match role {
+            Role::Leader(leader) => {
+                let now = SystemTime::now();
+                if let Some(entry) = state.cache.lookup_local(&fill.key, now)
+                    && answers(state, parts, fill, asked, &entry, now)
+                {
+                    leader.finish(Outcome::Shared(entry.clone()));
+                    return Part::Answered(entry);
+                }
+                return Part::Lead(leader);
+            }
+            Role::Follower(mut follower) => {
+                let limit = state.upstream.timeout().saturating_add(FOLLOWER_MARGIN);
+                match follower.wait(limit).await {
+                    Some(Outcome::Shared(entry))
+                        if entry.vary_matches(&parts.headers)
+                            && (!fill.authorization || entry.shared_ok()) =>
+                    {
+                        return Part::Answered(entry);
+                    }
+                    Some(Outcome::Failed(error)) => return Part::Failed(error),
+                    // Not for us (another variant, private, too large).
+                    Some(Outcome::Shared(_) | Outcome::NotShareable) => return Part::Alone,
+                    _ if rounds >= FLIGHT_ROUNDS => return Part::Alone,
+                    Some(Outcome::Abandoned) => role = state.flights.join(fill.key),
+                    None => role = state.flights.take_over(&follower),
+                }
+                rounds += 1;
+            }
+        }
+    }
+}
+
+/// Whether a stored entry may answer this request as a fresh hit would.
+fn answers(
+    state: &State,
+    parts: &Parts,
+    fill: &Fill,
+    asked: &freshness::Request,
+    entry: &Entry,
+    now: SystemTime,
+) -> bool {
+    let facts = Stored {
+        age: entry.age(now),
+        lifetime: entry.lifetime(),
+        stale_while_revalidate: entry.stale_while_revalidate(),
+        revalidate: entry.revalidate(),
+        no_stale: entry.no_stale(),
+        immutable: entry.immutable(),
+    };
+    *entry.tenant() == *fill.tenant
+        && state.invalidator.verdict(&fill.key, entry) == Verdict::Valid
+        && entry.vary_matches(&parts.headers)
+        && (!fill.authorization || entry.shared_ok())
+        && asked.allows(&facts) == Use::Fresh
 }
 
 /// Stores a fetched entry unless a purge that covers it arrived while it was

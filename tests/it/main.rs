@@ -11,6 +11,7 @@ mod bookstore;
 
 mod bookstore_e2e;
 mod cache_flow;
+mod coalescing;
 mod failures;
 mod forwarding;
 mod hostile;
