@@ -10,7 +10,7 @@
 //! policy, the key, the credentials and the upstream request are all taken
 //! from the result. What cannot be made unambiguous is refused with a 400.
 
-use http::{HeaderMap, HeaderName, Method, Uri, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, header};
 
 use crate::error::ProxyError;
 use crate::outcome::CACHE_NAME;
@@ -162,6 +162,83 @@ pub(crate) fn clean_headers(
         headers.remove(name);
     }
     Ok(())
+}
+
+/// Makes `Host` one value, the host name alone: lower-cased, without its
+/// port, from the header or (HTTP/2, absolute form) the request target.
+/// It is part of the key and forwarded as keyed, so an upstream that builds
+/// links from it cannot be made to build another host's (or port's) links
+/// into a shared entry. Several, odd, or disagreeing values are refused.
+pub(crate) fn canonical_host(headers: &mut HeaderMap, uri: &Uri) -> Result<(), ProxyError> {
+    let bad = |what: &str| Err(ProxyError::BadRequest(format!("the Host {what}")));
+    let mut values = headers.get_all(header::HOST).iter();
+    let (given, twice) = (values.next(), values.next().is_some());
+    if twice {
+        return bad("header is sent more than once");
+    }
+    let authority = uri.authority().map(http::uri::Authority::as_str);
+    let host = match (given.map(HeaderValue::as_bytes), authority) {
+        (Some(value), Some(authority)) if !value.eq_ignore_ascii_case(authority.as_bytes()) => {
+            return bad("header names another host than the request target");
+        }
+        (Some(value), _) => value,
+        (None, Some(authority)) => authority.as_bytes(),
+        (None, None) => return Ok(()),
+    };
+    let Some(name) = host_name(host) else {
+        return bad("is not a host name");
+    };
+    if given.is_none_or(|given| given.as_bytes() != name.as_bytes()) {
+        let lower = name.to_ascii_lowercase();
+        match HeaderValue::from_bytes(lower.as_bytes()) {
+            Ok(value) => {
+                headers.insert(header::HOST, value);
+            }
+            Err(_) => return bad("is not a host name"),
+        }
+    }
+    Ok(())
+}
+
+/// The host of `host[:port]` (IPv6 in brackets), if it is one.
+fn host_name(host: &[u8]) -> Option<&str> {
+    let host = std::str::from_utf8(host).ok()?;
+    let (name, port) = if host.starts_with('[') {
+        let end = host.find(']')?;
+        (&host[..=end], &host[end + 1..])
+    } else {
+        host.split_at(host.find(':').unwrap_or(host.len()))
+    };
+    let port_ok = port.is_empty()
+        || port
+            .strip_prefix(':')
+            .is_some_and(|p| p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    let name_ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._:[]".contains(&b));
+    (port_ok && name_ok).then_some(name)
+}
+
+/// Replaces each header the policy keys on with the normalized value the
+/// key holds ([`crate::key::normalized_header`]), so an upstream that reads
+/// `,USD,` differently from `USD` is never asked with one and stored for
+/// both.
+pub(crate) fn forward_as_keyed(headers: &mut HeaderMap, keyed: &[HeaderName]) {
+    for name in keyed {
+        if !headers.contains_key(name) {
+            continue;
+        }
+        let value = crate::key::normalized_header(headers, name);
+        match HeaderValue::from_bytes(value.as_bytes()) {
+            Ok(value) if !value.is_empty() => {
+                headers.insert(name.clone(), value);
+            }
+            _ => {
+                headers.remove(name);
+            }
+        }
+    }
 }
 
 /// GET and HEAD: folio forwards them without a body, whatever the client
@@ -316,6 +393,40 @@ mod tests {
         let mut h = headers(&sent);
         drop_unkeyed(&mut h, &[HeaderName::from_static("x-forwarded-host")]);
         assert_eq!(h.len(), 2);
+    }
+
+    #[test]
+    fn host_is_one_name_without_its_port() {
+        let target: Uri = "/x".parse().unwrap();
+        for (sent, kept) in [
+            ("Shop.Example:8080", "shop.example"),
+            ("shop.example", "shop.example"),
+            ("[::1]:80", "[::1]"),
+            ("127.0.0.1:9", "127.0.0.1"),
+        ] {
+            let mut h = headers(&[("host", sent)]);
+            canonical_host(&mut h, &target).unwrap();
+            assert_eq!(h["host"], kept, "{sent}");
+        }
+        for bad in [
+            "a b",
+            "shop.example:x",
+            "shop.example:123456",
+            "",
+            "a/b",
+            "x:1:2",
+        ] {
+            let mut h = headers(&[("host", bad)]);
+            assert!(canonical_host(&mut h, &target).is_err(), "{bad:?}");
+        }
+        let mut two = headers(&[("host", "a.example"), ("host", "b.example")]);
+        assert!(canonical_host(&mut two, &target).is_err());
+        let absolute: Uri = "http://other.example/x".parse().unwrap();
+        let mut h = headers(&[("host", "shop.example")]);
+        assert!(canonical_host(&mut h, &absolute).is_err());
+        let mut h2 = HeaderMap::new();
+        canonical_host(&mut h2, &"http://Shop.example:443/x".parse().unwrap()).unwrap();
+        assert_eq!(h2["host"], "shop.example");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //!
 //! The key covers, in this order and each length-prefixed so no two inputs
 //! run together: a format version, the tenant, the method class (HEAD is
-//! answered from GET), the normalized path, the policy's query parameters
+//! answered from GET), the `Host` (as forwarded), the normalized path, the policy's query parameters
 //! (sorted by name), the policy's varied request headers (normalized), and —
 //! for `private` policies only — the caller's credentials. SHA-256 rather than
 //! a process-random hasher because L2 entries are shared by every instance and
@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use crate::policy::{Policy, QueryKey};
 
 /// Bumped whenever what goes into a key, or the entry encoding, changes.
-const KEY_VERSION: &[u8] = b"folio-key-v1";
+const KEY_VERSION: &[u8] = b"folio-key-v2";
 
 /// A 32-byte cache key.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -43,6 +43,8 @@ impl CacheKey {
         hasher.field(KEY_VERSION);
         hasher.field(tenant.as_bytes());
         hasher.field(b"GET"); // the method class: only GET and HEAD are cached
+        // The upstream may build links from the Host it is sent.
+        hasher.field(headers.get(header::HOST).map_or(&[][..], |h| h.as_bytes()));
         hasher.field(normalize_path(path).as_bytes());
 
         let pairs = kept_query(policy, query);
@@ -238,18 +240,16 @@ pub(crate) fn canonical_path(path: &str) -> Result<Cow<'_, str>, AmbiguousPath> 
 }
 
 /// The query string to forward for a request keyed by `policy`: exactly the
-/// pairs the key holds, in the client's order, each percent-encoded one way
-/// (so `;`, `+` and stray `%` cannot be read otherwise upstream); `None`
-/// when the key holds no pair. Borrowed when the client's query already is
-/// that string.
+/// pairs the key holds, in the key's order (by name; repeated names as
+/// sent), each percent-encoded one way (so `;`, `+` and stray `%` cannot be
+/// read otherwise upstream); `None` when the key holds no pair. Borrowed
+/// when the client's query already is that string.
 pub(crate) fn canonical_query<'a>(policy: &Policy, query: Option<&'a str>) -> Option<Cow<'a, str>> {
-    let keeps = |name: &str| match &policy.key_query {
-        QueryKey::Ignore => false,
-        QueryKey::All => true,
-        QueryKey::Only(names) => names.iter().any(|n| **n == *name),
-    };
+    if query.is_none() || matches!(policy.key_query, QueryKey::Ignore) {
+        return None;
+    }
     let mut out = String::new();
-    for (name, value) in query_pairs(query).filter(|(name, _)| keeps(name)) {
+    for (name, value) in kept_query(policy, query) {
         if !out.is_empty() {
             out.push('&');
         }
@@ -380,9 +380,23 @@ pub(crate) fn vary_value(headers: &HeaderMap, name: &HeaderName) -> Option<Strin
     Some(value)
 }
 
-/// A header's values as one string that ignores harmless differences: case,
-/// surrounding and repeated whitespace, and the split into several lines.
+/// Request headers whose values are compared without case (language tags,
+/// media types, codings, charsets); other values keep their case, since an
+/// upstream may tell `USD` from `usd`.
+fn case_insensitive(name: &HeaderName) -> bool {
+    *name == header::ACCEPT
+        || *name == header::ACCEPT_LANGUAGE
+        || *name == header::ACCEPT_ENCODING
+        || *name == header::ACCEPT_CHARSET
+}
+
+/// A header's values as one string that ignores harmless differences:
+/// surrounding and repeated whitespace, empty list items, the split into
+/// several lines, and case where the header's values ignore it. folio
+/// forwards this value for the headers it keys on, so the upstream reads
+/// exactly what the key holds.
 pub(crate) fn normalized_header(headers: &HeaderMap, name: &HeaderName) -> String {
+    let fold = case_insensitive(name);
     // One pass, straight into `out`: this runs for every keyed header of
     // every request.
     let mut out = String::new();
@@ -400,7 +414,11 @@ pub(crate) fn normalized_header(headers: &HeaderMap, name: &HeaderName) -> Strin
                 if i > 0 && !out.ends_with(';') {
                     out.push(' ');
                 }
-                out.extend(word.chars().map(|c| c.to_ascii_lowercase()));
+                if fold {
+                    out.extend(word.chars().map(|c| c.to_ascii_lowercase()));
+                } else {
+                    out.push_str(word);
+                }
             }
         }
     }
@@ -422,11 +440,22 @@ mod tests {
         let name = HeaderName::from_static("x-v");
         assert_eq!(
             normalized_header(&headers, &name),
-            "text/html ;q=0.9,en us,a;;b"
+            "Text/HTML ;q=0.9,en US,a;;b",
+            "case is kept where the header's values may depend on it"
+        );
+        let accept = HeaderName::from_static("accept");
+        let mut folded = HeaderMap::new();
+        folded.insert(
+            "accept",
+            HeaderValue::from_static("Text/HTML,  Application/JSON"),
+        );
+        assert_eq!(
+            normalized_header(&folded, &accept),
+            "text/html,application/json"
         );
         let mut spaced = HeaderMap::new();
         spaced.insert("x-v", HeaderValue::from_static("a;   B"));
-        assert_eq!(normalized_header(&spaced, &name), "a;b");
+        assert_eq!(normalized_header(&spaced, &name), "a;B");
     }
     use crate::policy::PolicySet;
     use http::{HeaderValue, Method};
@@ -622,7 +651,7 @@ mod tests {
             canonical_query(m.policy, query).map(|q| q.into_owned())
         };
         assert_eq!(q(&all, Some("a=1&b=2")).as_deref(), Some("a=1&b=2"));
-        assert_eq!(q(&all, Some("b=x+y&a=%7e")).as_deref(), Some("b=x%20y&a=~"));
+        assert_eq!(q(&all, Some("b=x+y&a=%7e")).as_deref(), Some("a=~&b=x%20y"));
         assert_eq!(q(&all, Some("a=1;b=2")).as_deref(), Some("a=1%3Bb%3D2"));
         assert_eq!(q(&all, None), None);
         let page = policy("  key:\n    query: [page]\n");

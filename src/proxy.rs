@@ -205,6 +205,9 @@ async fn serve(
     {
         return error.to_response();
     }
+    if let Err(error) = inbound::canonical_host(&mut parts.headers, &parts.uri) {
+        return error.to_response();
+    }
     match inbound::with_path_and_query(&parts.uri, &path, parts.uri.query()) {
         Ok(uri) => parts.uri = uri,
         Err(error) => return error.to_response(),
@@ -253,24 +256,15 @@ async fn serve(
         return pass(state, parts, body, client, BypassReason::Credentials, None).await;
     }
     // Asked to act as another method: never answered from, nor stored in,
-    // the cache; a write it stands for purges as that write would.
-    if let Some(method) = inbound::method_override(&parts.headers, &parts.method) {
-        let effects = (!is_safe(&method)).then(|| {
-            let matched = policies.match_request(&method, &path);
-            WriteEffects::of(&policies, matched.as_ref(), &tenant, &parts)
-        });
-        return pass(
-            state,
-            parts,
-            body,
-            client,
-            BypassReason::MethodOverride,
-            effects,
-        )
-        .await;
+    // the cache. Nor does it purge: most upstreams ignore the header, and a
+    // reader must not be able to purge what it likes.
+    if inbound::method_override(&parts.headers, &parts.method).is_some() {
+        let reason = BypassReason::MethodOverride;
+        return pass(state, parts, body, client, reason, None).await;
     }
     drop(body); // a GET's body has no meaning for the cache (RFC 9110 §9.3.1)
     inbound::drop_unkeyed(&mut parts.headers, &policy.key_headers);
+    inbound::forward_as_keyed(&mut parts.headers, &policy.key_headers);
     let query = canonical_query(policy, parts.uri.query());
     match inbound::with_path_and_query(&parts.uri, &path, query.as_deref()) {
         Ok(uri) => parts.uri = uri,

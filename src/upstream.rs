@@ -122,6 +122,15 @@ impl Upstream {
         self.metrics.upstream_latency.observe(took);
         let _ = crate::proxy::UPSTREAM_TIME.try_with(|time| time.set(time.get() + took));
         match outcome {
+            // folio asks for no upgrade: a 101 (or any 1xx as the final
+            // answer) would hand the client's connection to the upstream.
+            Ok(Ok(response)) if response.status().is_informational() => {
+                self.metrics.upstream_errors[0].fetch_add(1, Ordering::Relaxed);
+                Err(ProxyError::UpstreamUnavailable(format!(
+                    "the upstream answered {} to a request that asked for no upgrade",
+                    response.status()
+                )))
+            }
             Ok(Ok(response)) => Ok(response),
             Ok(Err(error)) => {
                 self.metrics.upstream_errors[0].fetch_add(1, Ordering::Relaxed);

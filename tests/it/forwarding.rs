@@ -64,8 +64,8 @@ async fn unmatched_requests_are_forwarded_unchanged_with_forwarding_headers() {
     assert_eq!(seen.header("via"), "1.1 folio");
     assert_eq!(
         seen.header("host"),
-        folio.addr.to_string(),
-        "the client's Host is kept"
+        folio.addr.ip().to_string(),
+        "the client's Host is kept, as a host name without its port"
     );
 
     // No policy: plain RFC 9111, and this answer carries no freshness.

@@ -333,3 +333,107 @@ async fn writes_with_a_bad_tenant_are_refused_not_forwarded_unpurged() {
     assert_eq!(got.status, 400);
     assert_eq!(upstream.total_hits(), 0);
 }
+
+#[tokio::test]
+async fn host_is_keyed_and_forwarded_as_keyed() {
+    let upstream = TestUpstream::start(|seen| {
+        Reply::json(format!(
+            r#"{{"link":"http://{}/next"}}"#,
+            seen.header("host")
+        ))
+    })
+    .await;
+    let folio = Folio::start(&upstream, POLICIES).await;
+    let url = folio.url("/api/v1/products/5");
+    let evil = get(&url, &[("x-tenant-id", "acme"), ("host", "evil.example")]).await;
+    assert_eq!(evil.json()["link"], "http://evil.example/next");
+    let honest = get(&url, ACME).await;
+    assert_eq!(honest.x_cache(), "MISS", "another Host is another entry");
+    assert_eq!(honest.json()["link"], "http://127.0.0.1/next");
+    // A port is not forwarded, so it cannot be built into a shared link.
+    let ported = get(&url, &[("x-tenant-id", "acme"), ("host", "127.0.0.1:1337")]).await;
+    assert_eq!(ported.x_cache(), "HIT");
+    assert_eq!(ported.json()["link"], "http://127.0.0.1/next");
+    for bad in ["a b", "x:y", "evil.example/x"] {
+        let got = get(&url, &[("x-tenant-id", "acme"), ("host", bad)]).await;
+        assert_eq!(got.status, 400, "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn keyed_header_values_reach_the_upstream_as_the_key_holds_them() {
+    let upstream = TestUpstream::start(|seen| {
+        Reply::json(format!(r#"{{"currency":"{}"}}"#, seen.header("x-currency")))
+    })
+    .await;
+    let policies = "\"/prices/{id}\":\n  cache_ttl: 1h\n  key:\n    headers: [X-Currency]\n";
+    let folio = Folio::start(&upstream, policies).await;
+    let url = folio.url("/prices/1");
+    let odd = get(&url, &[("x-currency", " ,USD, ")]).await;
+    assert_eq!(odd.json()["currency"], "USD", "forwarded as keyed");
+    assert_eq!(get(&url, &[("x-currency", "USD")]).await.x_cache(), "HIT");
+    let lower = get(&url, &[("x-currency", "usd")]).await;
+    assert_eq!(lower.x_cache(), "MISS", "case may matter to the upstream");
+    assert_eq!(lower.json()["currency"], "usd");
+}
+
+#[tokio::test]
+async fn the_forwarded_query_is_in_the_keys_order() {
+    let origin = RawOrigin::start().await;
+    let folio = Folio::start_with(settings(origin.uri()), POLICIES).await;
+    get(&folio.url("/api/v1/products/1?per_page=100&limit=5"), ACME).await;
+    assert_eq!(
+        origin.last().target,
+        "/api/v1/products/1?limit=5&per_page=100"
+    );
+    let swapped = get(&folio.url("/api/v1/products/1?limit=5&per_page=100"), ACME).await;
+    assert_eq!(swapped.x_cache(), "HIT");
+}
+
+#[tokio::test]
+async fn a_read_asking_to_be_a_write_purges_nothing() {
+    let upstream = TestUpstream::json("{}").await;
+    let folio = Folio::start(&upstream, POLICIES).await;
+    let url = folio.url("/api/v1/products/1");
+    get(&url, ACME).await;
+    for method in ["PUT", "DELETE", "x"] {
+        get(
+            &url,
+            &[("x-tenant-id", "acme"), ("x-http-method-override", method)],
+        )
+        .await;
+    }
+    assert_eq!(get(&url, ACME).await.x_cache(), "HIT");
+}
+
+#[tokio::test]
+async fn an_upstream_switching_protocols_unasked_is_a_502() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let origin = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buffer = [0u8; 4096];
+                let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut buffer).await;
+                let _ = tokio::io::AsyncWriteExt::write_all(
+                    &mut stream,
+                    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: evil\r\nConnection: upgrade\r\n\r\n",
+                )
+                .await;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            });
+        }
+    });
+    let folio = Folio::start_with(
+        settings(format!("http://{addr}").parse().unwrap()),
+        POLICIES,
+    )
+    .await;
+    for path in ["/api/v1/products/1", "/elsewhere"] {
+        let got = send("POST", &folio.url(path), ACME, "{}").await;
+        assert_eq!(got.status, 502, "{path}");
+        let got = get(&folio.url(path), ACME).await;
+        assert_eq!(got.status, 502, "{path}");
+    }
+    origin.abort();
+}

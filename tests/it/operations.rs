@@ -451,7 +451,7 @@ mod reload {
 
     /// One HTTP/1.1 GET on an open connection; the response head, lower-cased.
     async fn raw_get(stream: &mut tokio::net::TcpStream, path: &str) -> String {
-        let request = format!("GET {path} HTTP/1.1\r\nhost: test\r\n\r\n");
+        let request = format!("GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n");
         stream.write_all(request.as_bytes()).await.unwrap();
         let mut buffer = vec![0u8; 8192];
         let mut read = 0;
