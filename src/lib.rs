@@ -92,7 +92,9 @@ pub async fn run(
         proxy: listener,
         admin: admin_listener,
     } = listeners.into();
-    let metrics = Arc::new(metrics::Metrics::new(settings.metrics_tenants));
+    let known_tenants = settings.admin.tenant_tokens.iter().map(|(t, _)| t.as_str());
+    let metrics =
+        Arc::new(metrics::Metrics::new(settings.metrics_tenants).with_known_tenants(known_tenants));
     let upstream = upstream::Upstream::new(
         &settings.upstream,
         settings.connect_timeout,

@@ -117,7 +117,7 @@ struct ServeArgs {
     /// A tenant's own token, TENANT=TOKEN (repeat, or comma-separate in the variable): may purge that tenant only.
     #[arg(long, env = "FOLIO_TENANT_TOKENS", value_delimiter = ',', value_parser = tenant_token)]
     tenant_token: Vec<(String, String)>,
-    /// Tenants kept apart in metrics; the rest count as "other".
+    /// Metric label slots for tenants without a --tenant-token (those always have their own label); a slot idle for 10 minutes goes to a newcomer, the rest count as "other".
     #[arg(long, env = "FOLIO_METRICS_TENANTS", default_value = "20")]
     metrics_tenants: usize,
     /// Log format: human-readable lines or JSON objects.

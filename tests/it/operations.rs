@@ -12,7 +12,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 use crate::support::upstream::closed_port;
 use crate::support::{
-    ACME, Folio, FolioProcess, REPO_POLICIES, Reply, ScratchDir, TestRedis, TestUpstream,
+    ACME, Folio, FolioProcess, GLOBEX, REPO_POLICIES, Reply, ScratchDir, TestRedis, TestUpstream,
     eventually, get, send, settings,
 };
 
@@ -123,6 +123,62 @@ mod metrics {
         assert!(text.contains("tenant=\"t1\""));
         assert!(text.contains("tenant=\"other\""));
         assert!(!text.contains("tenant=\"t4\""));
+    }
+
+    #[tokio::test]
+    async fn strangers_cannot_squat_the_tenant_labels_of_known_tenants() {
+        let upstream = upstream().await;
+        let folio = folio_for(&upstream, |s| {
+            s.metrics_tenants = 2;
+            s.admin.tenant_tokens = vec![
+                ("acme".into(), "acme-secret".into()),
+                ("globex".into(), "globex-secret".into()),
+            ];
+        })
+        .await;
+        for i in 0..10 {
+            let squatter = format!("squatter{i}");
+            get(
+                &folio.url("/api/v1/products/1"),
+                &[("x-tenant-id", &squatter)],
+            )
+            .await;
+        }
+        get(&folio.url("/api/v1/products/1"), ACME).await;
+        get(&folio.url("/api/v1/products/1"), GLOBEX).await;
+        let text = scrape(&folio).await;
+        assert!(text.contains("tenant=\"acme\""), "{text}");
+        assert!(text.contains("tenant=\"globex\""), "{text}");
+        assert!(
+            text.contains("tenant=\"squatter1\""),
+            "slots are still given out"
+        );
+        assert!(!text.contains("tenant=\"squatter2\""), "but only two");
+        assert!(text.contains("tenant=\"other\""));
+    }
+
+    #[tokio::test]
+    async fn tenant_values_that_are_no_plain_name_never_become_labels() {
+        let upstream = upstream().await;
+        let folio = folio_for(&upstream, |_| {}).await;
+        let long = "x".repeat(100);
+        for hostile in [
+            "<img src=x onerror=alert(1)>",
+            "a\"b",
+            "a\\b",
+            "sp ace",
+            long.as_str(),
+        ] {
+            get(
+                &folio.url("/api/v1/products/1"),
+                &[("x-tenant-id", hostile)],
+            )
+            .await;
+        }
+        let text = scrape(&folio).await;
+        for fragment in ["<img", "a\\\"b", "a\\\\b", "sp ace", "xxxxxxxxxx"] {
+            assert!(!text.contains(fragment), "{fragment:?} in:\n{text}");
+        }
     }
 
     #[tokio::test]
