@@ -327,7 +327,121 @@ async fn the_dashboard_shows_live_numbers_in_a_real_browser() {
         !page.text().contains("http://") && !page.text().contains("https://"),
         "self-contained: no CDN"
     );
+    in_a_browser(&folio, &[]).await;
+}
 
+#[tokio::test]
+async fn admin_pages_allow_no_inline_script_and_no_html_from_data() {
+    let upstream = upstream().await;
+    let folio = folio_for(&upstream, |_| {}).await;
+    let admin = |path: &str| format!("http://{}{path}", folio.admin);
+    let page = get(&admin("/_folio/"), &[]).await;
+    let csp = page.header("content-security-policy");
+    for directive in [
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "connect-src 'self'",
+        "img-src 'self' data:",
+        "base-uri 'none'",
+        "form-action 'none'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(csp.contains(directive), "{directive} missing from {csp:?}");
+    }
+    assert!(!csp.contains("unsafe"), "{csp}");
+    let html = page.text();
+    assert!(
+        html.match_indices("<script")
+            .all(|(at, _)| html[at..].starts_with("<script src=")),
+        "no inline script: {html}"
+    );
+    assert!(
+        !html.contains("<style") && !html.contains(" style="),
+        "no inline style"
+    );
+    assert!(!html.contains(" on"), "no event handler attributes");
+
+    let script = get(&admin("/_folio/dashboard.js"), &[]).await;
+    assert_eq!(script.status, 200);
+    assert_eq!(
+        script.header("content-type"),
+        "text/javascript; charset=utf-8"
+    );
+    for sink in [
+        "innerHTML",
+        "outerHTML",
+        "insertAdjacentHTML",
+        "document.write",
+        "eval(",
+    ] {
+        assert!(!script.text().contains(sink), "the dashboard uses {sink}");
+    }
+    let style = get(&admin("/_folio/dashboard.css"), &[]).await;
+    assert_eq!(style.status, 200);
+    assert_eq!(style.header("content-type"), "text/css; charset=utf-8");
+
+    for path in [
+        "/_folio/",
+        "/_folio/dashboard.js",
+        "/_folio/stats",
+        "/_folio/metrics",
+        "/_folio/nope",
+    ] {
+        let got = get(&admin(path), &[]).await;
+        assert_eq!(got.header("content-security-policy"), csp, "{path}");
+        assert_eq!(got.header("x-content-type-options"), "nosniff", "{path}");
+        assert_eq!(got.header("referrer-policy"), "no-referrer", "{path}");
+    }
+}
+
+/// What clients of the proxy can put in the dashboard's data: tenant values
+/// (a header anyone sets) and paths.
+const HOSTILE_TENANTS: [&str; 2] = [
+    r#"<img src=x onerror="window.__pwned=1;console.log('PWNED tenant')">"#,
+    r#""><svg onload="window.__pwned=2;console.log('PWNED tenant')">"#,
+];
+const HOSTILE_PATH: &str =
+    "/api/v1/products/%3Cimg%20src%3Dx%20onerror%3D%22window.__pwned%3D3%22%3E";
+
+#[tokio::test]
+async fn hostile_names_show_as_text_in_the_dashboard_and_run_nothing() {
+    let upstream = upstream().await;
+    let folio = folio_for(&upstream, |_| {}).await;
+    // Eight of each, so the sampled top paths count every one.
+    for tenant in HOSTILE_TENANTS {
+        for _ in 0..8 {
+            get(&folio.url("/api/v1/products/1"), &[("x-tenant-id", tenant)]).await;
+        }
+    }
+    for path in [HOSTILE_PATH, "/api/v1/products/\"'(x)=;"] {
+        for _ in 0..8 {
+            get(&folio.url(path), ACME).await;
+        }
+    }
+    // Markup in a raw request line never gets past the HTTP parser.
+    let mut raw = tokio::net::TcpStream::connect(folio.addr).await.unwrap();
+    raw.write_all(
+        b"GET /\"><svg/onload=window.__pwned=4> HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut answer = String::new();
+    raw.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+
+    let expect = serde_json::to_string(&[HOSTILE_PATH, "/api/v1/products/\"'(x)=;"]).unwrap();
+    in_a_browser(
+        &folio,
+        &[("FOLIO_HOSTILE", "1"), ("FOLIO_EXPECT_TEXT", &expect)],
+    )
+    .await;
+}
+
+/// Runs `tests/dashboard/check.mjs` against `folio`'s dashboard in headless
+/// Chromium with `env`, drives traffic once the page shows numbers, and
+/// fails with the script's complaint unless it passed.
+async fn in_a_browser(folio: &Folio, env: &[(&str, &str)]) {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/dashboard");
     assert!(
         std::path::Path::new(dir)
@@ -339,11 +453,16 @@ async fn the_dashboard_shows_live_numbers_in_a_real_browser() {
         std::path::Path::new("/usr/bin/chromium").exists(),
         "install Chromium: apt-get install -y chromium (scripts/test.sh does)"
     );
-    let screenshot = concat!(env!("CARGO_MANIFEST_DIR"), "/target/dashboard.png");
+    let screenshot = format!(
+        "{}/target/dashboard-{}.png",
+        env!("CARGO_MANIFEST_DIR"),
+        folio.admin.port()
+    );
     let mut browser = tokio::process::Command::new("node")
         .arg(format!("{dir}/check.mjs"))
         .arg(format!("http://{}/_folio/", folio.admin))
-        .arg(screenshot)
+        .arg(&screenshot)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -353,7 +472,12 @@ async fn the_dashboard_shows_live_numbers_in_a_real_browser() {
     let ready = tokio::time::timeout(Duration::from_secs(60), out.next_line())
         .await
         .expect("the page loaded in time");
-    assert!(ready.unwrap().unwrap_or_default().starts_with("READY"));
+    let mut errors = String::new();
+    let mut stderr = browser.stderr.take().unwrap();
+    if !ready.unwrap().unwrap_or_default().starts_with("READY") {
+        stderr.read_to_string(&mut errors).await.unwrap();
+        panic!("the dashboard did not show numbers: {errors}");
+    }
     for round in 0..4 {
         for id in 0..5 {
             get(&folio.url(&format!("/api/v1/products/{id}")), ACME).await;
@@ -369,17 +493,10 @@ async fn the_dashboard_shows_live_numbers_in_a_real_browser() {
         .await
         .expect("the check ends")
         .unwrap();
-    let mut errors = String::new();
-    browser
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut errors)
-        .await
-        .unwrap();
+    stderr.read_to_string(&mut errors).await.unwrap();
     assert!(status.success(), "the dashboard check failed: {errors}");
     assert!(
-        std::path::Path::new(screenshot).exists(),
+        std::path::Path::new(&screenshot).exists(),
         "a screenshot is saved as a test artifact"
     );
 }
