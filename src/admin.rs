@@ -23,32 +23,15 @@ use crate::invalidation::{Mark, NotPropagated, Scope, scopes_for_event};
 use crate::key::{CacheKey, normalize_path};
 use crate::proxy::State;
 
+mod trust;
+
+pub use trust::AdminAuth;
+use trust::{Caller, authorize};
+
 /// Largest admin request body.
 const MAX_BODY: usize = 64 << 10;
 /// Longest wait for an admin request body.
 const BODY_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Who may change what.
-#[derive(Debug, Clone, Default)]
-pub struct AdminAuth {
-    /// May purge for any tenant, or every tenant at once.
-    pub operator_token: Option<String>,
-    /// `(tenant, token)`: the token may purge for that tenant only.
-    pub tenant_tokens: Vec<(String, String)>,
-}
-
-impl AdminAuth {
-    pub(crate) fn is_open(&self) -> bool {
-        self.operator_token.is_none() && self.tenant_tokens.is_empty()
-    }
-}
-
-/// The caller of a mutation, once authorized.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Caller {
-    Operator,
-    Tenant(String),
-}
 
 #[derive(Debug)]
 pub(crate) struct Admin {
@@ -243,52 +226,6 @@ async fn authorized_body<T: for<'de> Deserialize<'de>>(
     let parsed = serde_json::from_slice(&body)
         .map_err(|e| Refusal::bad_request("bad_json", e.to_string()))?;
     Ok((caller, parsed))
-}
-
-fn authorize(
-    auth: &AdminAuth,
-    request: &Request<Incoming>,
-    peer: SocketAddr,
-) -> Result<Caller, Refusal> {
-    if auth.is_open() {
-        return if peer.ip().is_loopback() {
-            Ok(Caller::Operator)
-        } else {
-            Err(Refusal::forbidden(
-                "no --admin-token is configured, so mutations are accepted from loopback only",
-            ))
-        };
-    }
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let Some(presented) = presented else {
-        return Err(Refusal::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "send Authorization: Bearer <token>",
-        ));
-    };
-    if auth
-        .operator_token
-        .as_deref()
-        .is_some_and(|t| same(t, presented))
-    {
-        return Ok(Caller::Operator);
-    }
-    if let Some((tenant, _)) = auth.tenant_tokens.iter().find(|(_, t)| same(t, presented)) {
-        return Ok(Caller::Tenant(tenant.clone()));
-    }
-    Err(Refusal::forbidden("the token is not valid"))
-}
-
-/// Compares secrets in time that does not depend on where they differ.
-fn same(expected: &str, presented: &str) -> bool {
-    let (a, b) = (expected.as_bytes(), presented.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The tenant a mutation acts for: `None` is every tenant (operators only).
@@ -545,13 +482,6 @@ fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn secrets_compare_whole() {
-        assert!(same("s3cret", "s3cret"));
-        assert!(!same("s3cret", "s3cre"));
-        assert!(!same("s3cret", "s3cres"));
-    }
 
     #[test]
     fn tenant_tokens_act_for_their_tenant_only() {
