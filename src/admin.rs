@@ -26,7 +26,7 @@ use crate::proxy::State;
 mod trust;
 
 pub use trust::AdminAuth;
-use trust::{Caller, authorize};
+use trust::{Caller, authorize, check_mutation};
 
 /// Largest admin request body.
 const MAX_BODY: usize = 64 << 10;
@@ -40,6 +40,8 @@ pub(crate) struct Admin {
     pub(crate) thresholds: crate::config::HealthThresholds,
     /// Where `POST /_folio/reload` reads the policies from.
     pub(crate) policies_dir: Option<std::path::PathBuf>,
+    /// The admin listener's own address: a name pages may use for it.
+    pub(crate) listen: Option<SocketAddr>,
 }
 
 /// The dashboard: a page, its script and its style, all served from here
@@ -157,7 +159,9 @@ async fn answer(admin: &Admin, request: Request<Incoming>, peer: SocketAddr) -> 
             return json_response(status, &body);
         }
         (&Method::GET | &Method::HEAD, "/_folio/explain") => explain(admin, request.uri().query()),
-        (&Method::POST, "/_folio/reload") => match authorize(&admin.auth, &request, peer) {
+        (&Method::POST, "/_folio/reload") => match check_mutation(&request, admin.listen)
+            .and_then(|()| authorize(&admin.auth, &request, peer))
+        {
             Ok(Caller::Operator) => reload(admin).await,
             Ok(Caller::Tenant(_)) => Err(Refusal::forbidden("reloading needs the operator token")),
             Err(refusal) => Err(refusal),
@@ -200,6 +204,7 @@ async fn authorized_body<T: for<'de> Deserialize<'de>>(
     request: Request<Incoming>,
     peer: SocketAddr,
 ) -> Result<(Caller, T), Refusal> {
+    check_mutation(&request, admin.listen)?;
     let caller = authorize(&admin.auth, &request, peer)?;
     let body = match tokio::time::timeout(
         BODY_TIMEOUT,

@@ -152,6 +152,7 @@ pub async fn run(
     let grace = settings.shutdown_grace;
     spawn_housekeeping(&state, &settings, listener.local_addr().ok(), stopping());
     let admin_server = admin_listener.map(|listener| {
+        let listen = listener.local_addr().ok();
         if settings.admin.is_open() {
             tracing::warn!(
                 "admin API: no --admin-token configured, so purges and events are accepted from loopback only"
@@ -162,6 +163,7 @@ pub async fn run(
             auth: settings.admin.clone(),
             thresholds: settings.config.health.clone(),
             policies_dir: settings.policies_dir.clone(),
+            listen,
         });
         let handler = move |request, peer| admin::handle(Arc::clone(&admin), request, peer);
         tokio::spawn(server::serve(listener, handler, stopping(), grace))
