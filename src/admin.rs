@@ -26,7 +26,7 @@ use crate::proxy::State;
 mod trust;
 
 pub use trust::AdminAuth;
-use trust::{Caller, authorize, check_mutation};
+use trust::{Caller, Credential, authorize, check_mutation};
 
 /// Largest admin request body.
 const MAX_BODY: usize = 64 << 10;
@@ -84,11 +84,26 @@ impl Refusal {
         Self::new(StatusCode::FORBIDDEN, "forbidden", message)
     }
 
+    fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "send Authorization: Bearer <token>",
+        )
+    }
+
     fn into_response(self) -> Response<Body> {
-        json_response(
+        let mut response = json_response(
             self.status,
             &json!({ "error": self.code, "message": self.message }),
-        )
+        );
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"folio\""),
+            );
+        }
+        response
     }
 }
 
@@ -125,6 +140,7 @@ pub(crate) async fn handle(
 }
 
 async fn answer(admin: &Admin, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let credential = Credential::of(&admin.auth, &request);
     let outcome = match (request.method(), request.uri().path()) {
         (&Method::GET | &Method::HEAD, "/_folio" | "/_folio/") => {
             return text(StatusCode::OK, "text/html; charset=utf-8", DASHBOARD_HTML);
@@ -160,20 +176,24 @@ async fn answer(admin: &Admin, request: Request<Incoming>, peer: SocketAddr) -> 
         }
         (&Method::GET | &Method::HEAD, "/_folio/explain") => explain(admin, request.uri().query()),
         (&Method::POST, "/_folio/reload") => match check_mutation(&request, admin.listen)
-            .and_then(|()| authorize(&admin.auth, &request, peer))
+            .and_then(|()| authorize(&admin.auth, &credential, peer))
         {
             Ok(Caller::Operator) => reload(admin).await,
             Ok(Caller::Tenant(_)) => Err(Refusal::forbidden("reloading needs the operator token")),
             Err(refusal) => Err(refusal),
         },
-        (&Method::POST, "/_folio/purge") => match authorized_body(admin, request, peer).await {
-            Ok((caller, body)) => purge(admin, &caller, body).await,
-            Err(refusal) => Err(refusal),
-        },
-        (&Method::POST, "/_folio/events") => match authorized_body(admin, request, peer).await {
-            Ok((caller, body)) => event(admin, &caller, body).await,
-            Err(refusal) => Err(refusal),
-        },
+        (&Method::POST, "/_folio/purge") => {
+            match authorized_body(admin, request, &credential, peer).await {
+                Ok((caller, body)) => purge(admin, &caller, body).await,
+                Err(refusal) => Err(refusal),
+            }
+        }
+        (&Method::POST, "/_folio/events") => {
+            match authorized_body(admin, request, &credential, peer).await {
+                Ok((caller, body)) => event(admin, &caller, body).await,
+                Err(refusal) => Err(refusal),
+            }
+        }
         (_, "/_folio/purge" | "/_folio/events" | "/_folio/reload") => {
             let mut response = Refusal::new(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -202,10 +222,11 @@ async fn answer(admin: &Admin, request: Request<Incoming>, peer: SocketAddr) -> 
 async fn authorized_body<T: for<'de> Deserialize<'de>>(
     admin: &Admin,
     request: Request<Incoming>,
+    credential: &Credential,
     peer: SocketAddr,
 ) -> Result<(Caller, T), Refusal> {
     check_mutation(&request, admin.listen)?;
-    let caller = authorize(&admin.auth, &request, peer)?;
+    let caller = authorize(&admin.auth, credential, peer)?;
     let body = match tokio::time::timeout(
         BODY_TIMEOUT,
         Limited::new(request.into_body(), MAX_BODY).collect(),

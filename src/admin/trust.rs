@@ -12,7 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use http::uri::Authority;
 use http::{Request, StatusCode, header};
-use hyper::body::Incoming;
+use sha2::{Digest, Sha256};
 
 use super::Refusal;
 
@@ -38,9 +38,71 @@ pub(super) enum Caller {
     Tenant(String),
 }
 
+/// What a request's `Authorization` header shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Credential {
+    /// No `Authorization` header.
+    Absent,
+    /// Not `Bearer <token>`, or more than one `Authorization` header.
+    Malformed,
+    /// A well-formed token that is nobody's.
+    Unknown,
+    /// The token of this caller.
+    Valid(Caller),
+}
+
+impl Credential {
+    pub(super) fn of<B>(auth: &AdminAuth, request: &Request<B>) -> Self {
+        let mut values = request.headers().get_all(header::AUTHORIZATION).iter();
+        let Some(value) = values.next() else {
+            return Self::Absent;
+        };
+        if values.next().is_some() {
+            return Self::Malformed;
+        }
+        match value.to_str().ok().and_then(bearer_token) {
+            None => Self::Malformed,
+            Some(token) => auth.caller(token).map_or(Self::Unknown, Self::Valid),
+        }
+    }
+}
+
+/// The token of `Bearer <token>` (RFC 6750): the scheme in any case, one or
+/// more spaces, then exactly one token.
+fn bearer_token(value: &str) -> Option<&str> {
+    let mut parts = value.split(' ').filter(|part| !part.is_empty());
+    let (Some(scheme), Some(token), None) = (parts.next(), parts.next(), parts.next()) else {
+        return None;
+    };
+    scheme.eq_ignore_ascii_case("bearer").then_some(token)
+}
+
+impl AdminAuth {
+    /// Whose token `presented` is. Every configured token is compared,
+    /// each by its SHA-256 digest in full, so the time taken says nothing
+    /// about how much of a token was right, nor how long it is.
+    fn caller(&self, presented: &str) -> Option<Caller> {
+        let presented = Sha256::digest(presented.as_bytes());
+        let mut found = None;
+        if let Some(token) = &self.operator_token
+            && same(token, &presented)
+        {
+            found = Some(Caller::Operator);
+        }
+        for (tenant, token) in &self.tenant_tokens {
+            if same(token, &presented) && found.is_none() {
+                found = Some(Caller::Tenant(tenant.clone()));
+            }
+        }
+        found
+    }
+}
+
+/// Who may make a mutation: with no token configured, a loopback peer is
+/// the operator; otherwise the caller whose token the request shows.
 pub(super) fn authorize(
     auth: &AdminAuth,
-    request: &Request<Incoming>,
+    credential: &Credential,
     peer: SocketAddr,
 ) -> Result<Caller, Refusal> {
     if auth.is_open() {
@@ -52,30 +114,11 @@ pub(super) fn authorize(
             ))
         };
     }
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let Some(presented) = presented else {
-        return Err(Refusal::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "send Authorization: Bearer <token>",
-        ));
-    };
-    if auth
-        .operator_token
-        .as_deref()
-        .is_some_and(|t| same(t, presented))
-    {
-        return Ok(Caller::Operator);
+    match credential {
+        Credential::Valid(caller) => Ok(caller.clone()),
+        Credential::Absent | Credential::Malformed => Err(Refusal::unauthorized()),
+        Credential::Unknown => Err(Refusal::forbidden("the token is not valid")),
     }
-    if let Some((tenant, _)) = auth.tenant_tokens.iter().find(|(_, t)| same(t, presented)) {
-        return Ok(Caller::Tenant(tenant.clone()));
-    }
-    Err(Refusal::forbidden("the token is not valid"))
 }
 
 /// Refuses a mutation that a web page could have sent: one carrying the
@@ -163,10 +206,15 @@ fn declares_json<B>(request: &Request<B>) -> bool {
         .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
 }
 
-/// Compares secrets in time that does not depend on where they differ.
-fn same(expected: &str, presented: &str) -> bool {
-    let (a, b) = (expected.as_bytes(), presented.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Whether `expected`'s digest is `presented` (a digest): every byte is
+/// compared, whatever differs.
+fn same(expected: &str, presented: &[u8]) -> bool {
+    let expected = Sha256::digest(expected.as_bytes());
+    let differences = expected
+        .iter()
+        .zip(presented)
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    expected.len() == presented.len() && std::hint::black_box(differences) == 0
 }
 
 #[cfg(test)]
@@ -233,9 +281,38 @@ mod tests {
     }
 
     #[test]
-    fn secrets_compare_whole() {
-        assert!(same("s3cret", "s3cret"));
-        assert!(!same("s3cret", "s3cre"));
-        assert!(!same("s3cret", "s3cres"));
+    fn bearer_values_are_read_strictly() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("BEARER  abc"), Some("abc"));
+        for malformed in [
+            "",
+            "Bearer",
+            "Bearer ",
+            "abc",
+            "Basic abc",
+            "Bearerabc",
+            "Bearer abc def",
+            "Bearer\tabc",
+        ] {
+            assert_eq!(bearer_token(malformed), None, "{malformed:?}");
+        }
+    }
+
+    #[test]
+    fn tokens_name_their_caller() {
+        let auth = AdminAuth {
+            operator_token: Some("op".into()),
+            tenant_tokens: vec![("acme".into(), "a".into()), ("globex".into(), "g".into())],
+        };
+        assert_eq!(auth.caller("op"), Some(Caller::Operator));
+        assert_eq!(auth.caller("g"), Some(Caller::Tenant("globex".into())));
+        for wrong in ["", "o", "opp", "OP", "a ", "ag"] {
+            assert_eq!(auth.caller(wrong), None, "{wrong:?}");
+        }
+        let digest = Sha256::digest(b"s3cret");
+        assert!(same("s3cret", &digest));
+        assert!(!same("s3cre", &digest));
+        assert!(!same("s3cret", &digest[..31]));
     }
 }

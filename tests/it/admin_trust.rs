@@ -128,3 +128,128 @@ mod csrf {
         assert_eq!(got.status, 200, "no Origin: not a browser");
     }
 }
+
+mod bearer {
+    use bytes::Bytes;
+    use http::{Request, StatusCode, Version};
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+
+    use super::*;
+
+    const PURGE: &str = r#"{"tags":["products"]}"#;
+
+    #[tokio::test]
+    async fn bearer_tokens_are_read_strictly_over_http1() {
+        let upstream = TestUpstream::json("{}").await;
+        let folio = guarded_folio(&upstream).await;
+        let purge = |headers: Vec<(&'static str, String)>| {
+            let folio = &folio;
+            async move {
+                let headers: Vec<(&str, &str)> =
+                    headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+                folio.admin_post("/_folio/purge", &headers, PURGE).await
+            }
+        };
+        let auth = |value: &str| vec![("authorization", value.to_owned())];
+        for value in [
+            "Bearer op-secret",
+            "bearer op-secret",
+            "BEARER op-secret",
+            "Bearer  op-secret",
+        ] {
+            let got = purge(auth(value)).await;
+            assert_eq!(got.status, 200, "{value}: {}", got.text());
+            assert_eq!(
+                got.json()["tenant"],
+                serde_json::Value::Null,
+                "the operator"
+            );
+        }
+        let got = purge(auth("bearer acme-secret")).await;
+        assert_eq!(got.status, 200);
+        assert_eq!(got.json()["tenant"], "acme");
+
+        for value in [
+            "Bearer",
+            "Bearer ",
+            "Basic b3A6b3Atc2VjcmV0",
+            "op-secret",
+            "Bearerop-secret",
+            "Bearer op-secret extra",
+            "Bearer op-secret, Bearer acme-secret",
+            "Bearer\top-secret",
+        ] {
+            let got = purge(auth(value)).await;
+            assert_eq!(got.status, 401, "{value:?}");
+            assert_eq!(got.json()["error"], "unauthorized");
+            assert!(got.header("www-authenticate").starts_with("Bearer"));
+        }
+        let two = vec![
+            ("authorization", "Bearer op-secret".to_owned()),
+            ("authorization", "Bearer op-secret".to_owned()),
+        ];
+        assert_eq!(purge(two).await.status, 401, "two Authorization headers");
+
+        for value in [
+            "Bearer op-secre",
+            "Bearer op-secretx",
+            "Bearer OP-SECRET",
+            "Bearer xp-secret",
+            "Bearer acme-secretop-secret",
+        ] {
+            let got = purge(auth(value)).await;
+            assert_eq!(got.status, 403, "{value:?}");
+        }
+    }
+
+    /// One admin request over h2c (HTTP/2 with prior knowledge).
+    async fn h2(
+        folio: &Folio,
+        method: &str,
+        path: &str,
+        authorization: Option<&str>,
+        body: &str,
+    ) -> (StatusCode, Version, serde_json::Value) {
+        let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .build_http();
+        let mut request = Request::builder()
+            .method(method)
+            .uri(admin_url(folio, path))
+            .header("content-type", "application/json");
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body.to_owned())))
+            .unwrap();
+        let response = client.request(request).await.unwrap();
+        let (status, version) = (response.status(), response.version());
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, version, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn bearer_tokens_and_names_are_checked_over_h2c() {
+        let upstream = TestUpstream::json("{}").await;
+        let folio = guarded_folio(&upstream).await;
+        cached(&folio).await;
+        let purge = |auth| h2(&folio, "POST", "/_folio/purge", auth, PURGE);
+        let (status, version, _) = purge(Some("Bearer op-secret")).await;
+        assert_eq!((status, version), (StatusCode::OK, Version::HTTP_2));
+        assert_eq!(purge(Some("bEARER op-secret")).await.0, 200);
+        let (status, _, body) = purge(Some("bearer acme-secret")).await;
+        assert_eq!(status, 200);
+        assert_eq!(body["tenant"], "acme");
+        assert_eq!(purge(None).await.0, 401);
+        assert_eq!(purge(Some("Bearer op-secret x")).await.0, 401);
+        assert_eq!(purge(Some("Basic op-secret")).await.0, 401);
+        assert_eq!(purge(Some("Bearer op-secrex")).await.0, 403);
+        let (status, version, body) =
+            h2(&folio, "GET", "/_folio/stats", Some("Bearer op-secret"), "").await;
+        assert_eq!((status, version), (StatusCode::OK, Version::HTTP_2));
+        assert!(body["endpoints"].is_array());
+    }
+}
