@@ -26,7 +26,7 @@ use crate::proxy::State;
 mod trust;
 
 pub use trust::AdminAuth;
-use trust::{Caller, Credential, authorize, check_mutation};
+use trust::{Caller, Credential, authorize, check_mutation, trusted_name};
 
 /// Largest admin request body.
 const MAX_BODY: usize = 64 << 10;
@@ -141,6 +141,19 @@ pub(crate) async fn handle(
 
 async fn answer(admin: &Admin, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     let credential = Credential::of(&admin.auth, &request);
+    if !matches!(credential, Credential::Valid(_))
+        && needs_trusted_name(&admin.auth, request.uri().path())
+        && !trusted_name(&request, admin.listen)
+    {
+        return Refusal::new(
+            StatusCode::MISDIRECTED_REQUEST,
+            "misdirected_request",
+            "without a token the admin API answers only to localhost, 127.0.0.1, [::1] \
+             or its own address (a page whose name was pointed here is refused); \
+             use one of those, or send Authorization: Bearer <token>",
+        )
+        .into_response();
+    }
     let outcome = match (request.method(), request.uri().path()) {
         (&Method::GET | &Method::HEAD, "/_folio" | "/_folio/") => {
             return text(StatusCode::OK, "text/html; charset=utf-8", DASHBOARD_HTML);
@@ -215,6 +228,19 @@ async fn answer(admin: &Admin, request: Request<Incoming>, peer: SocketAddr) -> 
     match outcome {
         Ok(value) => json_response(StatusCode::OK, &value),
         Err(refusal) => refusal.into_response(),
+    }
+}
+
+/// Whether a request to `path` without a token must name the admin API by
+/// a name DNS rebinding cannot forge. Health carries no tenant's figures
+/// and load balancers probe it by any name. With tokens configured,
+/// neither do the dashboard's page, script and style (the figures need the
+/// token), so the dashboard loads under any name and then asks for it.
+fn needs_trusted_name(auth: &AdminAuth, path: &str) -> bool {
+    match path {
+        "/_folio/health" => false,
+        "/_folio" | "/_folio/" | "/_folio/dashboard.js" | "/_folio/dashboard.css" => auth.is_open(),
+        _ => true,
     }
 }
 

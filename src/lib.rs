@@ -155,7 +155,7 @@ pub async fn run(
         let listen = listener.local_addr().ok();
         if settings.admin.is_open() {
             tracing::warn!(
-                "admin API: no --admin-token configured, so purges and events are accepted from loopback only"
+                "admin API: no --admin-token configured, so purges and events are accepted from loopback only, and only requests naming localhost, a loopback address or the listener's address are answered"
             );
         }
         let admin = Arc::new(admin::Admin {

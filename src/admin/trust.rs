@@ -184,6 +184,48 @@ fn same_origin(origin: &str, authority: Option<&str>, listen: Option<SocketAddr>
     to_request || to_listener
 }
 
+/// Whether the request names the admin API in a way DNS rebinding cannot
+/// forge: `localhost`, a loopback address (any port), or the listener's own
+/// address. A page on evil.example whose name the attacker then points at
+/// 127.0.0.1 reaches the listener from the operator's browser, same-origin
+/// for the browser, but it says `Host: evil.example`. Every name the
+/// request gives (`:authority` or an absolute target, and `Host`) must pass.
+pub(super) fn trusted_name<B>(request: &Request<B>, listen: Option<SocketAddr>) -> bool {
+    let target = request.uri().authority().map(Authority::as_str);
+    let hosts = request.headers().get_all(header::HOST).iter();
+    let names: Vec<Option<&str>> = target
+        .into_iter()
+        .map(Some)
+        .chain(hosts.map(|h| h.to_str().ok()))
+        .collect();
+    !names.is_empty()
+        && names
+            .iter()
+            .all(|name| name.is_some_and(|name| trusted_authority(name, listen)))
+}
+
+fn trusted_authority(name: &str, listen: Option<SocketAddr>) -> bool {
+    let Ok(authority) = name.parse::<Authority>() else {
+        return false;
+    };
+    if authority.as_str().contains('@') {
+        return false;
+    }
+    let host = authority.host();
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    match ip_literal(host) {
+        Some(ip) if ip.is_loopback() => true,
+        // An address cannot be rebound; one of the listener's, that is.
+        Some(ip) => listen.is_some_and(|listen| {
+            authority.port_u16() == Some(listen.port())
+                && (ip == listen.ip() || listen.ip().is_unspecified())
+        }),
+        None => false,
+    }
+}
+
 /// `127.0.0.1` or `[::1]` as an address; `None` for a name.
 pub(super) fn ip_literal(host: &str) -> Option<IpAddr> {
     let bare = host
@@ -278,6 +320,58 @@ mod tests {
                 "{foreign}"
             );
         }
+    }
+
+    #[test]
+    fn only_names_that_cannot_be_rebound_are_trusted() {
+        let get = |host: &str| Request::get("/").header("host", host).body(()).unwrap();
+        let at = |listen: &str| Some(listen.parse::<SocketAddr>().unwrap());
+        let loopback = at("127.0.0.1:9090");
+        for host in [
+            "localhost",
+            "LOCALHOST:1234",
+            "127.0.0.1",
+            "127.0.0.1:9090",
+            "127.1.2.3:80",
+            "[::1]:9090",
+            "[::1]",
+        ] {
+            assert!(trusted_name(&get(host), loopback), "{host}");
+        }
+        for host in [
+            "evil.example",
+            "evil.example:9090",
+            "localhost.evil.example",
+            "localhost.",
+            "127.0.0.1.nip.io:9090",
+            "10.0.0.5:9090",
+            "user@localhost:9090",
+            "",
+            "[::1",
+        ] {
+            assert!(!trusted_name(&get(host), loopback), "{host}");
+        }
+        assert!(trusted_name(&get("10.0.0.5:9090"), at("10.0.0.5:9090")));
+        assert!(!trusted_name(&get("10.0.0.5:9091"), at("10.0.0.5:9090")));
+        assert!(trusted_name(&get("10.0.0.5:9090"), at("0.0.0.0:9090")));
+        assert!(!trusted_name(
+            &get("admin.internal:9090"),
+            at("0.0.0.0:9090")
+        ));
+
+        let no_host = Request::get("/").body(()).unwrap();
+        assert!(!trusted_name(&no_host, loopback), "no name at all");
+        let h2 = |uri: &str| Request::get(uri).body(()).unwrap();
+        assert!(trusted_name(&h2("http://localhost:9090/_folio/"), loopback));
+        assert!(!trusted_name(
+            &h2("http://evil.example:9090/_folio/"),
+            loopback
+        ));
+        let both = Request::get("http://localhost:9090/")
+            .header("host", "evil.example")
+            .body(())
+            .unwrap();
+        assert!(!trusted_name(&both, loopback), "every name must pass");
     }
 
     #[test]

@@ -129,12 +129,97 @@ mod csrf {
     }
 }
 
+mod rebinding {
+    use super::*;
+
+    #[tokio::test]
+    async fn without_a_token_only_loopback_names_reach_the_admin_api() {
+        let upstream = TestUpstream::json("{}").await;
+        let folio = open_folio(&upstream).await;
+        cached(&folio).await;
+        let port = folio.admin.port();
+        // A page on evil.example whose name now resolves to 127.0.0.1.
+        let foreign = [
+            format!("evil.example:{port}"),
+            "evil.example".to_owned(),
+            format!("localhost.evil.example:{port}"),
+            format!("127.0.0.1.nip.io:{port}"),
+            format!("10.1.2.3:{port}"),
+        ];
+        for host in &foreign {
+            for path in [
+                "/_folio/",
+                "/_folio/dashboard.js",
+                "/_folio/stats",
+                "/_folio/metrics",
+                "/_folio/explain?url=/api/v1/products/1",
+            ] {
+                let got = get(&admin_url(&folio, path), &[("host", host)]).await;
+                assert_eq!(got.status, 421, "{host} {path}");
+                assert_eq!(got.json()["error"], "misdirected_request");
+            }
+            let got = folio
+                .admin_post("/_folio/purge", &[("host", host)], r#"{"all":true}"#)
+                .await;
+            assert_eq!(got.status, 421, "{host}");
+        }
+        assert_eq!(still(&folio).await, "HIT", "nothing was purged");
+        let health = get(
+            &admin_url(&folio, "/_folio/health"),
+            &[("host", &foreign[0])],
+        )
+        .await;
+        assert_eq!(health.status, 200, "load balancers probe by any name");
+
+        for host in [
+            format!("127.0.0.1:{port}"),
+            format!("localhost:{port}"),
+            format!("LocalHost:{port}"),
+            format!("[::1]:{port}"),
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+        ] {
+            let got = get(&admin_url(&folio, "/_folio/stats"), &[("host", &host)]).await;
+            assert_eq!(got.status, 200, "{host}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_token_lets_a_request_through_under_any_name() {
+        let upstream = TestUpstream::json("{}").await;
+        let folio = guarded_folio(&upstream).await;
+        cached(&folio).await;
+        let host = format!("folio-admin.internal:{}", folio.admin.port());
+        let stats = admin_url(&folio, "/_folio/stats");
+        assert_eq!(get(&stats, &[("host", &host)]).await.status, 421);
+        for path in ["/_folio/", "/_folio/dashboard.js", "/_folio/health"] {
+            let got = get(&admin_url(&folio, path), &[("host", &host)]).await;
+            assert_eq!(
+                got.status, 200,
+                "{path}: no figures, and the page asks for the token"
+            );
+        }
+        let bearer = format!("Bearer {OPERATOR}");
+        let got = get(&stats, &[("host", &host), ("authorization", &bearer)]).await;
+        assert_eq!(got.status, 200);
+        let got = folio
+            .admin_post(
+                "/_folio/purge",
+                &[("host", &host), ("authorization", &bearer)],
+                r#"{"all":true}"#,
+            )
+            .await;
+        assert_eq!(got.status, 200, "{}", got.text());
+        assert_eq!(still(&folio).await, "MISS");
+    }
+}
+
 mod bearer {
     use bytes::Bytes;
     use http::{Request, StatusCode, Version};
-    use http_body_util::{BodyExt, Full};
+    use http_body_util::{BodyExt, Empty, Full};
     use hyper_util::client::legacy::Client;
-    use hyper_util::rt::TokioExecutor;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
 
     use super::*;
 
@@ -251,5 +336,27 @@ mod bearer {
             h2(&folio, "GET", "/_folio/stats", Some("Bearer op-secret"), "").await;
         assert_eq!((status, version), (StatusCode::OK, Version::HTTP_2));
         assert!(body["endpoints"].is_array());
+
+        // HTTP/2 names the server in :authority, not Host: a rebound name
+        // is refused there too, unless a token vouches for the request.
+        let stream = tokio::net::TcpStream::connect(folio.admin).await.unwrap();
+        let (mut sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        let uri = format!("http://evil.example:{}/_folio/stats", folio.admin.port());
+        for (authorization, expected) in [(None, 421), (Some("Bearer op-secret"), 200)] {
+            let mut request = Request::get(&uri);
+            if let Some(value) = authorization {
+                request = request.header("authorization", value);
+            }
+            let response = sender
+                .send_request(request.body(Empty::<Bytes>::new()).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(response.version(), Version::HTTP_2);
+            assert_eq!(response.status(), expected, "{authorization:?}");
+        }
     }
 }
