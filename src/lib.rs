@@ -92,6 +92,10 @@ pub async fn run(
         proxy: listener,
         admin: admin_listener,
     } = listeners.into();
+    settings
+        .admin
+        .validate()
+        .map_err(|e| Error::Config(format!("refusing to start: {e}")))?;
     let known_tenants = settings.admin.tenant_tokens.iter().map(|(t, _)| t.as_str());
     let metrics =
         Arc::new(metrics::Metrics::new(settings.metrics_tenants).with_known_tenants(known_tenants));

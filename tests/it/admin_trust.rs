@@ -360,3 +360,85 @@ mod bearer {
         }
     }
 }
+
+mod tokens {
+    use std::time::Duration;
+
+    use folio::PolicySet;
+
+    use super::*;
+    use crate::support::REPO_POLICIES;
+
+    /// An operator token, tenant tokens, and what the refusal must say.
+    type Case<'a> = (Option<&'a str>, &'a [(&'a str, &'a str)], &'a str);
+
+    #[tokio::test]
+    async fn empty_or_unusable_tokens_are_refused_at_start_up() {
+        let upstream = TestUpstream::json("{}").await;
+        let cases: [Case<'_>; 6] = [
+            (Some(""), &[], "empty"),
+            (None, &[("acme", "")], "empty"),
+            (None, &[("", "secret")], "tenant"),
+            (Some("two words"), &[], "visible ASCII"),
+            (None, &[("acme", "s\u{e9}cret")], "visible ASCII"),
+            (Some("shared"), &[("acme", "shared")], "same token"),
+        ];
+        for (operator, tenants, expected) in cases {
+            let mut settings = settings(upstream.uri());
+            settings.admin.operator_token = operator.map(str::to_owned);
+            settings.admin.tenant_tokens = tenants
+                .iter()
+                .map(|(t, k)| ((*t).to_owned(), (*k).to_owned()))
+                .collect();
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let policies = PolicySet::from_yaml("t.yaml", POLICIES).unwrap();
+            let run = folio::run(listener, settings, policies, std::future::pending());
+            let error = tokio::time::timeout(Duration::from_secs(5), run)
+                .await
+                .unwrap_or_else(|_| panic!("{operator:?} {tenants:?}: served instead of refusing"))
+                .expect_err("refused");
+            assert!(
+                error.to_string().contains(expected),
+                "{operator:?} {tenants:?}: {error}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn the_command_line_refuses_empty_tokens() {
+        for (args, env, expected) in [
+            (vec!["--admin-token", ""], None, "--admin-token"),
+            (vec!["--tenant-token", "acme="], None, "acme"),
+            (vec![], Some(("FOLIO_ADMIN_TOKEN", "")), "FOLIO_ADMIN_TOKEN"),
+        ] {
+            let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_folio"));
+            command
+                .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+                .args([
+                    "--upstream",
+                    "http://127.0.0.1:9",
+                    "--policies",
+                    REPO_POLICIES,
+                ])
+                .args(&args)
+                .env_remove("FOLIO_ADMIN_TOKEN")
+                .env_remove("FOLIO_TENANT_TOKENS")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .kill_on_drop(true);
+            if let Some((name, value)) = env {
+                command.env(name, value);
+            }
+            let out = tokio::time::timeout(Duration::from_secs(10), command.output())
+                .await
+                .unwrap_or_else(|_| panic!("{args:?} {env:?}: served instead of refusing"))
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{args:?} {env:?}");
+            assert!(
+                stderr.contains("empty") && stderr.contains(expected),
+                "{args:?} {env:?}: {stderr}"
+            );
+        }
+    }
+}
