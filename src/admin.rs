@@ -1,10 +1,17 @@
 //! The admin API, on its own listener: the dashboard (`/_folio/`), metrics,
 //! stats, health, explain (read-only); purges, events and reload (mutations).
 //!
-//! Mutations need `Authorization: Bearer <token>`: the operator token
-//! (`--admin-token`) may act for any tenant or all of them; a tenant token
-//! (`--tenant-token acme=…`) only for its tenant. With no token configured,
-//! mutations are accepted from loopback only.
+//! Who may do what (`trust.rs` has the checks):
+//! - with tokens configured, `Authorization: Bearer <token>`: the operator
+//!   token (`--admin-token`) reads everything and acts for any tenant or all
+//!   of them; a tenant token (`--tenant-token acme=…`) reads its tenant's
+//!   figures and acts for its tenant only. Health and the dashboard's page,
+//!   script and style need no token;
+//! - with no token configured, loopback may do everything, and the API only
+//!   answers requests that name it as localhost, a loopback address or its
+//!   own address (DNS rebinding);
+//! - mutations need a JSON body and no foreign `Origin` (CSRF);
+//! - every response carries a strict Content-Security-Policy.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -26,7 +33,7 @@ use crate::proxy::State;
 mod trust;
 
 pub use trust::AdminAuth;
-use trust::{Caller, Credential, authorize, check_mutation, trusted_name};
+use trust::{Caller, Credential, authorize, check_mutation, reader, trusted_name};
 
 /// Largest admin request body.
 const MAX_BODY: usize = 64 << 10;
@@ -169,15 +176,25 @@ async fn answer(admin: &Admin, request: Request<Incoming>, peer: SocketAddr) -> 
             return text(StatusCode::OK, "text/css; charset=utf-8", DASHBOARD_CSS);
         }
         (&Method::GET | &Method::HEAD, "/_folio/metrics") => {
-            return text(
-                StatusCode::OK,
-                "text/plain; version=0.0.4",
-                crate::ops::metrics_text(&admin.state).await,
-            );
+            match reader(&admin.auth, &credential) {
+                Ok(Caller::Operator) => {
+                    return text(
+                        StatusCode::OK,
+                        "text/plain; version=0.0.4",
+                        crate::ops::metrics_text(&admin.state).await,
+                    );
+                }
+                Ok(Caller::Tenant(_)) => Err(Refusal::forbidden(
+                    "the metrics are the operator's; a tenant token reads /_folio/stats",
+                )),
+                Err(refusal) => Err(refusal),
+            }
         }
-        (&Method::GET | &Method::HEAD, "/_folio/stats") => {
-            Ok(crate::ops::stats(&admin.state).await)
-        }
+        (&Method::GET | &Method::HEAD, "/_folio/stats") => match reader(&admin.auth, &credential) {
+            Ok(Caller::Operator) => Ok(crate::ops::stats(&admin.state, None).await),
+            Ok(Caller::Tenant(own)) => Ok(crate::ops::stats(&admin.state, Some(&own)).await),
+            Err(refusal) => Err(refusal),
+        },
         (&Method::GET | &Method::HEAD, "/_folio/health") => {
             let (level, body) = crate::ops::health(&admin.state, &admin.thresholds).await;
             let status = if level == crate::ops::Level::Critical {
@@ -187,7 +204,9 @@ async fn answer(admin: &Admin, request: Request<Incoming>, peer: SocketAddr) -> 
             };
             return json_response(status, &body);
         }
-        (&Method::GET | &Method::HEAD, "/_folio/explain") => explain(admin, request.uri().query()),
+        (&Method::GET | &Method::HEAD, "/_folio/explain") => {
+            reader(&admin.auth, &credential).and_then(|_| explain(admin, request.uri().query()))
+        }
         (&Method::POST, "/_folio/reload") => match check_mutation(&request, admin.listen)
             .and_then(|()| authorize(&admin.auth, &credential, peer))
         {

@@ -114,12 +114,45 @@ function render(stats) {
   rows("#top tbody", stats.top_paths.map(p => [p.path, p.tenant, p.requests]));
 }
 
+// With tokens configured the figures need one: the page asks, keeps it for
+// this tab only (sessionStorage) and sends it as a Bearer token.
+const TOKEN_KEY = "folio.token";
+const tokenBox = document.getElementById("token-box");
+const tokenInput = document.getElementById("token");
+
+function askForToken(why) {
+  const status = document.getElementById("status");
+  status.textContent = why; status.className = "warn";
+  tokenBox.hidden = false;
+}
+
+function useToken() {
+  const value = tokenInput.value.trim();
+  tokenInput.value = "";
+  if (value) sessionStorage.setItem(TOKEN_KEY, value); else sessionStorage.removeItem(TOKEN_KEY);
+  poll();
+}
+document.getElementById("token-use").addEventListener("click", useToken);
+tokenInput.addEventListener("keydown", e => { if (e.key === "Enter") useToken(); });
+
 async function poll() {
   const status = document.getElementById("status");
+  const token = sessionStorage.getItem(TOKEN_KEY);
   try {
-    const response = await fetch("/_folio/stats", { cache: "no-store" });
+    const response = await fetch("/_folio/stats", {
+      cache: "no-store",
+      headers: token ? { Authorization: `Bearer ${token}` } : {},
+    });
+    if (response.status === 403 && token) {
+      sessionStorage.removeItem(TOKEN_KEY);
+      return askForToken("token refused");
+    }
+    if (response.status === 401 || response.status === 421) return askForToken("token needed");
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
-    render(await response.json());
+    const stats = await response.json();
+    tokenBox.hidden = true;
+    render(stats);
+    text("view", stats.tenant == null ? "" : `tenant ${stats.tenant}`);
     status.textContent = "live"; status.className = "ok";
   } catch (e) {
     status.textContent = "cannot reach folio"; status.className = "bad";

@@ -157,6 +157,11 @@ pub async fn run(
     spawn_housekeeping(&state, &settings, listener.local_addr().ok(), stopping());
     let admin_server = admin_listener.map(|listener| {
         let listen = listener.local_addr().ok();
+        if settings.admin.operator_token.is_none() && !settings.admin.is_open() {
+            tracing::warn!(
+                "admin API: tenant tokens but no --admin-token, so stats and metrics stay readable without a token"
+            );
+        }
         if settings.admin.is_open() {
             tracing::warn!(
                 "admin API: no --admin-token configured, so purges and events are accepted from loopback only, and only requests naming localhost, a loopback address or the listener's address are answered"

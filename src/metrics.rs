@@ -323,11 +323,17 @@ impl Metrics {
         paths.insert((Arc::clone(tenant), path.into()), PATH_SAMPLING);
     }
 
-    /// The most requested paths (estimated from a sample), most first.
-    pub(crate) fn top_paths(&self, n: usize) -> Vec<(Arc<str>, Box<str>, u64)> {
+    /// The most requested paths (estimated from a sample), most first; of
+    /// one tenant label only, or of all.
+    pub(crate) fn top_paths(
+        &self,
+        n: usize,
+        tenant: Option<&str>,
+    ) -> Vec<(Arc<str>, Box<str>, u64)> {
         let paths = self.paths.lock().unwrap_or_else(|e| e.into_inner());
         let mut top: Vec<_> = paths
             .iter()
+            .filter(|((t, _), _)| tenant.is_none_or(|only| **t == *only))
             .map(|((t, p), n)| (Arc::clone(t), p.clone(), *n))
             .collect();
         top.sort_by_key(|(_, _, n)| std::cmp::Reverse(*n));

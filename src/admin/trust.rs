@@ -169,6 +169,22 @@ pub(super) fn authorize(
     }
 }
 
+/// Who may read the figures (stats, metrics, explain): the caller whose
+/// token the request shows. Without a token, the operator, as long as no
+/// operator token is configured (the request got past the name check);
+/// once one is, the figures need a token.
+pub(super) fn reader(auth: &AdminAuth, credential: &Credential) -> Result<Caller, Refusal> {
+    if auth.is_open() {
+        return Ok(Caller::Operator);
+    }
+    match credential {
+        Credential::Valid(caller) => Ok(caller.clone()),
+        Credential::Absent if auth.operator_token.is_none() => Ok(Caller::Operator),
+        Credential::Absent | Credential::Malformed => Err(Refusal::unauthorized()),
+        Credential::Unknown => Err(Refusal::forbidden("the token is not valid")),
+    }
+}
+
 /// Refuses a mutation that a web page could have sent: one carrying the
 /// `Origin` of another site (403), or whose body is not declared JSON (415).
 pub(super) fn check_mutation<B>(

@@ -16,6 +16,8 @@
 //                            the proxy could choose them); they must show as
 //                            text, in the tables and the chart legend
 //   FOLIO_EXPECT_TEXT='[…]'  strings that must show literally on the page
+//   FOLIO_TOKEN=…            the page must first ask for a token ("token
+//                            needed"); the check types this one in
 import { chromium } from "playwright-core";
 
 const [url, screenshot] = process.argv.slice(2);
@@ -69,6 +71,13 @@ try {
     });
   }
   await page.goto(url);
+  if (process.env.FOLIO_TOKEN) {
+    await page.waitForFunction(() => !document.getElementById("token-box").hidden, null, { timeout: 15000 });
+    const asked = await page.evaluate(() => document.getElementById("status").textContent);
+    if (asked !== "token needed") await fail(`the dashboard says ${asked}, not "token needed"`);
+    await page.fill("#token", process.env.FOLIO_TOKEN);
+    await page.click("#token-use");
+  }
   await page.waitForFunction(() => document.getElementById("total-requests").textContent !== "–", null, { timeout: 15000 });
   const read = () => page.evaluate(() => ({
     requests: document.getElementById("total-requests").textContent,

@@ -442,3 +442,124 @@ mod tokens {
         }
     }
 }
+
+mod reading {
+    use super::*;
+    use crate::support::{GLOBEX, Got};
+
+    async fn read(folio: &Folio, path: &str, token: Option<&str>) -> Got {
+        let bearer = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = bearer
+            .as_deref()
+            .map(|b| ("authorization", b))
+            .into_iter()
+            .collect();
+        get(&admin_url(folio, path), &headers).await
+    }
+
+    fn tenants(rows: &serde_json::Value) -> Vec<String> {
+        let mut tenants: Vec<String> = rows
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| row["tenant"].as_str().unwrap().to_owned())
+            .collect();
+        tenants.sort();
+        tenants.dedup();
+        tenants
+    }
+
+    #[tokio::test]
+    async fn with_tokens_configured_the_figures_need_one_and_a_tenant_sees_its_own() {
+        let upstream = TestUpstream::json("{}").await;
+        let folio = guarded_folio(&upstream).await;
+        // Eight each: the top paths sample one request in eight.
+        for _ in 0..8 {
+            get(&folio.url("/api/v1/products/1"), ACME).await;
+        }
+        for _ in 0..8 {
+            get(&folio.url("/api/v1/products/2"), GLOBEX).await;
+        }
+
+        for path in ["/_folio/stats", "/_folio/metrics", "/_folio/explain?url=/a"] {
+            let none = read(&folio, path, None).await;
+            assert_eq!(none.status, 401, "{path}");
+            assert!(none.header("www-authenticate").starts_with("Bearer"));
+            assert_eq!(read(&folio, path, Some("nope")).await.status, 403, "{path}");
+        }
+        for path in ["/_folio/", "/_folio/dashboard.js", "/_folio/health"] {
+            assert_eq!(
+                read(&folio, path, None).await.status,
+                200,
+                "{path} holds no figures"
+            );
+        }
+
+        let all = read(&folio, "/_folio/stats", Some(OPERATOR)).await.json();
+        assert_eq!(tenants(&all["endpoints"]), ["acme", "globex"]);
+        assert_eq!(tenants(&all["top_paths"]), ["acme", "globex"]);
+
+        let own = read(&folio, "/_folio/stats", Some(ACME_TOKEN)).await.json();
+        assert_eq!(tenants(&own["endpoints"]), ["acme"]);
+        assert_eq!(tenants(&own["top_paths"]), ["acme"]);
+        assert_eq!(own["tenant"], "acme");
+        let requests: u64 = ["hit", "miss", "stale", "bypass", "error"]
+            .iter()
+            .map(|r| own["totals"][r].as_u64().unwrap())
+            .sum();
+        assert_eq!(requests, 8, "acme's totals are acme's");
+
+        assert_eq!(
+            read(&folio, "/_folio/metrics", Some(ACME_TOKEN))
+                .await
+                .status,
+            403,
+            "the metrics are the operator's"
+        );
+        let metrics = read(&folio, "/_folio/metrics", Some(OPERATOR)).await;
+        assert_eq!(metrics.status, 200);
+        assert!(metrics.text().contains("tenant=\"globex\""));
+        assert_eq!(
+            read(&folio, "/_folio/explain?url=/a", Some(ACME_TOKEN))
+                .await
+                .status,
+            200
+        );
+    }
+
+    #[tokio::test]
+    async fn with_tenant_tokens_only_loopback_reads_everything_and_a_tenant_its_own() {
+        let upstream = TestUpstream::json("{}").await;
+        let mut settings = settings(upstream.uri());
+        settings.admin.tenant_tokens = vec![("acme".into(), ACME_TOKEN.into())];
+        let folio = Folio::start_with(settings, POLICIES).await;
+        get(&folio.url("/api/v1/products/1"), ACME).await;
+        get(&folio.url("/api/v1/products/1"), GLOBEX).await;
+        let all = read(&folio, "/_folio/stats", None).await;
+        assert_eq!(
+            all.status, 200,
+            "no operator token: the figures stay open to loopback"
+        );
+        assert_eq!(tenants(&all.json()["endpoints"]), ["acme", "globex"]);
+        let own = read(&folio, "/_folio/stats", Some(ACME_TOKEN)).await.json();
+        assert_eq!(tenants(&own["endpoints"]), ["acme"]);
+        assert_eq!(
+            read(&folio, "/_folio/stats", Some("nope")).await.status,
+            403
+        );
+        assert_eq!(read(&folio, "/_folio/metrics", None).await.status, 200);
+    }
+
+    #[tokio::test]
+    async fn without_tokens_loopback_reads_everything() {
+        let upstream = TestUpstream::json("{}").await;
+        let folio = open_folio(&upstream).await;
+        for _ in 0..8 {
+            get(&folio.url("/api/v1/products/1"), ACME).await;
+        }
+        let stats = read(&folio, "/_folio/stats", None).await;
+        assert_eq!(stats.status, 200);
+        assert_eq!(tenants(&stats.json()["endpoints"]), ["acme"]);
+        assert_eq!(read(&folio, "/_folio/metrics", None).await.status, 200);
+    }
+}

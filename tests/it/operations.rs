@@ -395,6 +395,18 @@ async fn admin_pages_allow_no_inline_script_and_no_html_from_data() {
     }
 }
 
+#[tokio::test]
+async fn with_a_token_configured_the_dashboard_asks_for_it() {
+    let upstream = upstream().await;
+    let folio = folio_for(&upstream, |s| {
+        s.admin.operator_token = Some("op-secret".into())
+    })
+    .await;
+    let stats = get(&format!("http://{}/_folio/stats", folio.admin), &[]).await;
+    assert_eq!(stats.status, 401, "the figures need the token");
+    in_a_browser(&folio, &[("FOLIO_TOKEN", "op-secret")]).await;
+}
+
 /// What clients of the proxy can put in the dashboard's data: tenant values
 /// (a header anyone sets) and paths.
 const HOSTILE_TENANTS: [&str; 2] = [
