@@ -1,12 +1,18 @@
-//! Who may call the admin API: the tokens, and how a request shows one;
-//! and which requests a web page could have sent on someone's behalf.
+//! Who may call the admin API, and which requests it answers at all.
 //!
-//! A browser on the operator's machine can reach a loopback admin API from
-//! any web page: an HTML form posts `text/plain` or form bodies across
-//! sites without asking (CSRF). Mutations therefore need a JSON body
-//! (`Content-Type: application/json`, which a page on another origin can
-//! only send after a CORS preflight this API never grants) and no foreign
-//! `Origin`.
+//! - Tokens: `Authorization: Bearer <token>` names the operator or a
+//!   tenant ([`Credential`]); [`authorize`] decides mutations, [`reader`]
+//!   the figures.
+//! - Names: a browser on the operator's machine reaches a loopback admin API
+//!   from any web page. A page whose DNS name is re-pointed at 127.0.0.1
+//!   (DNS rebinding) is same-origin for the browser but names itself in
+//!   `Host`, so without a token only names that cannot be rebound are
+//!   answered ([`trusted_name`]).
+//! - Cross-site requests: an HTML form posts `text/plain` or form bodies
+//!   across sites without asking (CSRF). Mutations therefore need a JSON
+//!   body, which a page on another origin can only send after a CORS
+//!   preflight this API never grants, and no foreign `Origin`
+//!   ([`check_mutation`]).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -16,7 +22,7 @@ use sha2::{Digest, Sha256};
 
 use super::Refusal;
 
-/// Who may change what.
+/// Who may change and read what through the admin API.
 #[derive(Debug, Clone, Default)]
 pub struct AdminAuth {
     /// May purge for any tenant, or every tenant at once.
@@ -79,7 +85,8 @@ impl AdminAuth {
     }
 }
 
-/// The caller of a mutation, once authorized.
+/// A caller, once its token (or, with no token configured, loopback) says
+/// who it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Caller {
     Operator,
@@ -191,7 +198,7 @@ pub(super) fn check_mutation<B>(
     request: &Request<B>,
     listen: Option<SocketAddr>,
 ) -> Result<(), Refusal> {
-    if let Some(origin) = request.headers().get(header::ORIGIN) {
+    for origin in request.headers().get_all(header::ORIGIN) {
         let own = origin
             .to_str()
             .is_ok_and(|origin| same_origin(origin, authority(request), listen));
@@ -215,7 +222,7 @@ pub(super) fn check_mutation<B>(
 
 /// The name the request was sent to: HTTP/2's `:authority` (or an
 /// absolute-form target), else the `Host` header.
-pub(super) fn authority<B>(request: &Request<B>) -> Option<&str> {
+fn authority<B>(request: &Request<B>) -> Option<&str> {
     match request.uri().authority() {
         Some(authority) => Some(authority.as_str()),
         None => request.headers().get(header::HOST)?.to_str().ok(),
@@ -291,7 +298,7 @@ fn trusted_authority(name: &str, listen: Option<SocketAddr>) -> bool {
 }
 
 /// `127.0.0.1` or `[::1]` as an address; `None` for a name.
-pub(super) fn ip_literal(host: &str) -> Option<IpAddr> {
+fn ip_literal(host: &str) -> Option<IpAddr> {
     let bare = host
         .strip_prefix('[')
         .and_then(|h| h.strip_suffix(']'))
