@@ -327,7 +327,7 @@ async fn the_dashboard_shows_live_numbers_in_a_real_browser() {
         !page.text().contains("http://") && !page.text().contains("https://"),
         "self-contained: no CDN"
     );
-    in_a_browser(&folio, &[]).await;
+    in_a_browser(&folio, "dashboard", &[]).await;
 }
 
 #[tokio::test]
@@ -404,7 +404,7 @@ async fn with_a_token_configured_the_dashboard_asks_for_it() {
     .await;
     let stats = get(&format!("http://{}/_folio/stats", folio.admin), &[]).await;
     assert_eq!(stats.status, 401, "the figures need the token");
-    in_a_browser(&folio, &[("FOLIO_TOKEN", "op-secret")]).await;
+    in_a_browser(&folio, "dashboard-token", &[("FOLIO_TOKEN", "op-secret")]).await;
 }
 
 /// What clients of the proxy can put in the dashboard's data: tenant values
@@ -445,6 +445,7 @@ async fn hostile_names_show_as_text_in_the_dashboard_and_run_nothing() {
     let expect = serde_json::to_string(&[HOSTILE_PATH, "/api/v1/products/\"'(x)=;"]).unwrap();
     in_a_browser(
         &folio,
+        "dashboard-hostile",
         &[("FOLIO_HOSTILE", "1"), ("FOLIO_EXPECT_TEXT", &expect)],
     )
     .await;
@@ -452,8 +453,9 @@ async fn hostile_names_show_as_text_in_the_dashboard_and_run_nothing() {
 
 /// Runs `tests/dashboard/check.mjs` against `folio`'s dashboard in headless
 /// Chromium with `env`, drives traffic once the page shows numbers, and
-/// fails with the script's complaint unless it passed.
-async fn in_a_browser(folio: &Folio, env: &[(&str, &str)]) {
+/// fails with the script's complaint unless it passed. The screenshot is
+/// `target/<name>.png`.
+async fn in_a_browser(folio: &Folio, name: &str, env: &[(&str, &str)]) {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/dashboard");
     assert!(
         std::path::Path::new(dir)
@@ -465,11 +467,7 @@ async fn in_a_browser(folio: &Folio, env: &[(&str, &str)]) {
         std::path::Path::new("/usr/bin/chromium").exists(),
         "install Chromium: apt-get install -y chromium (scripts/test.sh does)"
     );
-    let screenshot = format!(
-        "{}/target/dashboard-{}.png",
-        env!("CARGO_MANIFEST_DIR"),
-        folio.admin.port()
-    );
+    let screenshot = format!("{}/target/{name}.png", env!("CARGO_MANIFEST_DIR"));
     let mut browser = tokio::process::Command::new("node")
         .arg(format!("{dir}/check.mjs"))
         .arg(format!("http://{}/_folio/", folio.admin))
