@@ -36,7 +36,7 @@ Dashboard: http://127.0.0.1:9090/_folio/   metrics: http://127.0.0.1:9090/_folio
   curl -i -H 'X-Tenant-ID: acme' http://127.0.0.1:${folio_port}/api/v1/products/42   # x-cache: MISS
   curl -i -H 'X-Tenant-ID: acme' http://127.0.0.1:${folio_port}/api/v1/products/42   # x-cache: HIT
   curl -s http://127.0.0.1:${bookstore_port}/_origin/stats                           # what reached the API
-  curl -s -X POST http://127.0.0.1:9090/_folio/purge -d '{"tags":["route:/api/v1/products/{id}"],"tenant":"acme"}'
+  curl -s -X POST http://127.0.0.1:9090/_folio/purge -H 'Content-Type: application/json' -d '{"tags":["route:/api/v1/products/{id}"],"tenant":"acme"}'
 Ctrl-C stops both.
 MSG
 wait -n

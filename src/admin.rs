@@ -1,10 +1,17 @@
 //! The admin API, on its own listener: the dashboard (`/_folio/`), metrics,
 //! stats, health, explain (read-only); purges, events and reload (mutations).
 //!
-//! Mutations need `Authorization: Bearer <token>`: the operator token
-//! (`--admin-token`) may act for any tenant or all of them; a tenant token
-//! (`--tenant-token acme=…`) only for its tenant. With no token configured,
-//! mutations are accepted from loopback only.
+//! Who may do what (`trust.rs` has the checks):
+//! - with tokens configured, `Authorization: Bearer <token>`: the operator
+//!   token (`--admin-token`) reads everything and acts for any tenant or all
+//!   of them; a tenant token (`--tenant-token acme=…`) reads its tenant's
+//!   figures and acts for its tenant only. Health and the dashboard's page,
+//!   script and style need no token;
+//! - with no token configured, loopback may do everything, and the API only
+//!   answers requests that name it as localhost, a loopback address or its
+//!   own address (DNS rebinding);
+//! - mutations need a JSON body and no foreign `Origin` (CSRF);
+//! - every response carries a strict Content-Security-Policy.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -23,32 +30,15 @@ use crate::invalidation::{Mark, NotPropagated, Scope, scopes_for_event};
 use crate::key::{CacheKey, normalize_path};
 use crate::proxy::State;
 
+mod trust;
+
+pub use trust::AdminAuth;
+use trust::{Caller, Credential, authorize, check_mutation, reader, trusted_name};
+
 /// Largest admin request body.
 const MAX_BODY: usize = 64 << 10;
 /// Longest wait for an admin request body.
 const BODY_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Who may change what.
-#[derive(Debug, Clone, Default)]
-pub struct AdminAuth {
-    /// May purge for any tenant, or every tenant at once.
-    pub operator_token: Option<String>,
-    /// `(tenant, token)`: the token may purge for that tenant only.
-    pub tenant_tokens: Vec<(String, String)>,
-}
-
-impl AdminAuth {
-    pub(crate) fn is_open(&self) -> bool {
-        self.operator_token.is_none() && self.tenant_tokens.is_empty()
-    }
-}
-
-/// The caller of a mutation, once authorized.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Caller {
-    Operator,
-    Tenant(String),
-}
 
 #[derive(Debug)]
 pub(crate) struct Admin {
@@ -57,10 +47,24 @@ pub(crate) struct Admin {
     pub(crate) thresholds: crate::config::HealthThresholds,
     /// Where `POST /_folio/reload` reads the policies from.
     pub(crate) policies_dir: Option<std::path::PathBuf>,
+    /// The admin listener's own address: a name pages may use for it.
+    pub(crate) listen: Option<SocketAddr>,
 }
 
-/// The dashboard: one self-contained page.
-const DASHBOARD: &str = include_str!("dashboard.html");
+/// The dashboard: a page, its script and its style, all served from here
+/// (no CDN, no inline script or style, see [`CONTENT_SECURITY_POLICY`]).
+const DASHBOARD_HTML: &str = include_str!("dashboard.html");
+const DASHBOARD_JS: &str = include_str!("dashboard.js");
+const DASHBOARD_CSS: &str = include_str!("dashboard.css");
+
+/// Sent with every admin response. The dashboard shows names that clients
+/// of the proxy chose (tenants, paths); it only ever inserts them as text,
+/// and should that ever slip, this policy runs no script but the dashboard's
+/// own file: no inline script, no event handler attributes, no inline style,
+/// no framing, and data only from this origin.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+     connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; \
+     frame-ancestors 'none'";
 
 /// Why an admin call was refused: its status and short JSON body.
 #[derive(Debug)]
@@ -87,11 +91,26 @@ impl Refusal {
         Self::new(StatusCode::FORBIDDEN, "forbidden", message)
     }
 
+    fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "send Authorization: Bearer <token>",
+        )
+    }
+
     fn into_response(self) -> Response<Body> {
-        json_response(
+        let mut response = json_response(
             self.status,
             &json!({ "error": self.code, "message": self.message }),
-        )
+        );
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"folio\""),
+            );
+        }
+        response
     }
 }
 
@@ -110,24 +129,72 @@ pub(crate) async fn handle(
     request: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<Body> {
+    let mut response = answer(&admin, request, peer).await;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    response
+}
+
+async fn answer(admin: &Admin, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let credential = Credential::of(&admin.auth, &request);
+    if !matches!(credential, Credential::Valid(_))
+        && needs_trusted_name(&admin.auth, request.uri().path())
+        && !trusted_name(&request, admin.listen)
+    {
+        return Refusal::new(
+            StatusCode::MISDIRECTED_REQUEST,
+            "misdirected_request",
+            "without a token the admin API answers only to localhost, 127.0.0.1, [::1] \
+             or its own address (a page whose name was pointed here is refused); \
+             use one of those, or send Authorization: Bearer <token>",
+        )
+        .into_response();
+    }
     let outcome = match (request.method(), request.uri().path()) {
         (&Method::GET | &Method::HEAD, "/_folio" | "/_folio/") => {
+            return text(StatusCode::OK, "text/html; charset=utf-8", DASHBOARD_HTML);
+        }
+        (&Method::GET | &Method::HEAD, "/_folio/dashboard.js") => {
             return text(
                 StatusCode::OK,
-                "text/html; charset=utf-8",
-                DASHBOARD.to_owned(),
+                "text/javascript; charset=utf-8",
+                DASHBOARD_JS,
             );
+        }
+        (&Method::GET | &Method::HEAD, "/_folio/dashboard.css") => {
+            return text(StatusCode::OK, "text/css; charset=utf-8", DASHBOARD_CSS);
         }
         (&Method::GET | &Method::HEAD, "/_folio/metrics") => {
-            return text(
-                StatusCode::OK,
-                "text/plain; version=0.0.4",
-                crate::ops::metrics_text(&admin.state).await,
-            );
+            match reader(&admin.auth, &credential) {
+                Ok(Caller::Operator) => {
+                    return text(
+                        StatusCode::OK,
+                        "text/plain; version=0.0.4",
+                        crate::ops::metrics_text(&admin.state).await,
+                    );
+                }
+                Ok(Caller::Tenant(_)) => Err(Refusal::forbidden(
+                    "the metrics are the operator's; a tenant token reads /_folio/stats",
+                )),
+                Err(refusal) => Err(refusal),
+            }
         }
-        (&Method::GET | &Method::HEAD, "/_folio/stats") => {
-            Ok(crate::ops::stats(&admin.state).await)
-        }
+        (&Method::GET | &Method::HEAD, "/_folio/stats") => match reader(&admin.auth, &credential) {
+            Ok(Caller::Operator) => Ok(crate::ops::stats(&admin.state, None).await),
+            Ok(Caller::Tenant(own)) => Ok(crate::ops::stats(&admin.state, Some(&own)).await),
+            Err(refusal) => Err(refusal),
+        },
         (&Method::GET | &Method::HEAD, "/_folio/health") => {
             let (level, body) = crate::ops::health(&admin.state, &admin.thresholds).await;
             let status = if level == crate::ops::Level::Critical {
@@ -137,20 +204,28 @@ pub(crate) async fn handle(
             };
             return json_response(status, &body);
         }
-        (&Method::GET | &Method::HEAD, "/_folio/explain") => explain(&admin, request.uri().query()),
-        (&Method::POST, "/_folio/reload") => match authorize(&admin.auth, &request, peer) {
-            Ok(Caller::Operator) => reload(&admin).await,
+        (&Method::GET | &Method::HEAD, "/_folio/explain") => {
+            reader(&admin.auth, &credential).and_then(|_| explain(admin, request.uri().query()))
+        }
+        (&Method::POST, "/_folio/reload") => match check_mutation(&request, admin.listen)
+            .and_then(|()| authorize(&admin.auth, &credential, peer))
+        {
+            Ok(Caller::Operator) => reload(admin).await,
             Ok(Caller::Tenant(_)) => Err(Refusal::forbidden("reloading needs the operator token")),
             Err(refusal) => Err(refusal),
         },
-        (&Method::POST, "/_folio/purge") => match authorized_body(&admin, request, peer).await {
-            Ok((caller, body)) => purge(&admin, &caller, body).await,
-            Err(refusal) => Err(refusal),
-        },
-        (&Method::POST, "/_folio/events") => match authorized_body(&admin, request, peer).await {
-            Ok((caller, body)) => event(&admin, &caller, body).await,
-            Err(refusal) => Err(refusal),
-        },
+        (&Method::POST, "/_folio/purge") => {
+            match authorized_body(admin, request, &credential, peer).await {
+                Ok((caller, body)) => purge(admin, &caller, body).await,
+                Err(refusal) => Err(refusal),
+            }
+        }
+        (&Method::POST, "/_folio/events") => {
+            match authorized_body(admin, request, &credential, peer).await {
+                Ok((caller, body)) => event(admin, &caller, body).await,
+                Err(refusal) => Err(refusal),
+            }
+        }
         (_, "/_folio/purge" | "/_folio/events" | "/_folio/reload") => {
             let mut response = Refusal::new(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -175,13 +250,28 @@ pub(crate) async fn handle(
     }
 }
 
+/// Whether a request to `path` without a token must name the admin API by
+/// a name DNS rebinding cannot forge. Health carries no tenant's figures
+/// and load balancers probe it by any name. With tokens configured,
+/// neither do the dashboard's page, script and style (the figures need the
+/// token), so the dashboard loads under any name and then asks for it.
+fn needs_trusted_name(auth: &AdminAuth, path: &str) -> bool {
+    match path {
+        "/_folio/health" => false,
+        "/_folio" | "/_folio/" | "/_folio/dashboard.js" | "/_folio/dashboard.css" => auth.is_open(),
+        _ => true,
+    }
+}
+
 /// Authorizes the caller, then reads and parses the JSON body.
 async fn authorized_body<T: for<'de> Deserialize<'de>>(
     admin: &Admin,
     request: Request<Incoming>,
+    credential: &Credential,
     peer: SocketAddr,
 ) -> Result<(Caller, T), Refusal> {
-    let caller = authorize(&admin.auth, &request, peer)?;
+    check_mutation(&request, admin.listen)?;
+    let caller = authorize(&admin.auth, credential, peer)?;
     let body = match tokio::time::timeout(
         BODY_TIMEOUT,
         Limited::new(request.into_body(), MAX_BODY).collect(),
@@ -207,52 +297,6 @@ async fn authorized_body<T: for<'de> Deserialize<'de>>(
     let parsed = serde_json::from_slice(&body)
         .map_err(|e| Refusal::bad_request("bad_json", e.to_string()))?;
     Ok((caller, parsed))
-}
-
-fn authorize(
-    auth: &AdminAuth,
-    request: &Request<Incoming>,
-    peer: SocketAddr,
-) -> Result<Caller, Refusal> {
-    if auth.is_open() {
-        return if peer.ip().is_loopback() {
-            Ok(Caller::Operator)
-        } else {
-            Err(Refusal::forbidden(
-                "no --admin-token is configured, so mutations are accepted from loopback only",
-            ))
-        };
-    }
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let Some(presented) = presented else {
-        return Err(Refusal::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "send Authorization: Bearer <token>",
-        ));
-    };
-    if auth
-        .operator_token
-        .as_deref()
-        .is_some_and(|t| same(t, presented))
-    {
-        return Ok(Caller::Operator);
-    }
-    if let Some((tenant, _)) = auth.tenant_tokens.iter().find(|(_, t)| same(t, presented)) {
-        return Ok(Caller::Tenant(tenant.clone()));
-    }
-    Err(Refusal::forbidden("the token is not valid"))
-}
-
-/// Compares secrets in time that does not depend on where they differ.
-fn same(expected: &str, presented: &str) -> bool {
-    let (a, b) = (expected.as_bytes(), presented.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The tenant a mutation acts for: `None` is every tenant (operators only).
@@ -482,8 +526,8 @@ async fn reload(admin: &Admin) -> Result<Value, Refusal> {
     }
 }
 
-fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
-    let mut response = Response::new(Body::full(Bytes::from(body)));
+fn text(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut response = Response::new(Body::full(body.into()));
     *response.status_mut() = status;
     response
         .headers_mut()
@@ -509,13 +553,6 @@ fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn secrets_compare_whole() {
-        assert!(same("s3cret", "s3cret"));
-        assert!(!same("s3cret", "s3cre"));
-        assert!(!same("s3cret", "s3cres"));
-    }
 
     #[test]
     fn tenant_tokens_act_for_their_tenant_only() {

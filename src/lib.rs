@@ -97,7 +97,13 @@ pub async fn run(
         proxy: listener,
         admin: admin_listener,
     } = listeners.into();
-    let metrics = Arc::new(metrics::Metrics::new(settings.metrics_tenants));
+    settings
+        .admin
+        .validate()
+        .map_err(|e| Error::Config(format!("refusing to start: {e}")))?;
+    let known_tenants = settings.admin.tenant_tokens.iter().map(|(t, _)| t.as_str());
+    let metrics =
+        Arc::new(metrics::Metrics::new(settings.metrics_tenants).with_known_tenants(known_tenants));
     let upstream = upstream::Upstream::new(
         &settings.upstream,
         settings.connect_timeout,
@@ -159,9 +165,15 @@ pub async fn run(
     };
     spawn_housekeeping(&state, &settings, listener.local_addr().ok(), stopping());
     let admin_server = admin_listener.map(|listener| {
+        let listen = listener.local_addr().ok();
+        if settings.admin.operator_token.is_none() && !settings.admin.is_open() {
+            tracing::warn!(
+                "admin API: tenant tokens but no --admin-token, so stats and metrics stay readable without a token"
+            );
+        }
         if settings.admin.is_open() {
             tracing::warn!(
-                "admin API: no --admin-token configured, so purges and events are accepted from loopback only"
+                "admin API: no --admin-token configured, so purges and events are accepted from loopback only, and only requests naming localhost, a loopback address or the listener's address are answered"
             );
         }
         let admin = Arc::new(admin::Admin {
@@ -169,6 +181,7 @@ pub async fn run(
             auth: settings.admin.clone(),
             thresholds: settings.config.health.clone(),
             policies_dir: settings.policies_dir.clone(),
+            listen,
         });
         let handler = move |request, peer| admin::handle(Arc::clone(&admin), request, peer);
         tokio::spawn(server::serve(listener, handler, stopping(), limits))

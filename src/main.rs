@@ -112,7 +112,7 @@ struct ServeArgs {
     #[arg(long, env = "FOLIO_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
     admin_listen: String,
     /// Bearer token of operators: may purge for any tenant and reload. Without any token, the admin API accepts mutations from loopback only.
-    #[arg(long, env = "FOLIO_ADMIN_TOKEN")]
+    #[arg(long, env = "FOLIO_ADMIN_TOKEN", value_parser = admin_token)]
     admin_token: Option<String>,
     /// A tenant's own token, TENANT=TOKEN (repeat, or comma-separate in the variable): may purge that tenant only.
     #[arg(long, env = "FOLIO_TENANT_TOKENS", value_delimiter = ',', value_parser = tenant_token)]
@@ -123,7 +123,7 @@ struct ServeArgs {
     /// A client connection with no request in flight for this long is closed (HTTP/1.1 and HTTP/2).
     #[arg(long, env = "FOLIO_IDLE_TIMEOUT", default_value = "75s", value_parser = parse_duration)]
     idle_timeout: Duration,
-    /// Tenants kept apart in metrics; the rest count as "other".
+    /// Metric label slots for tenants without a --tenant-token (those always have their own label); a slot idle for 10 minutes goes to a newcomer, the rest count as "other".
     #[arg(long, env = "FOLIO_METRICS_TENANTS", default_value = "20")]
     metrics_tenants: usize,
     /// Log format: human-readable lines or JSON objects.
@@ -272,6 +272,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     settings.redis_cluster = args.redis_cluster;
     settings.admin.operator_token = args.admin_token;
     settings.admin.tenant_tokens = args.tenant_token;
+    settings
+        .admin
+        .validate()
+        .map_err(|e| anyhow::anyhow!("refusing to start: {e}"))?;
     settings.l1_capacity = args.l1_capacity;
     settings.tenant = args.tenant;
     settings.upstream_timeout = args.upstream_timeout;
@@ -338,14 +342,33 @@ fn header_arg(text: &str) -> Result<(String, String), String> {
     }
 }
 
-/// `TENANT=TOKEN`.
-fn tenant_token(text: &str) -> Result<(String, String), String> {
-    match text.split_once('=') {
-        Some((tenant, token)) if !token.is_empty() => {
-            Ok((tenant.trim().to_owned(), token.trim().to_owned()))
-        }
-        _ => Err(format!("expected TENANT=TOKEN, got '{text}'")),
+/// The operator token: not empty, or `Authorization: Bearer ` with nothing
+/// after it would be the operator. (Messages never repeat a secret.)
+fn admin_token(text: &str) -> Result<String, String> {
+    if text.trim().is_empty() {
+        return Err(
+            "the operator token (--admin-token, FOLIO_ADMIN_TOKEN) is empty: give a secret, or leave it out"
+                .to_owned(),
+        );
     }
+    Ok(text.trim().to_owned())
+}
+
+/// `TENANT=TOKEN`, neither empty.
+fn tenant_token(text: &str) -> Result<(String, String), String> {
+    let Some((tenant, token)) = text.split_once('=') else {
+        return Err("expected TENANT=TOKEN (no '=' found)".to_owned());
+    };
+    let (tenant, token) = (tenant.trim(), token.trim());
+    if tenant.is_empty() {
+        return Err("expected TENANT=TOKEN: the tenant is empty".to_owned());
+    }
+    if token.is_empty() {
+        return Err(format!(
+            "the token of tenant '{tenant}' is empty (--tenant-token {tenant}=): give a secret"
+        ));
+    }
+    Ok((tenant.to_owned(), token.to_owned()))
 }
 
 /// Resolves on ctrl-c or SIGTERM.

@@ -3,8 +3,15 @@
 //! Hand-rolled rather than a registry crate because the label sets are
 //! fixed and small: a request touches one read-locked map lookup and a few
 //! atomic adds, and allocates nothing. Label cardinality is bounded: the
-//! endpoint label is the policy's name (never the raw path), and tenants
-//! beyond the first [`Metrics::tenant_limit`] seen fold into `other`.
+//! endpoint label is the policy's name (never the raw path), and the tenant
+//! label is one of a bounded set (see [`Metrics::tenant_label`]).
+//!
+//! Tenant values come from clients, so nobody may claim a label for good:
+//! tenants named in `--tenant-token` always have theirs; any other tenant
+//! gets one of `--metrics-tenants` slots while one is free, and a slot whose
+//! tenant has not been seen for [`LABEL_IDLE`] goes to the next newcomer
+//! (its counts move to `other`). Values outside `[A-Za-z0-9._-]`, or longer
+//! than [`MAX_LABEL_LEN`], are never a label: they count as `other`.
 
 use rustc_hash::FxHashMap as HashMap;
 use std::fmt::Write as _;
@@ -177,13 +184,42 @@ const PATH_SAMPLING: u64 = 8;
 /// Paths remembered for the top list.
 const TOP_PATHS: usize = 256;
 
+/// How long a tenant holding a label slot may go unseen before the slot can
+/// go to another tenant.
+pub(crate) const LABEL_IDLE: Duration = Duration::from_secs(10 * 60);
+/// Longest tenant that gets a label of its own.
+pub(crate) const MAX_LABEL_LEN: usize = 64;
+
+/// The tenants that have a label of their own.
+#[derive(Debug, Default)]
+struct Labels {
+    /// Named in `--tenant-token`: always their own label, never recycled.
+    known: HashMap<Box<str>, Arc<str>>,
+    /// Any other tenant, at most `tenant_limit` of them at a time.
+    slots: HashMap<Box<str>, Slot>,
+}
+
+/// A label slot held by a tenant nobody configured.
+#[derive(Debug)]
+struct Slot {
+    label: Arc<str>,
+    /// When the tenant was last seen, in seconds on [`Metrics::clock`].
+    seen: AtomicU64,
+}
+
 /// Every metric folio keeps.
 #[derive(Debug)]
 pub(crate) struct Metrics {
     series: RwLock<HashMap<SeriesKey, Arc<Series>>>,
-    tenants: RwLock<HashMap<Box<str>, Arc<str>>>,
+    labels: RwLock<Labels>,
     other: Arc<str>,
+    anonymous: Arc<str>,
     tenant_limit: usize,
+    /// Where label slots' times count from.
+    clock: std::time::Instant,
+    /// No slot can be idle before then (seconds on `clock`): spares a flood
+    /// of new tenants the write lock while every slot is busy.
+    next_recycle: AtomicU64,
     /// Request duration by result.
     pub(crate) durations: [Histogram; 5],
     pub(crate) upstream_latency: Histogram,
@@ -207,13 +243,16 @@ pub(crate) const UPSTREAM_ERROR_KINDS: [&str; 3] = ["unreachable", "timeout", "b
 pub(crate) const PURGE_SCOPES: [&str; 5] = ["tag", "path", "prefix", "all", "key"];
 
 impl Metrics {
-    /// Metrics keeping at most `tenant_limit` tenants apart.
+    /// Metrics with `tenant_limit` label slots for tenants nobody configured.
     pub(crate) fn new(tenant_limit: usize) -> Self {
         Self {
             series: RwLock::default(),
-            tenants: RwLock::default(),
+            labels: RwLock::default(),
             other: Arc::from("other"),
+            anonymous: Arc::from("-"),
             tenant_limit,
+            clock: std::time::Instant::now(),
+            next_recycle: AtomicU64::new(0),
             durations: Default::default(),
             upstream_latency: Histogram::default(),
             redis_latency: Histogram::default(),
@@ -287,11 +326,17 @@ impl Metrics {
         paths.insert((Arc::clone(tenant), path.into()), PATH_SAMPLING);
     }
 
-    /// The most requested paths (estimated from a sample), most first.
-    pub(crate) fn top_paths(&self, n: usize) -> Vec<(Arc<str>, Box<str>, u64)> {
+    /// The most requested paths (estimated from a sample), most first; of
+    /// one tenant label only, or of all.
+    pub(crate) fn top_paths(
+        &self,
+        n: usize,
+        tenant: Option<&str>,
+    ) -> Vec<(Arc<str>, Box<str>, u64)> {
         let paths = self.paths.lock().unwrap_or_else(|e| e.into_inner());
         let mut top: Vec<_> = paths
             .iter()
+            .filter(|((t, _), _)| tenant.is_none_or(|only| **t == *only))
             .map(|((t, p), n)| (Arc::clone(t), p.clone(), *n))
             .collect();
         top.sort_by_key(|(_, _, n)| std::cmp::Reverse(*n));
@@ -311,28 +356,123 @@ impl Metrics {
         merged.quantile(q)
     }
 
-    /// The tenant label for `tenant`: itself among the first N, else `other`.
-    pub(crate) fn tenant_label(&self, tenant: &str) -> Arc<str> {
+    /// Gives these tenants (the ones with a token) a label of their own for
+    /// good, outside the slots. Names that are no valid label are skipped:
+    /// they count as `other` like any other.
+    pub(crate) fn with_known_tenants<'a>(self, tenants: impl IntoIterator<Item = &'a str>) -> Self {
         {
-            let tenants = self.tenants.read().unwrap_or_else(|e| e.into_inner());
-            if let Some(label) = tenants.get(tenant) {
-                return Arc::clone(label);
+            let mut labels = self.labels.write().unwrap_or_else(|e| e.into_inner());
+            for tenant in tenants {
+                if is_label(tenant) && !is_reserved(tenant) {
+                    labels.known.insert(tenant.into(), Arc::from(tenant));
+                } else {
+                    tracing::warn!(
+                        tenant,
+                        "this tenant's metrics count as \"other\": a label is 1 to {MAX_LABEL_LEN} of A-Z a-z 0-9 . _ -"
+                    );
+                }
             }
-            // Past the limit the answer is known without the write lock.
-            if tenants.len() >= self.tenant_limit {
+        }
+        self
+    }
+
+    /// The tenant label for `tenant`: `-` for none; its own for a known
+    /// tenant or one holding a slot; a free or idle slot for a newcomer;
+    /// else `other`.
+    pub(crate) fn tenant_label(&self, tenant: &str) -> Arc<str> {
+        self.tenant_label_at(tenant, self.clock.elapsed().as_secs())
+    }
+
+    /// [`Self::tenant_label`] at `now` (seconds on `clock`).
+    fn tenant_label_at(&self, tenant: &str, now: u64) -> Arc<str> {
+        if tenant.is_empty() {
+            return Arc::clone(&self.anonymous);
+        }
+        if !is_label(tenant) || is_reserved(tenant) {
+            return Arc::clone(&self.other);
+        }
+        {
+            let labels = self.labels.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(label) = labels.label(tenant, now) {
+                return label;
+            }
+            // Every slot busy, and none can be idle yet: no write lock.
+            if labels.slots.len() >= self.tenant_limit
+                && now < self.next_recycle.load(Ordering::Relaxed)
+            {
                 return Arc::clone(&self.other);
             }
         }
-        let mut tenants = self.tenants.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(label) = tenants.get(tenant) {
-            return Arc::clone(label);
+        let mut labels = self.labels.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(label) = labels.label(tenant, now) {
+            return label;
         }
-        if tenants.len() >= self.tenant_limit {
-            return Arc::clone(&self.other);
+        if labels.slots.len() >= self.tenant_limit {
+            let idle = LABEL_IDLE.as_secs();
+            let idlest = labels
+                .slots
+                .iter()
+                .map(|(name, slot)| (slot.seen.load(Ordering::Relaxed), name))
+                .min();
+            match idlest {
+                Some((seen, name)) if now.saturating_sub(seen) >= idle => {
+                    let name = name.clone();
+                    if let Some(slot) = labels.slots.remove(&name) {
+                        self.fold_into_other(&slot.label);
+                    }
+                }
+                idlest => {
+                    let free_at = idlest.map_or(u64::MAX, |(seen, _)| seen.saturating_add(idle));
+                    self.next_recycle.store(free_at, Ordering::Relaxed);
+                    return Arc::clone(&self.other);
+                }
+            }
         }
-        let label: Arc<str> = Arc::from(if tenant.is_empty() { "-" } else { tenant });
-        tenants.insert(tenant.into(), Arc::clone(&label));
+        let label: Arc<str> = Arc::from(tenant);
+        labels.slots.insert(
+            tenant.into(),
+            Slot {
+                label: Arc::clone(&label),
+                seen: AtomicU64::new(now),
+            },
+        );
         label
+    }
+
+    /// Moves the counts of a tenant losing its label to `other`, so totals
+    /// never go down. Called with the labels' write lock held (labels, then
+    /// series: the one lock order).
+    fn fold_into_other(&self, label: &Arc<str>) {
+        let mut series = self.series.write().unwrap_or_else(|e| e.into_inner());
+        let gone: Vec<SeriesKey> = series
+            .keys()
+            .filter(|(_, tenant)| tenant == label)
+            .cloned()
+            .collect();
+        for key in gone {
+            let Some(old) = series.remove(&key) else {
+                continue;
+            };
+            let into = series.entry((key.0, Arc::clone(&self.other))).or_default();
+            for (into, old) in into
+                .counts
+                .iter()
+                .flatten()
+                .zip(old.counts.iter().flatten())
+            {
+                into.fetch_add(old.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Whether `label` is still a tenant label (a slot may have been
+    /// recycled while a request of its tenant was in flight).
+    fn is_live(&self, label: &str) -> bool {
+        if label == &*self.other || label == &*self.anonymous {
+            return true;
+        }
+        let labels = self.labels.read().unwrap_or_else(|e| e.into_inner());
+        labels.known.contains_key(label) || labels.slots.contains_key(label)
     }
 
     /// Counts one request of `endpoint` (a policy name) and `tenant` (a
@@ -354,13 +494,22 @@ impl Metrics {
             .cloned();
         let series = match series {
             Some(series) => series,
-            None => Arc::clone(
-                self.series
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .entry(key)
-                    .or_default(),
-            ),
+            None => {
+                // A new series: never for a label that has just been recycled,
+                // or the series of departed tenants would pile up.
+                let key = if self.is_live(&key.1) {
+                    key
+                } else {
+                    (key.0, Arc::clone(&self.other))
+                };
+                Arc::clone(
+                    self.series
+                        .write()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .entry(key)
+                        .or_default(),
+                )
+            }
         };
         series.counts[result as usize][layer as usize].fetch_add(1, Ordering::Relaxed);
         self.durations[result as usize].observe(took);
@@ -475,6 +624,36 @@ impl Metrics {
     }
 }
 
+impl Labels {
+    /// The label of a known tenant or of one holding a slot (noting that it
+    /// was seen).
+    fn label(&self, tenant: &str, now: u64) -> Option<Arc<str>> {
+        if let Some(label) = self.known.get(tenant) {
+            return Some(Arc::clone(label));
+        }
+        let slot = self.slots.get(tenant)?;
+        // Most requests find it already noted this second: no shared write.
+        if slot.seen.load(Ordering::Relaxed) != now {
+            slot.seen.store(now, Ordering::Relaxed);
+        }
+        Some(Arc::clone(&slot.label))
+    }
+}
+
+/// Whether a tenant may be a label as it is: 1 to [`MAX_LABEL_LEN`] of
+/// `A-Z a-z 0-9 . _ -`, so a label is never markup, quotes or escapes.
+fn is_label(tenant: &str) -> bool {
+    (1..=MAX_LABEL_LEN).contains(&tenant.len())
+        && tenant
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// The labels folio uses itself: a tenant with that name counts as `other`.
+fn is_reserved(tenant: &str) -> bool {
+    matches!(tenant, "other" | "-")
+}
+
 /// Escapes a label value (backslash, quote, newline).
 fn escape(value: &str) -> String {
     value
@@ -487,18 +666,103 @@ fn escape(value: &str) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_anonymous_tenant_takes_one_slot() {
-        let metrics = Metrics::new(2);
+    fn count(metrics: &Metrics, tenant: &str) {
         let endpoint: Arc<str> = Arc::from("/p/{id}");
-        for tenant in ["", "", "a"] {
-            let label = metrics.tenant_label(tenant);
-            metrics.request(&endpoint, &label, Result::Hit, Layer::L1, Duration::ZERO);
+        let label = metrics.tenant_label(tenant);
+        metrics.request(&endpoint, &label, Result::Hit, Layer::L1, Duration::ZERO);
+    }
+
+    #[test]
+    fn the_anonymous_tenant_has_its_own_label_outside_the_slots() {
+        let metrics = Metrics::new(1);
+        for tenant in ["", "", "a", "b"] {
+            count(&metrics, tenant);
         }
         let text = metrics.render(&[]);
-        assert!(text.contains("tenant=\"-\""), "{text}");
+        assert!(
+            text.contains("tenant=\"-\",result=\"hit\",layer=\"l1\"} 2"),
+            "{text}"
+        );
         assert!(text.contains("tenant=\"a\""), "{text}");
-        assert!(!text.contains("tenant=\"other\""), "{text}");
+        assert!(text.contains("tenant=\"other\""), "{text}");
+    }
+
+    #[test]
+    fn known_tenants_keep_their_label_when_strangers_took_every_slot() {
+        let metrics = Metrics::new(2).with_known_tenants(["acme", "globex"]);
+        for i in 0..50 {
+            count(&metrics, &format!("squatter{i}"));
+        }
+        assert_eq!(&*metrics.tenant_label("acme"), "acme");
+        assert_eq!(&*metrics.tenant_label("globex"), "globex");
+        assert_eq!(&*metrics.tenant_label("squatter1"), "squatter1");
+        assert_eq!(&*metrics.tenant_label("squatter2"), "other");
+    }
+
+    #[test]
+    fn only_plain_names_become_labels() {
+        let metrics = Metrics::new(100).with_known_tenants(["<b>known</b>"]);
+        let long = "x".repeat(MAX_LABEL_LEN + 1);
+        for hostile in [
+            "<img src=x onerror=alert(1)>",
+            "a\"b",
+            "a\\b",
+            "a b",
+            "caf\u{e9}",
+            "other",
+            "-",
+            "<b>known</b>",
+            long.as_str(),
+        ] {
+            assert_eq!(&*metrics.tenant_label(hostile), "other", "{hostile:?}");
+        }
+        let longest = "x".repeat(MAX_LABEL_LEN);
+        for plain in ["acme", "acme.example.com", "t_1-2", longest.as_str()] {
+            assert_eq!(&*metrics.tenant_label(plain), plain);
+        }
+    }
+
+    #[test]
+    fn an_idle_slot_goes_to_a_newcomer_and_its_counts_to_other() {
+        let metrics = Metrics::new(2);
+        let endpoint: Arc<str> = Arc::from("/p/{id}");
+        let idle = LABEL_IDLE.as_secs();
+        let at = |tenant: &str, now: u64| {
+            let label = metrics.tenant_label_at(tenant, now);
+            metrics.request(&endpoint, &label, Result::Hit, Layer::L1, Duration::ZERO);
+            label
+        };
+        assert_eq!(&*at("quiet", 0), "quiet");
+        assert_eq!(&*at("busy", 0), "busy");
+        assert_eq!(&*at("late", 10), "other", "every slot is held");
+        assert_eq!(&*at("busy", idle - 1), "busy");
+        assert_eq!(&*at("late", idle - 1), "other", "nobody is idle yet");
+        assert_eq!(&*at("late", idle), "late", "quiet's slot was idle");
+        assert_eq!(&*at("quiet", idle), "other", "and quiet lost it");
+        assert_eq!(&*at("busy", idle), "busy", "the busy tenant kept its own");
+
+        let text = metrics.render(&[]);
+        assert!(!text.contains("tenant=\"quiet\""), "{text}");
+        assert!(
+            text.contains("tenant=\"other\",result=\"hit\",layer=\"l1\"} 4"),
+            "quiet's count moved to other: {text}"
+        );
+        assert_eq!(metrics.totals().requests(), 8, "nothing lost");
+    }
+
+    #[test]
+    fn a_request_finishing_after_its_label_was_recycled_counts_as_other() {
+        let metrics = Metrics::new(1);
+        let endpoint: Arc<str> = Arc::from("/p/{id}");
+        let first = metrics.tenant_label_at("first", 0);
+        assert_eq!(
+            &*metrics.tenant_label_at("second", LABEL_IDLE.as_secs()),
+            "second"
+        );
+        metrics.request(&endpoint, &first, Result::Hit, Layer::L1, Duration::ZERO);
+        let text = metrics.render(&[]);
+        assert!(!text.contains("tenant=\"first\""), "{text}");
+        assert!(text.contains("tenant=\"other\""), "{text}");
     }
 
     #[test]

@@ -69,6 +69,15 @@ impl Level {
     }
 }
 
+/// Every outcome, in the order of [`metrics::Totals::by_result`].
+const OUTCOMES: [Outcome; 5] = [
+    Outcome::Hit,
+    Outcome::Miss,
+    Outcome::Stale,
+    Outcome::Bypass,
+    Outcome::Error,
+];
+
 /// Request figures over the last minute (or since start).
 struct Window {
     requests: u64,
@@ -83,14 +92,7 @@ fn last_minute(state: &State) -> Window {
     let now = state.metrics.totals();
     let before = state.metrics.minute_ago().unwrap_or_default();
     let delta = |r: Outcome| now.get(r).saturating_sub(before.get(r));
-    let by_result = [
-        Outcome::Hit,
-        Outcome::Miss,
-        Outcome::Stale,
-        Outcome::Bypass,
-        Outcome::Error,
-    ]
-    .map(delta);
+    let by_result = OUTCOMES.map(delta);
     let seconds = match (before.at, now.at) {
         (Some(a), Some(b)) => b.duration_since(a).as_secs_f64(),
         _ => state.started.elapsed().as_secs_f64(),
@@ -207,20 +209,27 @@ fn ratio(part: u64, whole: u64) -> f64 {
     }
 }
 
-/// The figures the dashboard shows, per endpoint and tenant.
-pub(crate) async fn stats(state: &State) -> Value {
+/// The figures the dashboard shows, per endpoint and tenant: of every
+/// tenant, or of `tenant` only (a tenant token's view: its own rows and
+/// totals; latency, L1 and Redis are the instance's, and the per-second
+/// rates, which count every tenant, are left out).
+pub(crate) async fn stats(state: &State, tenant: Option<&str>) -> Value {
     let window = last_minute(state);
     let results = ["hit", "miss", "stale", "bypass", "error"];
-    let endpoints: Vec<Value> = state
+    let series: Vec<_> = state
         .metrics
         .series()
         .into_iter()
+        .filter(|((_, label), _)| tenant.is_none_or(|only| **label == *only))
+        .collect();
+    let endpoints: Vec<Value> = series
+        .iter()
         .map(|((endpoint, tenant), series)| {
             let count = |r| series.total(r);
             let cacheable = count(Outcome::Hit) + count(Outcome::Stale) + count(Outcome::Miss);
             json!({
-                "endpoint": &*endpoint,
-                "tenant": &*tenant,
+                "endpoint": &**endpoint,
+                "tenant": &**tenant,
                 "hit": count(Outcome::Hit),
                 "miss": count(Outcome::Miss),
                 "stale": count(Outcome::Stale),
@@ -230,7 +239,18 @@ pub(crate) async fn stats(state: &State) -> Value {
             })
         })
         .collect();
-    let totals = state.metrics.totals();
+    let totals = match tenant {
+        None => state.metrics.totals(),
+        Some(_) => {
+            let mut totals = metrics::Totals::default();
+            for (_, series) in &series {
+                for (i, total) in totals.by_result.iter_mut().enumerate() {
+                    *total += series.total(OUTCOMES[i]);
+                }
+            }
+            totals
+        }
+    };
     let mut by_result = serde_json::Map::new();
     let mut rates = serde_json::Map::new();
     for (i, name) in results.iter().enumerate() {
@@ -249,16 +269,17 @@ pub(crate) async fn stats(state: &State) -> Value {
     };
     let top: Vec<Value> = state
         .metrics
-        .top_paths(10)
+        .top_paths(10, tenant)
         .into_iter()
         .map(|(tenant, path, n)| json!({ "tenant": &*tenant, "path": &*path, "requests": n }))
         .collect();
     json!({
+        "tenant": tenant,
         "uptime_s": state.started.elapsed().as_secs(),
         "totals": by_result,
         "hit_ratio": ratio(totals.get(Outcome::Hit) + totals.get(Outcome::Stale),
             totals.get(Outcome::Hit) + totals.get(Outcome::Stale) + totals.get(Outcome::Miss)),
-        "rates_per_s": rates,
+        "rates_per_s": if tenant.is_none() { Value::Object(rates) } else { Value::Null },
         "latency_ms": {
             "p50": state.metrics.latency_quantile(0.5) * 1000.0,
             "p99": state.metrics.latency_quantile(0.99) * 1000.0,

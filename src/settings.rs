@@ -41,7 +41,8 @@ pub struct Settings {
     /// Act as a CDN-class cache: `CDN-Cache-Control` from the upstream wins
     /// over `Cache-Control` (RFC 9213).
     pub cdn: bool,
-    /// Tenants kept apart in metrics; later ones count as `other`.
+    /// Metric label slots for tenants without a token (tenants with one
+    /// always have their own label); an idle slot goes to a newcomer.
     pub metrics_tenants: usize,
     /// Health thresholds and warming, from `--config`.
     pub config: crate::config::Config,

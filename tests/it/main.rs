@@ -9,6 +9,7 @@ mod support;
 #[allow(dead_code, unreachable_pub)]
 mod bookstore;
 
+mod admin_trust;
 mod bookstore_e2e;
 mod cache_flow;
 mod coalescing;

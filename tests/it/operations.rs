@@ -12,7 +12,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 use crate::support::upstream::closed_port;
 use crate::support::{
-    ACME, Folio, FolioProcess, REPO_POLICIES, Reply, ScratchDir, TestRedis, TestUpstream,
+    ACME, Folio, FolioProcess, GLOBEX, REPO_POLICIES, Reply, ScratchDir, TestRedis, TestUpstream,
     eventually, get, send, settings,
 };
 
@@ -123,6 +123,62 @@ mod metrics {
         assert!(text.contains("tenant=\"t1\""));
         assert!(text.contains("tenant=\"other\""));
         assert!(!text.contains("tenant=\"t4\""));
+    }
+
+    #[tokio::test]
+    async fn strangers_cannot_squat_the_tenant_labels_of_known_tenants() {
+        let upstream = upstream().await;
+        let folio = folio_for(&upstream, |s| {
+            s.metrics_tenants = 2;
+            s.admin.tenant_tokens = vec![
+                ("acme".into(), "acme-secret".into()),
+                ("globex".into(), "globex-secret".into()),
+            ];
+        })
+        .await;
+        for i in 0..10 {
+            let squatter = format!("squatter{i}");
+            get(
+                &folio.url("/api/v1/products/1"),
+                &[("x-tenant-id", &squatter)],
+            )
+            .await;
+        }
+        get(&folio.url("/api/v1/products/1"), ACME).await;
+        get(&folio.url("/api/v1/products/1"), GLOBEX).await;
+        let text = scrape(&folio).await;
+        assert!(text.contains("tenant=\"acme\""), "{text}");
+        assert!(text.contains("tenant=\"globex\""), "{text}");
+        assert!(
+            text.contains("tenant=\"squatter1\""),
+            "slots are still given out"
+        );
+        assert!(!text.contains("tenant=\"squatter2\""), "but only two");
+        assert!(text.contains("tenant=\"other\""));
+    }
+
+    #[tokio::test]
+    async fn tenant_values_that_are_no_plain_name_never_become_labels() {
+        let upstream = upstream().await;
+        let folio = folio_for(&upstream, |_| {}).await;
+        let long = "x".repeat(100);
+        for hostile in [
+            "<img src=x onerror=alert(1)>",
+            "a\"b",
+            "a\\b",
+            "sp ace",
+            long.as_str(),
+        ] {
+            get(
+                &folio.url("/api/v1/products/1"),
+                &[("x-tenant-id", hostile)],
+            )
+            .await;
+        }
+        let text = scrape(&folio).await;
+        for fragment in ["<img", "a\\\"b", "a\\\\b", "sp ace", "xxxxxxxxxx"] {
+            assert!(!text.contains(fragment), "{fragment:?} in:\n{text}");
+        }
     }
 
     #[tokio::test]
@@ -271,7 +327,135 @@ async fn the_dashboard_shows_live_numbers_in_a_real_browser() {
         !page.text().contains("http://") && !page.text().contains("https://"),
         "self-contained: no CDN"
     );
+    in_a_browser(&folio, "dashboard", &[]).await;
+}
 
+#[tokio::test]
+async fn admin_pages_allow_no_inline_script_and_no_html_from_data() {
+    let upstream = upstream().await;
+    let folio = folio_for(&upstream, |_| {}).await;
+    let admin = |path: &str| format!("http://{}{path}", folio.admin);
+    let page = get(&admin("/_folio/"), &[]).await;
+    let csp = page.header("content-security-policy");
+    for directive in [
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "connect-src 'self'",
+        "img-src 'self' data:",
+        "base-uri 'none'",
+        "form-action 'none'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(csp.contains(directive), "{directive} missing from {csp:?}");
+    }
+    assert!(!csp.contains("unsafe"), "{csp}");
+    let html = page.text();
+    assert!(
+        html.match_indices("<script")
+            .all(|(at, _)| html[at..].starts_with("<script src=")),
+        "no inline script: {html}"
+    );
+    assert!(
+        !html.contains("<style") && !html.contains(" style="),
+        "no inline style"
+    );
+    assert!(!html.contains(" on"), "no event handler attributes");
+
+    let script = get(&admin("/_folio/dashboard.js"), &[]).await;
+    assert_eq!(script.status, 200);
+    assert_eq!(
+        script.header("content-type"),
+        "text/javascript; charset=utf-8"
+    );
+    for sink in [
+        "innerHTML",
+        "outerHTML",
+        "insertAdjacentHTML",
+        "document.write",
+        "eval(",
+    ] {
+        assert!(!script.text().contains(sink), "the dashboard uses {sink}");
+    }
+    let style = get(&admin("/_folio/dashboard.css"), &[]).await;
+    assert_eq!(style.status, 200);
+    assert_eq!(style.header("content-type"), "text/css; charset=utf-8");
+
+    for path in [
+        "/_folio/",
+        "/_folio/dashboard.js",
+        "/_folio/stats",
+        "/_folio/metrics",
+        "/_folio/nope",
+    ] {
+        let got = get(&admin(path), &[]).await;
+        assert_eq!(got.header("content-security-policy"), csp, "{path}");
+        assert_eq!(got.header("x-content-type-options"), "nosniff", "{path}");
+        assert_eq!(got.header("referrer-policy"), "no-referrer", "{path}");
+    }
+}
+
+#[tokio::test]
+async fn with_a_token_configured_the_dashboard_asks_for_it() {
+    let upstream = upstream().await;
+    let folio = folio_for(&upstream, |s| {
+        s.admin.operator_token = Some("op-secret".into())
+    })
+    .await;
+    let stats = get(&format!("http://{}/_folio/stats", folio.admin), &[]).await;
+    assert_eq!(stats.status, 401, "the figures need the token");
+    in_a_browser(&folio, "dashboard-token", &[("FOLIO_TOKEN", "op-secret")]).await;
+}
+
+/// What clients of the proxy can put in the dashboard's data: tenant values
+/// (a header anyone sets) and paths.
+const HOSTILE_TENANTS: [&str; 2] = [
+    r#"<img src=x onerror="window.__pwned=1;console.log('PWNED tenant')">"#,
+    r#""><svg onload="window.__pwned=2;console.log('PWNED tenant')">"#,
+];
+const HOSTILE_PATH: &str =
+    "/api/v1/products/%3Cimg%20src%3Dx%20onerror%3D%22window.__pwned%3D3%22%3E";
+
+#[tokio::test]
+async fn hostile_names_show_as_text_in_the_dashboard_and_run_nothing() {
+    let upstream = upstream().await;
+    let folio = folio_for(&upstream, |_| {}).await;
+    // Eight of each, so the sampled top paths count every one.
+    for tenant in HOSTILE_TENANTS {
+        for _ in 0..8 {
+            get(&folio.url("/api/v1/products/1"), &[("x-tenant-id", tenant)]).await;
+        }
+    }
+    for path in [HOSTILE_PATH, "/api/v1/products/\"'(x)=:"] {
+        for _ in 0..8 {
+            get(&folio.url(path), ACME).await;
+        }
+    }
+    // Markup in a raw request line never gets past the HTTP parser.
+    let mut raw = tokio::net::TcpStream::connect(folio.addr).await.unwrap();
+    raw.write_all(
+        b"GET /\"><svg/onload=window.__pwned=4> HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut answer = String::new();
+    raw.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+
+    let expect = serde_json::to_string(&[HOSTILE_PATH, "/api/v1/products/\"'(x)=:"]).unwrap();
+    in_a_browser(
+        &folio,
+        "dashboard-hostile",
+        &[("FOLIO_HOSTILE", "1"), ("FOLIO_EXPECT_TEXT", &expect)],
+    )
+    .await;
+}
+
+/// Runs `tests/dashboard/check.mjs` against `folio`'s dashboard in headless
+/// Chromium with `env`, drives traffic once the page shows numbers, and
+/// fails with the script's complaint unless it passed. The screenshot is
+/// `target/<name>.png`.
+async fn in_a_browser(folio: &Folio, name: &str, env: &[(&str, &str)]) {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/dashboard");
     assert!(
         std::path::Path::new(dir)
@@ -283,11 +467,12 @@ async fn the_dashboard_shows_live_numbers_in_a_real_browser() {
         std::path::Path::new("/usr/bin/chromium").exists(),
         "install Chromium: apt-get install -y chromium (scripts/test.sh does)"
     );
-    let screenshot = concat!(env!("CARGO_MANIFEST_DIR"), "/target/dashboard.png");
+    let screenshot = format!("{}/target/{name}.png", env!("CARGO_MANIFEST_DIR"));
     let mut browser = tokio::process::Command::new("node")
         .arg(format!("{dir}/check.mjs"))
         .arg(format!("http://{}/_folio/", folio.admin))
-        .arg(screenshot)
+        .arg(&screenshot)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -297,7 +482,12 @@ async fn the_dashboard_shows_live_numbers_in_a_real_browser() {
     let ready = tokio::time::timeout(Duration::from_secs(60), out.next_line())
         .await
         .expect("the page loaded in time");
-    assert!(ready.unwrap().unwrap_or_default().starts_with("READY"));
+    let mut errors = String::new();
+    let mut stderr = browser.stderr.take().unwrap();
+    if !ready.unwrap().unwrap_or_default().starts_with("READY") {
+        stderr.read_to_string(&mut errors).await.unwrap();
+        panic!("the dashboard did not show numbers: {errors}");
+    }
     for round in 0..4 {
         for id in 0..5 {
             get(&folio.url(&format!("/api/v1/products/{id}")), ACME).await;
@@ -313,17 +503,10 @@ async fn the_dashboard_shows_live_numbers_in_a_real_browser() {
         .await
         .expect("the check ends")
         .unwrap();
-    let mut errors = String::new();
-    browser
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut errors)
-        .await
-        .unwrap();
+    stderr.read_to_string(&mut errors).await.unwrap();
     assert!(status.success(), "the dashboard check failed: {errors}");
     assert!(
-        std::path::Path::new(screenshot).exists(),
+        std::path::Path::new(&screenshot).exists(),
         "a screenshot is saved as a test artifact"
     );
 }
