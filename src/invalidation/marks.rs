@@ -5,7 +5,9 @@
 //! carries the older request time.
 //!
 //! Marks older than [`MAX_ENTRY_LIFETIME`] cover nothing any tier can still
-//! hold, so [`Marks::trim`] drops them and the log stays bounded.
+//! hold, so [`Marks::trim`] drops them. Within that window the marks are
+//! bounded too: per tenant, in tenants, and in the length of a scope; what
+//! outgrows a bound folds into a wider mark, so no purge is ever lost.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -19,6 +21,19 @@ use crate::key::CacheKey;
 
 /// No entry lives longer than this in any tier; marks are kept as long.
 pub(crate) const MAX_ENTRY_LIFETIME: Duration = Duration::from_secs(48 * 3600);
+
+/// Scopes one tenant may hold marks for. Past it, the tenant's marks fold
+/// into one tenant-wide mark at the newest of their times: a wider purge,
+/// never a lost one, and memory that writes to ever new paths cannot grow.
+const MAX_SCOPES_PER_TENANT: usize = 10_000;
+/// Prefix marks are checked one by one on a read: fewer of them.
+const MAX_PREFIXES_PER_TENANT: usize = 256;
+/// Tenants holding marks. Past it, every tenant's marks fold into one mark
+/// for all tenants.
+const MAX_TENANTS: usize = 10_000;
+/// Longest path or tag kept as it is; a longer path becomes a prefix mark
+/// of its first bytes, a longer tag a tenant-wide mark.
+const MAX_SCOPE_LEN: usize = 1024;
 
 /// What a purge covers, within a tenant (or every tenant).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -119,6 +134,21 @@ struct TenantMarks {
 impl TenantMarks {
     fn record(&mut self, scope: &Scope, at: u64, soft: bool) {
         self.newest = self.newest.max(at);
+        let widened;
+        let scope = match scope {
+            Scope::Path(path) if path.len() > MAX_SCOPE_LEN => {
+                let mut end = MAX_SCOPE_LEN;
+                while !path.is_char_boundary(end) {
+                    end -= 1;
+                }
+                widened = Scope::Prefix(path[..end].into());
+                &widened
+            }
+            Scope::Tag(tag) | Scope::Prefix(tag) | Scope::Key(tag) if tag.len() > MAX_SCOPE_LEN => {
+                &Scope::All
+            }
+            scope => scope,
+        };
         match scope {
             Scope::All => self.all.record(at, soft),
             Scope::Tag(tag) => self.tags.entry(tag.clone()).or_default().record(at, soft),
@@ -133,6 +163,45 @@ impl TenantMarks {
                 }
             },
         }
+    }
+
+    /// How many scopes hold marks.
+    fn scopes(&self) -> usize {
+        self.tags.len() + self.paths.len() + self.prefixes.len() + self.keys.len()
+    }
+
+    /// Whether the marks outgrew their bounds and should be folded.
+    fn overgrown(&self) -> bool {
+        self.scopes() > MAX_SCOPES_PER_TENANT || self.prefixes.len() > MAX_PREFIXES_PER_TENANT
+    }
+
+    /// Replaces every scope by one tenant-wide mark at the newest hard and
+    /// soft times among them: whatever any of them covered stays covered.
+    fn fold(&mut self) {
+        let mut all = self.all;
+        let times = self
+            .tags
+            .values()
+            .chain(self.paths.values())
+            .chain(self.keys.values())
+            .chain(self.prefixes.iter().map(|(_, t)| t));
+        for times in times {
+            all.hard = all.hard.max(times.hard);
+            all.soft = all.soft.max(times.soft);
+        }
+        *self = Self {
+            newest: self.newest,
+            all,
+            ..Self::default()
+        };
+    }
+
+    /// Takes in another tenant's marks as tenant-wide ones (see [`Marks::apply`]).
+    fn absorb(&mut self, mut other: Self) {
+        other.fold();
+        self.newest = self.newest.max(other.newest);
+        self.all.hard = self.all.hard.max(other.all.hard);
+        self.all.soft = self.all.soft.max(other.all.soft);
     }
 
     fn verdict(&self, entry: &Covered<'_>, requested_at: u64) -> Verdict {
@@ -234,11 +303,31 @@ impl Marks {
             .inner
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(tenant) = &mark.tenant
+            && !inner.tenants.contains_key(tenant)
+            && inner.tenants.len() >= MAX_TENANTS
+        {
+            // Too many tenants: all of them fold into one mark for everyone.
+            let tenants = std::mem::take(&mut inner.tenants);
+            for (_, marks) in tenants {
+                inner.every_tenant.absorb(marks);
+            }
+            tracing::warn!(
+                "purge marks of more than {MAX_TENANTS} tenants: folded into one purge of every tenant"
+            );
+        }
         let marks = match &mark.tenant {
             None => &mut inner.every_tenant,
             Some(tenant) => inner.tenants.entry(tenant.clone()).or_default(),
         };
         marks.record(&mark.scope, mark.at, mark.soft);
+        if marks.overgrown() {
+            marks.fold();
+            tracing::warn!(
+                tenant = mark.tenant.as_deref().unwrap_or("*"),
+                "purge marks of one tenant outgrew {MAX_SCOPES_PER_TENANT} scopes: folded into one tenant-wide purge"
+            );
+        }
         self.newest.fetch_max(mark.at, Ordering::Release);
     }
 
@@ -285,13 +374,7 @@ impl Marks {
             .inner
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let count = |m: &TenantMarks| {
-            m.tags.len()
-                + m.paths.len()
-                + m.prefixes.len()
-                + m.keys.len()
-                + usize::from(m.all.newest() > 0)
-        };
+        let count = |m: &TenantMarks| m.scopes() + usize::from(m.all.newest() > 0);
         count(&inner.every_tenant) + inner.tenants.values().map(count).sum::<usize>()
     }
 }
@@ -479,5 +562,59 @@ mod tests {
         assert_eq!(serde_json::from_str::<Mark>(&text).unwrap(), m);
         let all: Mark = serde_json::from_str(r#"{"tenant":null,"scope":"all","at":5}"#).unwrap();
         assert_eq!(all.scope, Scope::All);
+    }
+
+    #[test]
+    fn marks_are_bounded_and_overflow_widens_never_loses() {
+        let marks = Marks::default();
+        for i in 0..(MAX_SCOPES_PER_TENANT as u64 + 10) {
+            marks.apply(&mark(
+                Some("acme"),
+                Scope::Path(format!("/p/{i}").into()),
+                1000 + i,
+                false,
+            ));
+        }
+        assert!(marks.len() <= MAX_SCOPES_PER_TENANT + 1, "{}", marks.len());
+        assert_eq!(
+            check(&marks, "acme", &[], "/p/3", 500),
+            Verdict::Purged,
+            "an early purge still holds, now tenant-wide"
+        );
+        assert_eq!(
+            check(&marks, "acme", &[], "/never-written", 500),
+            Verdict::Purged,
+            "wider"
+        );
+        assert_eq!(
+            check(&marks, "globex", &[], "/p/3", 500),
+            Verdict::Valid,
+            "other tenants untouched"
+        );
+
+        let long = format!("/p/{}", "x".repeat(5000));
+        marks.apply(&mark(
+            Some("globex"),
+            Scope::Path(long.clone().into()),
+            7000,
+            false,
+        ));
+        assert_eq!(check(&marks, "globex", &[], &long, 6000), Verdict::Purged);
+
+        let many = Marks::default();
+        for i in 0..(MAX_TENANTS as u64 + 5) {
+            many.apply(&mark(
+                Some(&format!("t{i}")),
+                Scope::Tag("x".into()),
+                100 + i,
+                false,
+            ));
+        }
+        assert!(many.len() < 100, "{}", many.len());
+        assert_eq!(
+            check(&many, "t1", &tags(&["y"]), "/", 50),
+            Verdict::Purged,
+            "folded into every tenant"
+        );
     }
 }
