@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::error::ProxyError;
 use crate::inbound;
-use crate::key::{CacheKey, canonical_path, canonical_query, kept_query, vary_value};
+use crate::key::{CacheKey, canonical_path, canonical_query, kept_query};
 use crate::policy::PolicySet;
 use crate::settings::TenantSource;
 
@@ -154,7 +154,11 @@ pub(crate) fn explain(
         for name in &policy.key_headers {
             inputs.push((
                 format!("header {name}"),
-                vary_value(headers, name).unwrap_or_else(|| "(absent)".into()),
+                if headers.contains_key(name) {
+                    crate::key::normalized_header(headers, name)
+                } else {
+                    "(absent)".into()
+                },
             ));
         }
         if policy.private {

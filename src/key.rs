@@ -364,20 +364,52 @@ fn form_decode(text: &str) -> Cow<'_, str> {
     Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }
 
-/// A request header's value as `Vary` selection compares it: normalized, and
-/// for `Accept-Encoding` an order-free set of codings; `None` when absent.
+/// A request header's value as `Vary` selection compares it: the
+/// content-negotiation headers (`Accept*`) normalized, any other header the
+/// bytes as sent (several lines joined by `, `), credentials by their
+/// digest; `None` when absent.
 pub(crate) fn vary_value(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
     if !headers.contains_key(name) {
         return None;
     }
-    let value = normalized_header(headers, name);
-    if *name == header::ACCEPT_ENCODING {
-        let mut codings: Vec<String> = value.split(',').map(|c| c.replace(' ', "")).collect();
-        codings.sort();
-        codings.dedup();
-        return Some(codings.join(","));
+    // Content negotiation has one syntax and meaning (RFC 9110 §12.5):
+    // spellings of the same preferences share a variant.
+    if case_insensitive(name) {
+        let value = normalized_header(headers, name);
+        if *name == header::ACCEPT_ENCODING {
+            let mut codings: Vec<String> =
+                value.split(',').map(|c| c.replace(' ', "")).collect();
+            codings.sort();
+            codings.dedup();
+            return Some(codings.join(","));
+        }
+        return Some(value);
     }
-    Some(value)
+    // Any other header exactly as sent: the upstream read these bytes, so
+    // two spellings may have had two answers (`,EUR` is not `EUR` to every
+    // server).
+    let mut raw = Vec::new();
+    for (i, value) in headers.get_all(name).iter().enumerate() {
+        if i > 0 {
+            raw.extend_from_slice(b", ");
+        }
+        raw.extend_from_slice(value.as_bytes());
+    }
+    // Credentials select a variant by their digest: an entry (and Redis)
+    // never holds them.
+    if [
+        header::AUTHORIZATION,
+        header::PROXY_AUTHORIZATION,
+        header::COOKIE,
+    ]
+    .contains(name)
+    {
+        return Some(format!("sha256:{}", hex::encode(Sha256::digest(&raw))));
+    }
+    Some(match String::from_utf8(raw) {
+        Ok(text) => text,
+        Err(error) => format!("bytes:{}", hex::encode(error.as_bytes())),
+    })
 }
 
 /// Request headers whose values are compared without case (language tags,
@@ -563,19 +595,20 @@ mod tests {
     }
 
     #[test]
-    fn vary_values_ignore_harmless_differences() {
+    fn vary_values_are_the_bytes_sent() {
         let of = |name: &'static str, v: &'static str| {
             let mut h = HeaderMap::new();
             h.insert(name, HeaderValue::from_static(v));
             vary_value(&h, &HeaderName::from_static(name))
         };
+        // The upstream read these bytes: another spelling may have had
+        // another answer.
+        assert_ne!(of("x-currency", ",EUR"), of("x-currency", "EUR"));
+        assert_ne!(of("x-currency", "usd"), of("x-currency", "USD"));
         assert_eq!(
             of("accept-encoding", "gzip, br"),
-            of("accept-encoding", "br,gzip")
-        );
-        assert_eq!(
-            of("accept-encoding", "GZIP,  br"),
-            of("accept-encoding", "br, gzip")
+            of("accept-encoding", "br,gzip"),
+            "content negotiation has one meaning"
         );
         assert_eq!(
             of("accept-language", "en-US, fr;q=0.5"),
@@ -586,6 +619,10 @@ mod tests {
             of("accept-language", "fr, en"),
             "preference order counts"
         );
+        assert_eq!(of("x-currency", "EUR"), Some("EUR".into()));
+        let secret = of("authorization", "Bearer alice").unwrap();
+        assert!(secret.starts_with("sha256:") && !secret.contains("alice"));
+        assert_ne!(Some(secret), of("authorization", "Bearer bob"));
         assert_eq!(vary_value(&HeaderMap::new(), &header::ACCEPT), None);
         let set = policy("");
         let key = key(&set, "t", "/p/1", None, &HeaderMap::new());

@@ -800,7 +800,7 @@ async fn fetch(state: &State, fill: &Fill) -> Result<Fetched, ProxyError> {
         return Ok(
             match freshness::decide(&fill.policy, asked, stale.status(), &merged, now, state.cdn) {
                 Ok(storage) => {
-                    let entry = make_entry(
+                    let mut entry = make_entry(
                         fill,
                         stale.status(),
                         merged,
@@ -809,6 +809,16 @@ async fn fetch(state: &State, fill: &Fill) -> Result<Fetched, ProxyError> {
                         requested_at,
                         now,
                     );
+                    // A 304 rarely repeats the upstream's tags (Surrogate-Key):
+                    // the revalidated entry keeps the ones it had, so a tag
+                    // purge still reaches it.
+                    for tag in stale.tags() {
+                        if entry.tags.len() < MAX_UPSTREAM_TAGS + fill.tags.len()
+                            && !entry.tags.iter().any(|t| **t == *tag)
+                        {
+                            entry.tags.push(tag.into());
+                        }
+                    }
                     sealed(entry, true)
                 }
                 Err(reason) => {

@@ -437,3 +437,58 @@ async fn an_upstream_switching_protocols_unasked_is_a_502() {
     }
     origin.abort();
 }
+
+#[tokio::test]
+async fn a_tag_purge_reaches_an_entry_revalidated_by_a_bare_304() {
+    let upstream = TestUpstream::start(|seen| {
+        if seen.header("if-none-match") == "\"v1\"" {
+            Reply::json("")
+                .status(304)
+                .header("etag", "\"v1\"")
+                .header("cache-control", "public, max-age=60")
+        } else {
+            Reply::json(r#"{"v":1}"#)
+                .header("etag", "\"v1\"")
+                .header("cache-control", "public, max-age=1")
+                .header("surrogate-key", "prod-42")
+        }
+    })
+    .await;
+    let folio = Folio::start(&upstream, "").await;
+    let url = folio.url("/tagged");
+    assert_eq!(get(&url, ACME).await.x_cache(), "MISS");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let revalidated = get(&url, ACME).await;
+    assert!(
+        revalidated.header("cache-status").contains("fwd-status=304"),
+        "{}",
+        revalidated.header("cache-status")
+    );
+    assert_eq!(get(&url, ACME).await.x_cache(), "HIT");
+    folio
+        .admin_post("/_folio/purge", &[], r#"{"tags":["prod-42"],"tenant":"acme"}"#)
+        .await;
+    assert_eq!(
+        get(&url, ACME).await.x_cache(),
+        "MISS",
+        "the revalidated entry kept its tag"
+    );
+}
+
+#[tokio::test]
+async fn a_header_the_upstream_varies_on_selects_by_the_bytes_it_read() {
+    let upstream = TestUpstream::start(|seen| {
+        Reply::json(format!(r#"{{"raw":"{}"}}"#, seen.header("x-currency")))
+            .header("vary", "X-Currency")
+            .header("cache-control", "max-age=60")
+    })
+    .await;
+    let folio = Folio::start(&upstream, "").await;
+    let url = folio.url("/prices");
+    get(&url, &[("x-tenant-id", "acme"), ("x-currency", ",EUR")]).await;
+    let victim = get(&url, &[("x-tenant-id", "acme"), ("x-currency", "EUR")]).await;
+    assert_eq!(victim.x_cache(), "MISS", "another spelling, another variant");
+    assert_eq!(victim.json()["raw"], "EUR");
+    let again = get(&url, &[("x-tenant-id", "acme"), ("x-currency", "EUR")]).await;
+    assert_eq!(again.x_cache(), "HIT");
+}
