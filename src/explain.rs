@@ -102,7 +102,7 @@ pub(crate) fn explain(
         tags: Vec::new(),
         ttl_s: policy.ttl.map(|t| t.as_secs()),
         stale_while_revalidate_s: policy.stale_while_revalidate.as_secs(),
-        stale_if_error_s: policy.stale_if_error.as_secs(),
+        stale_if_error_s: policy.stale_if_error.unwrap_or_default().as_secs(),
         invalidated_by: policy
             .invalidate_on
             .iter()

@@ -210,6 +210,9 @@ pub(crate) struct Storage {
     pub(crate) lifetime: Lifetime,
     /// `no-cache`: stored, but validated with the upstream before every use.
     pub(crate) revalidate: bool,
+    /// May be served stale for a short grace while the upstream cannot be
+    /// reached (refused, reset, timed out), beyond any `stale-if-error`.
+    pub(crate) grace: bool,
     /// Never served stale (must-revalidate, proxy-revalidate, s-maxage).
     pub(crate) no_stale: bool,
     /// May answer a request carrying `Authorization` (RFC 9111 §3.5).
@@ -327,8 +330,15 @@ pub(crate) fn decide(
                 policy.stale_while_revalidate,
                 cc.stale_while_revalidate,
             ),
-            stale_if_error: window(policy.stale_if_error, cc.stale_if_error),
+            stale_if_error: match policy.stale_if_error {
+                Some(_) if no_stale => Duration::ZERO,
+                Some(window) => window.min(room),
+                None => window(Duration::ZERO, cc.stale_if_error),
+            },
         },
+        // RFC 9111 §4.2.4: a cache that cannot reach the origin may serve
+        // stale, unless the response forbids it or the policy said 0.
+        grace: !(no_stale || obey && cc.no_cache) && policy.stale_if_error != Some(Duration::ZERO),
         revalidate: obey && cc.no_cache,
         no_stale,
         shared_ok,

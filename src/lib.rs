@@ -392,6 +392,7 @@ pub mod bench {
                 upstream_etag: false,
                 vary_index: false,
                 immutable: false,
+                grace: false,
             })
         }
 

@@ -60,7 +60,9 @@ pub(crate) struct Policy {
     /// `Cache-Control` / `Expires`.
     pub(crate) ttl: Option<Duration>,
     pub(crate) stale_while_revalidate: Duration,
-    pub(crate) stale_if_error: Duration,
+    /// `None`: the upstream's `stale-if-error`, and a short grace when the
+    /// upstream cannot be reached; `Some(0)` turns both off.
+    pub(crate) stale_if_error: Option<Duration>,
     pub(crate) key_query: QueryKey,
     /// Request headers whose (normalized) values enter the key.
     pub(crate) key_headers: Vec<HeaderName>,
@@ -109,7 +111,7 @@ impl Policy {
             cache: true,
             ttl: None,
             stale_while_revalidate: Duration::ZERO,
-            stale_if_error: Duration::ZERO,
+            stale_if_error: None,
             key_query: QueryKey::All,
             key_headers: Vec::new(),
             private: false,

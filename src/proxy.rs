@@ -998,6 +998,7 @@ fn make_entry(
         shared_ok: storage.shared_ok,
         vary_index: false,
         immutable: storage.immutable,
+        grace: storage.grace,
     }
 }
 
@@ -1271,7 +1272,18 @@ fn stale_or_error(
     forward: Forward,
 ) -> Response<Body> {
     let now = SystemTime::now();
-    match stale.filter(|(entry, _)| entry.may_serve_on_error(now)) {
+    // Refused, reset, timed out or cut off: the upstream cannot be reached,
+    // and a stale entry within its grace answers (RFC 9111 §4.2.4).
+    let unreachable = matches!(
+        error,
+        ProxyError::UpstreamUnavailable(_)
+            | ProxyError::UpstreamTimeout(_)
+            | ProxyError::UpstreamBody(_)
+    );
+    let usable = |entry: &Entry| {
+        entry.may_serve_on_error(now) || (unreachable && entry.may_serve_when_unreachable(now))
+    };
+    match stale.filter(|(entry, _)| usable(entry)) {
         Some((entry, layer)) => respond(parts, policy, &entry, Served::StaleIfError(layer), now),
         None => {
             let served = Served::Miss {

@@ -51,6 +51,12 @@ const SHARED_OK: u8 = 4;
 const UPSTREAM_ETAG: u8 = 8;
 const VARY_INDEX: u8 = 16;
 const IMMUTABLE: u8 = 32;
+const GRACE: u8 = 64;
+
+/// How long past freshness an entry with the grace flag may answer while
+/// the upstream cannot be reached (RFC 9111 §4.2.4); within
+/// [`STALE_RETENTION`], so no tier drops it sooner.
+pub(crate) const UNREACHABLE_GRACE: Duration = Duration::from_secs(300);
 
 /// Memory an entry costs beyond its encoding, for L1's weigher: the
 /// [`Entry`] in its slot in L1's table, the buffer's shared count and the
@@ -97,6 +103,9 @@ pub(crate) struct EntryParts {
     pub(crate) vary_index: bool,
     /// `immutable`: while fresh, client reloads are answered from here.
     pub(crate) immutable: bool,
+    /// May answer stale for [`UNREACHABLE_GRACE`] while the upstream
+    /// cannot be reached.
+    pub(crate) grace: bool,
 }
 
 impl EntryParts {
@@ -117,6 +126,7 @@ impl EntryParts {
             (self.upstream_etag, UPSTREAM_ETAG),
             (self.vary_index, VARY_INDEX),
             (self.immutable, IMMUTABLE),
+            (self.grace, GRACE),
         ];
         out.put_u8(
             flags
@@ -453,6 +463,18 @@ impl Entry {
         self.flag(IMMUTABLE)
     }
 
+    /// Whether it may answer at `now`, stale, because the upstream cannot
+    /// be reached: within `stale-if-error`, or within the grace.
+    pub(crate) fn may_serve_when_unreachable(&self, now: SystemTime) -> bool {
+        let grace = if self.flag(GRACE) {
+            u64::try_from(UNREACHABLE_GRACE.as_millis()).unwrap_or(u64::MAX)
+        } else {
+            0
+        };
+        let until = self.fresh_until_ms().saturating_add(grace);
+        self.may_serve_on_error(now) || (!self.no_stale() && unix_ms(now) < until)
+    }
+
     /// How long a tier should keep the entry from `now`: until every window
     /// that could still use it has closed (and at least [`STALE_RETENTION`]
     /// past freshness), never past the longest entry lifetime.
@@ -538,6 +560,7 @@ impl Entry {
             upstream_etag: false,
             vary_index: true,
             immutable: false,
+            grace: false,
         }
         .seal()
     }
@@ -724,6 +747,7 @@ pub(crate) mod tests {
             upstream_etag: true,
             vary_index: false,
             immutable: false,
+            grace: false,
         }
     }
 

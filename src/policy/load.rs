@@ -317,7 +317,7 @@ impl Ctx<'_> {
                         self.duration(&name, &value).unwrap_or_default();
                 }
                 "stale_if_error" => {
-                    policy.stale_if_error = self.duration(&name, &value).unwrap_or_default();
+                    policy.stale_if_error = self.duration(&name, &value);
                 }
                 "cache" => policy.cache = self.boolean(&name, &value).unwrap_or(true),
                 "private" => policy.private = self.boolean(&name, &value).unwrap_or(false),
@@ -366,7 +366,9 @@ impl Ctx<'_> {
             policy.methods = methods;
         }
         let lifetime = policy.ttl.unwrap_or_default()
-            + policy.stale_while_revalidate.max(policy.stale_if_error);
+            + policy
+                .stale_while_revalidate
+                .max(policy.stale_if_error.unwrap_or_default());
         if lifetime > crate::invalidation::MAX_ENTRY_LIFETIME {
             self.fail(
                 "cache_ttl",

@@ -67,3 +67,70 @@ async fn stale_if_error_answers_when_the_upstream_fails() {
         "a stale entry was found and the upstream asked again"
     );
 }
+
+/// An origin that answers with `cache_control` until `down` is set, then
+/// closes every connection as soon as a request arrives.
+async fn failing_origin(
+    cache_control: &'static str,
+) -> (http::Uri, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = std::sync::Arc::clone(&down);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let flag = std::sync::Arc::clone(&flag);
+            tokio::spawn(async move {
+                let mut buffer = [0u8; 4096];
+                loop {
+                    match stream.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => {}
+                    }
+                    if flag.load(Ordering::SeqCst) {
+                        return; // closes the connection without an answer
+                    }
+                    let body = r#"{"v":"good"}"#;
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncache-control: {cache_control}\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if stream.write_all(head.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (format!("http://{addr}").parse().unwrap(), down)
+}
+
+#[tokio::test]
+async fn an_unreachable_upstream_is_covered_by_stale_entries_unless_forbidden() {
+    for (cache_control, policy, serves_stale) in [
+        ("max-age=1", "", true),
+        ("max-age=1, must-revalidate", "", false),
+        ("max-age=1, proxy-revalidate", "", false),
+        ("max-age=1, s-maxage=1", "", false),
+        ("max-age=1", "  stale_if_error: 0s\n", false),
+    ] {
+        let (uri, down) = failing_origin(cache_control).await;
+        let folio = Folio::start_with(
+            crate::support::settings(uri),
+            &format!("\"/s\":\n  methods: [GET]\n{policy}"),
+        )
+        .await;
+        assert_eq!(get(&folio.url("/s"), &[]).await.status, 200);
+        down.store(true, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let got = get(&folio.url("/s"), &[]).await;
+        if serves_stale {
+            assert_eq!(got.status, 200, "{cache_control} {policy}");
+            assert_eq!(got.x_cache(), "STALE");
+            assert_eq!(got.json()["v"], "good");
+        } else {
+            assert_eq!(got.status, 502, "{cache_control} {policy}: {}", got.text());
+        }
+    }
+}
