@@ -3,10 +3,12 @@
 //! A purge becomes [`Mark`]s (see `marks`): applied here at once, appended
 //! to a sorted set in Redis (`folio:v1:purges`, scored by time), and
 //! published on `folio:v1:invalidate`. Every instance subscribes and applies
-//! what it hears; after (re)subscribing it replays the whole log, and every
-//! second it replays the last few seconds of it, so a message lost to a
-//! reconnect is applied within about a second of Redis being reachable.
-//! Marks older than the longest entry lifetime are trimmed from the log.
+//! what it hears; after (re)subscribing it replays the whole log (in pages,
+//! however long it is), and every second it replays the last few seconds of
+//! it, so a message lost to a reconnect is applied within about a second of
+//! Redis being reachable. Marks older than the longest entry lifetime are
+//! trimmed from the log, a chunk at a time; marks dated in the future are
+//! dated now. Health reports whether the listener is subscribed and current.
 //!
 //! Times come from a clock aligned to Redis `TIME`, so instances on
 //! different machines agree on "before the purge" up to the round trip.
@@ -15,7 +17,7 @@ mod events;
 mod marks;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
@@ -33,6 +35,47 @@ pub(crate) use marks::{Covered, MAX_ENTRY_LIFETIME, Mark, Marks, Scope, Tags, Ve
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// How far back each replay reaches (covers clock jitter and slow writes).
 const POLL_OVERLAP: Duration = Duration::from_secs(5);
+/// Marks read from the log per command: a log of any length is replayed in
+/// pages, each well within the L2 timeout.
+const REPLAY_PAGE: usize = 1000;
+/// Tries of one page before the replay gives up (and resumes later).
+const PAGE_TRIES: u32 = 3;
+/// Log entries removed per command when trimming, so Redis is never
+/// blocked by one long deletion.
+const TRIM_CHUNK: isize = 1000;
+/// A mark dated further ahead than this is dated this far ahead: a writer
+/// with its clock in the future must not purge entries not yet fetched.
+const MAX_FUTURE: Duration = Duration::from_secs(5);
+/// The listener is behind when its last replay is older than this.
+const MAX_LAG: Duration = Duration::from_secs(10);
+
+/// What the invalidation listener is doing, for health.
+#[derive(Debug, Default)]
+struct Listening {
+    subscribed: AtomicBool,
+    /// When the log was last replayed successfully (µs, shared clock).
+    replayed_at_us: AtomicU64,
+    /// The last full replay: marks read and how long it took.
+    full_replay_marks: AtomicU64,
+    full_replay_ms: AtomicU64,
+}
+
+/// The invalidation listener's state, as health reports it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ListenerStatus {
+    pub(crate) subscribed: bool,
+    /// Since the last successful replay; `None` before the first.
+    pub(crate) lag: Option<Duration>,
+    pub(crate) full_replay_marks: u64,
+    pub(crate) full_replay_ms: u64,
+}
+
+impl ListenerStatus {
+    /// Subscribed and replaying on time.
+    pub(crate) fn current(&self) -> bool {
+        self.subscribed && self.lag.is_some_and(|lag| lag <= MAX_LAG)
+    }
+}
 
 /// The purges could not be told to the other instances.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +92,7 @@ pub(crate) struct Invalidator {
     metrics: Arc<Metrics>,
     /// Redis time minus local time, in µs.
     offset_us: AtomicI64,
+    listening: Listening,
 }
 
 impl Invalidator {
@@ -58,6 +102,33 @@ impl Invalidator {
             cache,
             metrics,
             offset_us: AtomicI64::new(0),
+            listening: Listening::default(),
+        }
+    }
+
+    /// The listener's state; `None` without L2 (nothing to listen to).
+    pub(crate) fn listener_status(&self) -> Option<ListenerStatus> {
+        self.cache.l2()?;
+        let replayed = self.listening.replayed_at_us.load(Ordering::Relaxed);
+        Some(ListenerStatus {
+            subscribed: self.listening.subscribed.load(Ordering::Relaxed),
+            lag: (replayed > 0)
+                .then(|| Duration::from_micros(self.now_us().saturating_sub(replayed))),
+            full_replay_marks: self.listening.full_replay_marks.load(Ordering::Relaxed),
+            full_replay_ms: self.listening.full_replay_ms.load(Ordering::Relaxed),
+        })
+    }
+
+    /// Applies a mark heard from another instance or read from the log,
+    /// dated no later than [`MAX_FUTURE`] from now.
+    fn apply_heard(&self, mark: &Mark) {
+        let latest = self.now_us().saturating_add(duration_us(MAX_FUTURE));
+        if mark.at > latest {
+            let mut clamped = mark.clone();
+            clamped.at = latest;
+            self.marks.apply(&clamped);
+        } else {
+            self.marks.apply(mark);
         }
     }
 
@@ -132,24 +203,25 @@ impl Invalidator {
         Ok(removed)
     }
 
+    /// Logs and publishes `marks`, a page at a time so that a purge of
+    /// thousands of tags is as many commands that each fit the L2 timeout.
     async fn propagate(&self, l2: &L2, marks: &[Mark]) -> redis::RedisResult<()> {
-        if marks.is_empty() {
-            return Ok(());
+        for page in marks.chunks(REPLAY_PAGE) {
+            let mut zadd = redis::cmd("ZADD");
+            zadd.arg(l2.name("purges"));
+            for mark in page {
+                zadd.arg(mark.at)
+                    .arg(serde_json::to_string(mark).unwrap_or_default());
+            }
+            l2.bounded::<()>(&zadd).await?;
+            let payload = serde_json::to_string(page).unwrap_or_default();
+            l2.bounded::<()>(
+                redis::cmd("PUBLISH")
+                    .arg(l2.name("invalidate"))
+                    .arg(payload),
+            )
+            .await?;
         }
-        let mut zadd = redis::cmd("ZADD");
-        zadd.arg(l2.name("purges"));
-        for mark in marks {
-            zadd.arg(mark.at)
-                .arg(serde_json::to_string(mark).unwrap_or_default());
-        }
-        l2.bounded::<()>(&zadd).await?;
-        let payload = serde_json::to_string(marks).unwrap_or_default();
-        l2.bounded::<()>(
-            redis::cmd("PUBLISH")
-                .arg(l2.name("invalidate"))
-                .arg(payload),
-        )
-        .await?;
         Ok(())
     }
 
@@ -162,7 +234,9 @@ impl Invalidator {
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(100);
             loop {
-                match this.listen(&l2).await {
+                let listened = this.listen(&l2).await;
+                this.listening.subscribed.store(false, Ordering::Relaxed);
+                match listened {
                     Ok(()) => backoff = Duration::from_millis(100),
                     Err(error) => {
                         debug!(%error, "invalidation listener lost Redis; retrying in {backoff:?}");
@@ -179,9 +253,19 @@ impl Invalidator {
     async fn listen(&self, l2: &L2) -> redis::RedisResult<()> {
         let mut pubsub = subscribe(l2).await?;
         self.align_clock(l2).await;
-        self.replay(l2, 0).await?;
+        let started = std::time::Instant::now();
+        let replayed = self.replay(l2, 0).await?;
+        let took = started.elapsed();
+        self.listening
+            .full_replay_marks
+            .store(replayed as u64, Ordering::Relaxed);
+        self.listening.full_replay_ms.store(
+            u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        self.listening.subscribed.store(true, Ordering::Relaxed);
         info!(
-            "invalidation listener subscribed; purge log replayed ({} marks)",
+            "invalidation listener subscribed; purge log replayed ({replayed} logged marks in {took:?}; {} scopes held)",
             self.marks.len()
         );
         let mut messages = pubsub.on_message();
@@ -216,7 +300,7 @@ impl Invalidator {
 
     fn receive(&self, marks: &[Mark]) {
         for mark in marks {
-            self.marks.apply(mark);
+            self.apply_heard(mark);
             // Key purges also free the memory at once.
             if let Scope::Key(hex) = &mark.scope
                 && let Some(key) = CacheKey::from_hex(hex)
@@ -226,37 +310,105 @@ impl Invalidator {
         }
     }
 
-    /// Applies every logged mark at or after `since` (µs).
-    async fn replay(&self, l2: &L2, since: u64) -> redis::RedisResult<()> {
-        let logged: Vec<String> = l2
-            .bounded(
-                redis::cmd("ZRANGEBYSCORE")
+    /// Applies every logged mark at or after `since` (µs), a page at a time
+    /// from a cursor (score, and how many entries at that score were read),
+    /// so a log of any length is read in commands that each fit the L2
+    /// timeout. Returns how many logged marks were read.
+    async fn replay(&self, l2: &L2, since: u64) -> redis::RedisResult<usize> {
+        let mut from = since;
+        let mut seen_at_from = 0usize;
+        let mut read = 0;
+        loop {
+            let mut tries = 0;
+            let page: Vec<(String, f64)> = loop {
+                let command = redis::cmd("ZRANGEBYSCORE")
                     .arg(l2.name("purges"))
-                    .arg(since)
-                    .arg("+inf"),
-            )
-            .await?;
-        for text in logged {
-            if let Ok(mark) = serde_json::from_str::<Mark>(&text) {
-                self.marks.apply(&mark);
+                    .arg(from)
+                    .arg("+inf")
+                    .arg("WITHSCORES")
+                    .arg("LIMIT")
+                    .arg(seen_at_from)
+                    .arg(REPLAY_PAGE)
+                    .clone();
+                match l2.bounded(&command).await {
+                    Ok(page) => break page,
+                    Err(error) if tries + 1 >= PAGE_TRIES => return Err(error),
+                    Err(_) => {
+                        tries += 1;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            };
+            for (text, score) in &page {
+                if let Ok(mark) = serde_json::from_str::<Mark>(text) {
+                    self.apply_heard(&mark);
+                }
+                // Scores are µs since the epoch: exact in an f64.
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                let score = *score as u64;
+                if score == from {
+                    seen_at_from += 1;
+                } else {
+                    from = score;
+                    seen_at_from = 1;
+                }
+            }
+            read += page.len();
+            if page.len() < REPLAY_PAGE {
+                break;
             }
         }
-        Ok(())
+        self.listening
+            .replayed_at_us
+            .store(self.now_us(), Ordering::Relaxed);
+        Ok(read)
     }
 
-    /// Drops marks nothing can still be covered by, here and in Redis.
+    /// Drops marks nothing can still be covered by, here and in Redis; in
+    /// Redis a chunk at a time, oldest first.
     async fn trim(&self, l2: &L2) {
         let before = self
             .now_us()
             .saturating_sub(duration_us(MAX_ENTRY_LIFETIME));
         self.marks.trim(before);
-        let cmd = redis::cmd("ZREMRANGEBYSCORE")
-            .arg(l2.name("purges"))
-            .arg("-inf")
-            .arg(format!("({before}"))
-            .clone();
-        if let Err(error) = l2.bounded::<()>(&cmd).await {
-            debug!(%error, "purge log trim failed");
+        let log = l2.name("purges");
+        for _ in 0..1000 {
+            let edge = redis::cmd("ZRANGE")
+                .arg(&log)
+                .arg(TRIM_CHUNK - 1)
+                .arg(TRIM_CHUNK - 1)
+                .arg("WITHSCORES")
+                .clone();
+            let whole_chunk_old = match l2.bounded::<Vec<(String, f64)>>(&edge).await {
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                Ok(edge) => edge
+                    .first()
+                    .is_some_and(|(_, score)| (*score as u64) < before),
+                Err(error) => {
+                    debug!(%error, "purge log trim failed");
+                    return;
+                }
+            };
+            let command = if whole_chunk_old {
+                redis::cmd("ZREMRANGEBYRANK")
+                    .arg(&log)
+                    .arg(0)
+                    .arg(TRIM_CHUNK - 1)
+                    .clone()
+            } else {
+                redis::cmd("ZREMRANGEBYSCORE")
+                    .arg(&log)
+                    .arg("-inf")
+                    .arg(format!("({before}"))
+                    .clone()
+            };
+            if let Err(error) = l2.bounded::<()>(&command).await {
+                debug!(%error, "purge log trim failed");
+                return;
+            }
+            if !whole_chunk_old {
+                return;
+            }
         }
     }
 

@@ -177,6 +177,32 @@ pub(crate) async fn health(state: &State, t: &HealthThresholds) -> (Level, Value
         }
     }
 
+    match state.invalidator.listener_status() {
+        None => check("invalidation", Level::Ok, json!({ "configured": false })),
+        Some(listener) => {
+            // Not subscribed: purges made on other instances may not reach
+            // this one, which may then serve purged entries.
+            let level = if listener.current() {
+                Level::Ok
+            } else {
+                Level::Warning
+            };
+            check(
+                "invalidation",
+                level,
+                json!({
+                    "configured": true,
+                    "subscribed": listener.subscribed,
+                    "lag_ms": listener.lag.map(|lag| lag.as_millis() as u64),
+                    "last_full_replay": {
+                        "marks": listener.full_replay_marks,
+                        "ms": listener.full_replay_ms,
+                    },
+                }),
+            );
+        }
+    }
+
     let upstream = state.upstream.reachable(Duration::from_secs(1)).await;
     let level = if upstream { Level::Ok } else { Level::Critical };
     check("upstream", level, json!({ "reachable": upstream }));

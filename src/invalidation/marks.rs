@@ -25,7 +25,10 @@ pub(crate) const MAX_ENTRY_LIFETIME: Duration = Duration::from_secs(48 * 3600);
 /// Scopes one tenant may hold marks for. Past it, the tenant's marks fold
 /// into one tenant-wide mark at the newest of their times: a wider purge,
 /// never a lost one, and memory that writes to ever new paths cannot grow.
-const MAX_SCOPES_PER_TENANT: usize = 10_000;
+const MAX_SCOPES_PER_TENANT: usize = 50_000;
+/// Scopes all tenants may hold marks for together; past it, the tenant
+/// being marked folds.
+const MAX_SCOPES: usize = 500_000;
 /// Prefix marks are checked one by one on a read: fewer of them.
 const MAX_PREFIXES_PER_TENANT: usize = 256;
 /// Tenants holding marks. Past it, every tenant's marks fold into one mark
@@ -294,6 +297,8 @@ pub(crate) struct Marks {
 struct Inner {
     every_tenant: TenantMarks,
     tenants: HashMap<Box<str>, TenantMarks>,
+    /// Scopes held across every tenant.
+    scopes: usize,
 }
 
 impl Marks {
@@ -312,20 +317,28 @@ impl Marks {
             for (_, marks) in tenants {
                 inner.every_tenant.absorb(marks);
             }
+            inner.scopes = inner.every_tenant.scopes();
             tracing::warn!(
                 "purge marks of more than {MAX_TENANTS} tenants: folded into one purge of every tenant"
             );
         }
+        let crowded = inner.scopes >= MAX_SCOPES;
         let marks = match &mark.tenant {
             None => &mut inner.every_tenant,
             Some(tenant) => inner.tenants.entry(tenant.clone()).or_default(),
         };
+        let before = marks.scopes();
         marks.record(&mark.scope, mark.at, mark.soft);
-        if marks.overgrown() {
+        let overgrown = marks.overgrown() || (crowded && marks.scopes() > before);
+        if overgrown {
             marks.fold();
+        }
+        let after = marks.scopes();
+        inner.scopes = (inner.scopes + after).saturating_sub(before);
+        if overgrown {
             tracing::warn!(
                 tenant = mark.tenant.as_deref().unwrap_or("*"),
-                "purge marks of one tenant outgrew {MAX_SCOPES_PER_TENANT} scopes: folded into one tenant-wide purge"
+                "purge marks outgrew their bounds ({MAX_SCOPES_PER_TENANT} scopes a tenant, {MAX_SCOPES} in all): this tenant's folded into one tenant-wide purge"
             );
         }
         self.newest.fetch_max(mark.at, Ordering::Release);
@@ -366,6 +379,12 @@ impl Marks {
             marks.trim(before);
             !marks.is_empty()
         });
+        inner.scopes = inner.every_tenant.scopes()
+            + inner
+                .tenants
+                .values()
+                .map(TenantMarks::scopes)
+                .sum::<usize>();
     }
 
     /// How many scopes hold marks (for tests and stats).

@@ -676,3 +676,79 @@ async fn the_upstreams_surrogate_keys_are_tags_too() {
         "upstream tags are tenant-scoped too"
     );
 }
+
+/// The invalidation check of an instance's health.
+async fn invalidation_health(folio: &Folio) -> serde_json::Value {
+    get(&format!("http://{}/_folio/health", folio.admin), &[])
+        .await
+        .json()["checks"]["invalidation"]
+        .clone()
+}
+
+#[tokio::test]
+async fn a_purge_log_of_300_000_marks_is_replayed_by_a_new_instance() {
+    let redis = TestRedis::start().await;
+    let (upstream, _) = TestUpstream::versioned().await;
+    let a = Folio::start_with(settings_with_redis(&upstream, &redis), POLICIES).await;
+    let url = |folio: &Folio| folio.url("/api/v1/products/1");
+    get(&url(&a), ACME).await;
+    eventually(
+        Duration::from_secs(5),
+        "the entry reached Redis",
+        || async { !redis.keys().await.iter().all(|k| k.ends_with("purges")) },
+    )
+    .await;
+    // 60 operator purges of 5,000 tags each; the last names the entry's.
+    for round in 0..60 {
+        let mut tags: Vec<String> = (0..5000).map(|i| format!("t{round}x{i}")).collect();
+        if round == 59 {
+            tags[0] = "product:1".into();
+        }
+        let body = serde_json::json!({ "tags": tags, "tenant": "acme" }).to_string();
+        let purged = a.admin_post("/_folio/purge", &[], &body).await;
+        assert_eq!(purged.status, 200, "{}", purged.text());
+    }
+    assert_eq!(
+        invalidation_health(&a).await["status"],
+        "ok",
+        "{}",
+        invalidation_health(&a).await
+    );
+
+    // A new instance replays the whole log before it counts as current.
+    let b = Folio::start_with(settings_with_redis(&upstream, &redis), POLICIES).await;
+    eventually(Duration::from_secs(60), "b subscribed", || async {
+        invalidation_health(&b).await["subscribed"] == true
+    })
+    .await;
+    let health = invalidation_health(&b).await;
+    assert_eq!(health["status"], "ok", "{health}");
+    assert!(
+        health["last_full_replay"]["marks"].as_u64().unwrap() >= 300_000,
+        "{health}"
+    );
+    let got = get(&url(&b), ACME).await;
+    assert_eq!(got.x_cache(), "MISS", "b serves no purged entry");
+}
+
+#[tokio::test]
+async fn health_says_degraded_while_the_listener_cannot_subscribe() {
+    let mut redis = TestRedis::start().await;
+    let upstream = TestUpstream::json("{}").await;
+    let folio = Folio::start_with(settings_with_redis(&upstream, &redis), POLICIES).await;
+    eventually(Duration::from_secs(10), "subscribed", || async {
+        invalidation_health(&folio).await["subscribed"] == true
+    })
+    .await;
+    redis.kill();
+    eventually(Duration::from_secs(10), "degraded", || async {
+        let health = invalidation_health(&folio).await;
+        health["subscribed"] == false && health["status"] == "warning"
+    })
+    .await;
+    redis.restart().await;
+    eventually(Duration::from_secs(20), "current again", || async {
+        invalidation_health(&folio).await["status"] == "ok"
+    })
+    .await;
+}
