@@ -377,8 +377,7 @@ pub(crate) fn vary_value(headers: &HeaderMap, name: &HeaderName) -> Option<Strin
     if case_insensitive(name) {
         let value = normalized_header(headers, name);
         if *name == header::ACCEPT_ENCODING {
-            let mut codings: Vec<String> =
-                value.split(',').map(|c| c.replace(' ', "")).collect();
+            let mut codings: Vec<String> = value.split(',').map(|c| c.replace(' ', "")).collect();
             codings.sort();
             codings.dedup();
             return Some(codings.join(","));

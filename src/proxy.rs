@@ -1070,6 +1070,31 @@ async fn fill_and_respond(
             }
         }
     };
+    // Across instances sharing Redis: one fetches under a short lease, the
+    // others wait for its entry in L2 (and fetch themselves if it does not
+    // come, or Redis cannot say).
+    let mut _lease = None;
+    if let Some(l2) = state.cache.l2().filter(|_| leader.is_some()) {
+        let ttl = state.upstream.timeout().saturating_add(FOLLOWER_MARGIN);
+        match l2.take_lease(&fill.key, ttl).await {
+            Some(true) => {
+                _lease = Some(Lease {
+                    l2: l2.clone(),
+                    key: fill.key,
+                })
+            }
+            Some(false) => {
+                if let Some(entry) = wait_for_shared(state, parts, &fill, asked, l2, ttl).await {
+                    if let Some(leader) = leader {
+                        leader.finish(Outcome::Shared(entry.clone()));
+                    }
+                    let served = miss(false, true, false, Some("collapsed-L2"));
+                    return respond(parts, &fill.policy, &entry, served, SystemTime::now());
+                }
+            }
+            None => {}
+        }
+    }
     let fetched = fetch(state, &fill).await;
     let now = SystemTime::now();
     match fetched {
@@ -1211,6 +1236,60 @@ async fn take_part(state: &State, parts: &Parts, fill: &Fill, asked: &freshness:
                 }
                 rounds += 1;
             }
+        }
+    }
+}
+
+/// How often an instance waiting on another's lease looks for its entry.
+const LEASE_POLL: Duration = Duration::from_millis(20);
+
+/// This instance's lease to fetch a key for every instance; given back
+/// when dropped, whatever the fetch came to.
+struct Lease {
+    l2: crate::cache::l2::L2,
+    key: CacheKey,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.l2.release_lease(&self.key);
+    }
+}
+
+/// Waits, at most `limit`, for the entry another instance is fetching
+/// under its lease; `None` when it does not come (its answer could not be
+/// stored, its lease ended, or Redis cannot say).
+async fn wait_for_shared(
+    state: &State,
+    parts: &Parts,
+    fill: &Fill,
+    asked: &freshness::Request,
+    l2: &crate::cache::l2::L2,
+    limit: Duration,
+) -> Option<Entry> {
+    let started = tokio::time::Instant::now();
+    let mut released = 0;
+    loop {
+        tokio::time::sleep(LEASE_POLL).await;
+        let now = SystemTime::now();
+        if let (_, Some((entry, _)), _) = lookup(state, fill.primary, &parts.headers, now).await
+            && answers(state, parts, fill, asked, &entry, now)
+        {
+            return Some(entry);
+        }
+        if started.elapsed() >= limit {
+            return None;
+        }
+        match l2.leased(&fill.key).await {
+            Some(true) => {}
+            // Given back: its entry, if any, is a write away; look twice more.
+            Some(false) => {
+                released += 1;
+                if released > 2 {
+                    return None;
+                }
+            }
+            None => return None,
         }
     }
 }

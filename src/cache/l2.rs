@@ -203,6 +203,41 @@ impl L2 {
         tokio::spawn(async move { this.guarded::<()>(&cmd, "SET").await });
     }
 
+    fn lease_key(&self, key: &CacheKey) -> String {
+        format!("{}lease:{}", self.prefix, key.hex())
+    }
+
+    /// Takes the lease to fetch `key` from the upstream for `ttl`, unless
+    /// another instance holds it: `Some(true)` taken, `Some(false)` held
+    /// elsewhere, `None` when Redis cannot say.
+    pub(crate) async fn take_lease(&self, key: &CacheKey, ttl: Duration) -> Option<bool> {
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.lease_key(key))
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl_ms);
+        self.guarded::<Option<String>>(&cmd, "SET")
+            .await
+            .map(|reply| reply.is_some())
+    }
+
+    /// Whether another instance still holds the lease of `key`.
+    pub(crate) async fn leased(&self, key: &CacheKey) -> Option<bool> {
+        let mut cmd = redis::cmd("EXISTS");
+        cmd.arg(self.lease_key(key));
+        self.guarded::<u64>(&cmd, "EXISTS").await.map(|n| n > 0)
+    }
+
+    /// Gives the lease of `key` back, in the background.
+    pub(crate) fn release_lease(&self, key: &CacheKey) {
+        let this = self.clone();
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(self.lease_key(key));
+        tokio::spawn(async move { this.guarded::<u64>(&cmd, "DEL").await });
+    }
+
     /// Deletes `key`; waits, bounded by the timeout. Whether it was there.
     pub(crate) async fn remove(&self, key: &CacheKey) -> bool {
         let mut cmd = redis::cmd("DEL");

@@ -69,3 +69,65 @@ async fn an_answer_that_cannot_be_stored_sends_its_key_straight_upstream() {
     }
     assert_eq!(upstream.hits("/api/v1/products/1"), 11);
 }
+
+#[tokio::test]
+async fn a_cold_key_on_four_instances_reaches_the_upstream_once() {
+    let upstream =
+        TestUpstream::start(|_| Reply::json(r#"{"ok":true}"#).delay(Duration::from_millis(300)))
+            .await;
+    let redis = TestRedis::start().await;
+    let mut instances = Vec::new();
+    for _ in 0..4 {
+        instances.push(Folio::start_with(settings_with_redis(&upstream, &redis), PRODUCTS).await);
+    }
+    for id in 0..3 {
+        let path = format!("/api/v1/products/{id}");
+        let mut requests = tokio::task::JoinSet::new();
+        for folio in &instances {
+            for _ in 0..5 {
+                let url = folio.url(&path);
+                requests.spawn(async move { get(&url, ACME).await });
+            }
+        }
+        let mut waited_on_l2 = 0;
+        while let Some(got) = requests.join_next().await {
+            let got = got.unwrap();
+            assert_eq!(got.status, 200);
+            assert_eq!(got.text(), r#"{"ok":true}"#);
+            if got.header("cache-status").contains("collapsed-L2") {
+                waited_on_l2 += 1;
+            }
+        }
+        assert_eq!(
+            upstream.hits(&path),
+            1,
+            "{path}: one fetch for four instances"
+        );
+        assert!(
+            waited_on_l2 >= 3,
+            "the other instances waited on L2 ({waited_on_l2})"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_instance_whose_lease_holder_cannot_store_fetches_for_itself() {
+    let upstream = TestUpstream::start(|_| {
+        Reply::json(r#"{"private":true}"#)
+            .header("cache-control", "private")
+            .delay(Duration::from_millis(200))
+    })
+    .await;
+    let redis = TestRedis::start().await;
+    let a = Folio::start_with(settings_with_redis(&upstream, &redis), PRODUCTS).await;
+    let b = Folio::start_with(settings_with_redis(&upstream, &redis), PRODUCTS).await;
+    let started = std::time::Instant::now();
+    let (url_a, url_b) = (a.url("/api/v1/products/1"), b.url("/api/v1/products/1"));
+    let (x, y) = tokio::join!(get(&url_a, ACME), get(&url_b, ACME));
+    assert_eq!((x.status.as_u16(), y.status.as_u16()), (200, 200));
+    assert_eq!(upstream.hits("/api/v1/products/1"), 2);
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the waiter did not wait out the whole lease"
+    );
+}

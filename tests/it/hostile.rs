@@ -460,13 +460,19 @@ async fn a_tag_purge_reaches_an_entry_revalidated_by_a_bare_304() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let revalidated = get(&url, ACME).await;
     assert!(
-        revalidated.header("cache-status").contains("fwd-status=304"),
+        revalidated
+            .header("cache-status")
+            .contains("fwd-status=304"),
         "{}",
         revalidated.header("cache-status")
     );
     assert_eq!(get(&url, ACME).await.x_cache(), "HIT");
     folio
-        .admin_post("/_folio/purge", &[], r#"{"tags":["prod-42"],"tenant":"acme"}"#)
+        .admin_post(
+            "/_folio/purge",
+            &[],
+            r#"{"tags":["prod-42"],"tenant":"acme"}"#,
+        )
         .await;
     assert_eq!(
         get(&url, ACME).await.x_cache(),
@@ -487,7 +493,11 @@ async fn a_header_the_upstream_varies_on_selects_by_the_bytes_it_read() {
     let url = folio.url("/prices");
     get(&url, &[("x-tenant-id", "acme"), ("x-currency", ",EUR")]).await;
     let victim = get(&url, &[("x-tenant-id", "acme"), ("x-currency", "EUR")]).await;
-    assert_eq!(victim.x_cache(), "MISS", "another spelling, another variant");
+    assert_eq!(
+        victim.x_cache(),
+        "MISS",
+        "another spelling, another variant"
+    );
     assert_eq!(victim.json()["raw"], "EUR");
     let again = get(&url, &[("x-tenant-id", "acme"), ("x-currency", "EUR")]).await;
     assert_eq!(again.x_cache(), "HIT");
