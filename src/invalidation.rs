@@ -55,6 +55,8 @@ struct Listening {
     subscribed: AtomicBool,
     /// When the log was last replayed successfully (µs, shared clock).
     replayed_at_us: AtomicU64,
+    /// The newest mark any replay read (µs).
+    polled_through_us: AtomicU64,
     /// The last full replay: marks read and how long it took.
     full_replay_marks: AtomicU64,
     full_replay_ms: AtomicU64,
@@ -213,14 +215,20 @@ impl Invalidator {
                 zadd.arg(mark.at)
                     .arg(serde_json::to_string(mark).unwrap_or_default());
             }
-            l2.bounded::<()>(&zadd).await?;
             let payload = serde_json::to_string(page).unwrap_or_default();
-            l2.bounded::<()>(
-                redis::cmd("PUBLISH")
-                    .arg(l2.name("invalidate"))
-                    .arg(payload),
-            )
-            .await?;
+            let mut publish = redis::cmd("PUBLISH");
+            publish.arg(l2.name("invalidate")).arg(payload);
+            // Both are idempotent: a page that timed out is sent again.
+            for command in [&zadd, &publish] {
+                let mut tries = 0;
+                loop {
+                    match l2.bounded::<()>(command).await {
+                        Ok(()) => break,
+                        Err(error) if tries + 1 >= PAGE_TRIES => return Err(error),
+                        Err(_) => tries += 1,
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -250,7 +258,7 @@ impl Invalidator {
 
     /// One subscription: subscribe, replay the log, then apply messages and
     /// replay the recent log every second until the connection drops.
-    async fn listen(&self, l2: &L2) -> redis::RedisResult<()> {
+    async fn listen(self: &Arc<Self>, l2: &L2) -> redis::RedisResult<()> {
         let mut pubsub = subscribe(l2).await?;
         self.align_clock(l2).await;
         let started = std::time::Instant::now();
@@ -272,6 +280,7 @@ impl Invalidator {
         let mut poll = tokio::time::interval(POLL_INTERVAL);
         poll.tick().await;
         let mut polls: u64 = 0;
+        let mut polling: Option<tokio::task::JoinHandle<()>> = None;
         loop {
             tokio::select! {
                 message = messages.next() => {
@@ -284,17 +293,35 @@ impl Invalidator {
                     }
                 }
                 _ = poll.tick() => {
+                    // The safety net runs beside the messages, never in
+                    // their way: a long replay must not delay a purge.
+                    if polling.as_ref().is_some_and(|p| !p.is_finished()) {
+                        continue;
+                    }
                     polls += 1;
-                    let since = self.now_us().saturating_sub(duration_us(POLL_OVERLAP));
-                    if let Err(error) = self.replay(l2, since).await {
-                        debug!(%error, "purge log replay failed");
-                    }
-                    if polls.is_multiple_of(30) {
-                        self.align_clock(l2).await;
-                        self.trim(l2).await;
-                    }
+                    let (this, l2) = (Arc::clone(self), l2.clone());
+                    let housekeeping = polls.is_multiple_of(30);
+                    polling = Some(tokio::spawn(async move {
+                        this.poll(&l2).await;
+                        if housekeeping {
+                            this.align_clock(&l2).await;
+                            this.trim(&l2).await;
+                        }
+                    }));
                 }
             }
+        }
+    }
+
+    /// Replays the recent log: from [`POLL_OVERLAP`] ago, or from a second
+    /// before the newest mark the last poll read, whichever is later (so a
+    /// burst of purges is read once, not for five seconds).
+    async fn poll(&self, l2: &L2) {
+        let recent = self.now_us().saturating_sub(duration_us(POLL_OVERLAP));
+        let read_through = self.listening.polled_through_us.load(Ordering::Relaxed);
+        let since = recent.max(read_through.saturating_sub(duration_us(Duration::from_secs(1))));
+        if let Err(error) = self.replay(l2, since).await {
+            debug!(%error, "purge log replay failed");
         }
     }
 
@@ -352,6 +379,9 @@ impl Invalidator {
                     from = score;
                     seen_at_from = 1;
                 }
+                self.listening
+                    .polled_through_us
+                    .fetch_max(score, Ordering::Relaxed);
             }
             read += page.len();
             if page.len() < REPLAY_PAGE {
