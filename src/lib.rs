@@ -19,10 +19,12 @@
 //! - `outcome`: `X-Cache` / `Cache-Status` vocabulary;
 //! - `body`, `error`: the body type and request errors.
 //!
-//! Around it, for operators: `metrics` (counters, Prometheus text), `ops`
+//! Around it, for operators: `access` (the access log, written off the
+//! request path), `metrics` (counters, Prometheus text), `ops`
 //! (health, stats), the dashboard (`dashboard.html`), `reload` (SIGHUP and
 //! `/_folio/reload`), `explain`, `warm`, and `config` (the `--config` file).
 
+mod access;
 mod admin;
 mod body;
 mod cache;
@@ -55,6 +57,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 
+pub use access::{AccessFormat, AccessTarget};
 pub use admin::AdminAuth;
 pub use policy::units::{parse_duration, parse_size};
 pub use policy::{PolicyError, PolicyErrors, PolicySet};
@@ -104,6 +107,14 @@ pub async fn run(
     let known_tenants = settings.admin.tenant_tokens.iter().map(|(t, _)| t.as_str());
     let metrics =
         Arc::new(metrics::Metrics::new(settings.metrics_tenants).with_known_tenants(known_tenants));
+    let access = access::AccessLog::start(
+        &settings.access_log,
+        settings.log_format,
+        settings.access_log_buffer,
+        Arc::clone(&metrics),
+    )
+    .map_err(|e| Error::Config(format!("cannot open the access log: {e}")))?
+    .map(Arc::new);
     let upstream = upstream::Upstream::new(
         &settings.upstream,
         settings.connect_timeout,
@@ -143,6 +154,7 @@ pub async fn run(
         cdn: settings.cdn,
         metrics,
         trusted_proxies: settings.trusted_proxies.clone(),
+        access: access.clone(),
         unmatched: Arc::from("-"),
         started: std::time::Instant::now(),
     });
@@ -198,6 +210,10 @@ pub async fn run(
     }
     if let Some(admin_server) = admin_server {
         let _ = admin_server.await;
+    }
+    // Every request has finished: its line is buffered; write them all.
+    if let Some(access) = access {
+        access.close();
     }
     Ok(())
 }
@@ -260,6 +276,23 @@ fn spawn_housekeeping(
         }
     });
 
+    #[cfg(unix)]
+    if let Some(access) = state.access.clone()
+        && let Ok(mut hangups) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    {
+        // logrotate moved the file: write to a new one at the path.
+        let stop = until_stopped();
+        tokio::spawn(async move {
+            tokio::pin!(stop);
+            loop {
+                tokio::select! {
+                    _ = hangups.recv() => access.reopen(),
+                    () = &mut stop => return,
+                }
+            }
+        });
+    }
     #[cfg(unix)]
     if let Some(dir) = settings.policies_dir.clone()
         && let Ok(mut hangups) =

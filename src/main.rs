@@ -67,12 +67,6 @@ enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Toggle {
-    On,
-    Off,
-}
-
 #[derive(Debug, Args)]
 struct ServeArgs {
     /// Address to serve on.
@@ -129,22 +123,17 @@ struct ServeArgs {
     /// Log format: human-readable lines or JSON objects.
     #[arg(long, env = "FOLIO_LOG_FORMAT", value_enum, default_value = "human")]
     log_format: LogFormat,
-    /// One access line per request (target folio::access).
-    #[arg(long, env = "FOLIO_ACCESS_LOG", value_enum, default_value = "on")]
-    access_log: Toggle,
+    /// One access line per request: on (stdout), off, or a file (appended; reopened on SIGHUP). Written off the request path; lines the output cannot keep up with are dropped and counted.
+    #[arg(long, env = "FOLIO_ACCESS_LOG", default_value = "on")]
+    access_log: folio::AccessTarget,
+    /// Access-log bytes held while its output is behind (e.g. 8MB); past it, lines are dropped and counted.
+    #[arg(long, env = "FOLIO_ACCESS_LOG_BUFFER", default_value = "8MB", value_parser = parse_size)]
+    access_log_buffer: u64,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let serving = cli.command.is_none();
-    let access = matches!(cli.serve.access_log, Toggle::On) && serving;
-    let default_filter = if access {
-        "info"
-    } else {
-        "info,folio::access=off"
-    };
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::stdout().is_terminal();
     match cli.serve.log_format {
         LogFormat::Human => tracing_subscriber::fmt()
@@ -283,6 +272,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     settings.cdn = !args.ignore_cdn_cache_control;
     settings.metrics_tenants = args.metrics_tenants;
     settings.trusted_proxies = args.trusted_proxies;
+    settings.access_log = args.access_log;
+    settings.access_log_buffer = usize::try_from(args.access_log_buffer).unwrap_or(usize::MAX);
+    settings.log_format = match args.log_format {
+        LogFormat::Human => folio::AccessFormat::Human,
+        LogFormat::Json => folio::AccessFormat::Json,
+    };
     settings.idle_timeout = args.idle_timeout;
 
     // Pinned to one CPU (as in the benchmarks), a single-threaded runtime does

@@ -228,6 +228,8 @@ pub(crate) struct Metrics {
     pub(crate) coalesced: AtomicU64,
     /// Requests whose handling panicked (each answered with a 500).
     pub(crate) panics: AtomicU64,
+    /// Access lines dropped because the log's writer fell behind.
+    pub(crate) access_log_dropped: AtomicU64,
     pub(crate) l2_errors: AtomicU64,
     /// Upstream failures: unreachable, timeout, broken body.
     pub(crate) upstream_errors: [AtomicU64; 3],
@@ -259,6 +261,7 @@ impl Metrics {
             evictions: AtomicU64::new(0),
             coalesced: AtomicU64::new(0),
             panics: AtomicU64::new(0),
+            access_log_dropped: AtomicU64::new(0),
             l2_errors: AtomicU64::new(0),
             upstream_errors: Default::default(),
             purges: Default::default(),
@@ -591,6 +594,12 @@ impl Metrics {
             "folio_panics_total",
             "Requests whose handling panicked (a bug; each got a 500).",
             self.panics.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "folio_access_log_dropped_total",
+            "Access lines dropped because the log's output could not keep up.",
+            self.access_log_dropped.load(Ordering::Relaxed),
         );
         counter(
             &mut out,

@@ -30,7 +30,7 @@ use futures_util::FutureExt as _;
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
 use hyper::body::Incoming;
-use tracing::{Level, info, warn};
+use tracing::warn;
 
 use crate::body::Body;
 use crate::cache::entry::{Entry, EntryParts};
@@ -47,9 +47,6 @@ use crate::policy::{Match, Policy, PolicySet, TagPart};
 use crate::rewarm::Hot;
 use crate::settings::TenantSource;
 use crate::upstream::{self, Collected, Upstream};
-
-/// The tracing target of the one-line-per-request access log.
-pub(crate) const ACCESS_LOG: &str = "folio::access";
 
 /// How much longer than the upstream timeout a coalesced request waits for
 /// the leader's fetch before fetching itself.
@@ -70,6 +67,8 @@ pub(crate) struct State {
     pub(crate) metrics: Arc<Metrics>,
     /// Peers whose client-address headers are believed.
     pub(crate) trusted_proxies: Vec<crate::settings::Cidr>,
+    /// One line per request, when on.
+    pub(crate) access: Option<Arc<crate::access::AccessLog>>,
     /// The label of requests no policy (or tenant) names.
     pub(crate) unmatched: Arc<str>,
     pub(crate) started: Instant,
@@ -99,8 +98,10 @@ pub(crate) async fn handle(
     client: SocketAddr,
 ) -> Response<Body> {
     let started = Instant::now();
-    let log = tracing::enabled!(target: ACCESS_LOG, Level::INFO)
-        .then(|| (request.method().clone(), request.uri().clone()));
+    let log = state
+        .access
+        .as_ref()
+        .map(|_| (request.method().clone(), request.uri().clone()));
     let mut ctx = Ctx {
         endpoint: Arc::clone(&state.unmatched),
         tenant: Arc::clone(&state.unmatched),
@@ -137,20 +138,20 @@ pub(crate) async fn handle(
     state
         .metrics
         .request(&ctx.endpoint, &ctx.tenant, result, layer, took);
-    if let Some((method, uri)) = log {
-        info!(
-            target: ACCESS_LOG,
-            client = %client.ip(),
-            %method,
-            path = uri.path(),
-            tenant = &*ctx.tenant,
-            status = response.status().as_u16(),
-            result = result.as_str(),
-            layer = layer.as_str(),
-            ms = took.as_secs_f64() * 1000.0,
-            upstream_ms = upstream.as_secs_f64() * 1000.0,
-            endpoint = &*ctx.endpoint,
-        );
+    if let (Some(access), Some((method, uri))) = (&state.access, log) {
+        access.record(&crate::access::Line {
+            at: SystemTime::now(),
+            client: client.ip(),
+            method: &method,
+            path: uri.path(),
+            tenant: &ctx.tenant,
+            status: response.status().as_u16(),
+            result: result.as_str(),
+            layer: layer.as_str(),
+            took,
+            upstream,
+            endpoint: &ctx.endpoint,
+        });
     }
     response
 }

@@ -36,6 +36,13 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// A client connection with no request in flight for this long is closed.
     pub idle_timeout: Duration,
+    /// Where the access log goes (off for library users unless set).
+    pub access_log: crate::AccessTarget,
+    /// How access lines are written.
+    pub log_format: crate::AccessFormat,
+    /// Access-log bytes buffered while the output is behind; past it,
+    /// lines are dropped and counted.
+    pub access_log_buffer: usize,
     /// Who may purge through the admin API.
     pub admin: crate::AdminAuth,
     /// Act as a CDN-class cache: `CDN-Cache-Control` from the upstream wins
@@ -67,6 +74,9 @@ impl Settings {
             tenant: TenantSource::default(),
             shutdown_grace: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(75),
+            access_log: crate::AccessTarget::Off,
+            log_format: crate::AccessFormat::Human,
+            access_log_buffer: crate::access::DEFAULT_BUFFER,
             admin: crate::AdminAuth::default(),
             cdn: true,
             metrics_tenants: 20,

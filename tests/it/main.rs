@@ -9,6 +9,7 @@ mod support;
 #[allow(dead_code, unreachable_pub)]
 mod bookstore;
 
+mod access_log;
 mod admin_trust;
 mod bookstore_e2e;
 mod cache_flow;

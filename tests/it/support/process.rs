@@ -76,6 +76,18 @@ impl FolioProcess {
         self.lines.lock().unwrap().clone()
     }
 
+    /// Waits, at most `limit`, for it to exit; whether it did.
+    pub(crate) async fn exited_within(&mut self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
     /// Sends it a signal (`HUP`, `TERM`).
     pub(crate) fn signal(&self, name: &str) {
         let sent = Command::new("kill")
