@@ -91,6 +91,40 @@ impl TestRedis {
             .unwrap()
     }
 
+    /// Empties every database, as an operator's `FLUSHALL` would.
+    pub(crate) async fn flushall(&self) {
+        let mut conn = self.connection().await.expect("redis is not reachable");
+        redis::cmd("FLUSHALL")
+            .query_async::<()>(&mut conn)
+            .await
+            .unwrap();
+    }
+
+    /// Freezes the server (`SIGSTOP`): its socket stays open and accepts,
+    /// but nothing is answered until [`Self::resume`], as with a host that
+    /// stalls (swap, a long fork, a paused VM).
+    pub(crate) fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    /// Lets a paused server run again (`SIGCONT`).
+    pub(crate) fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, name: &str) {
+        let pid = self
+            .child
+            .as_ref()
+            .expect("redis-server is not running")
+            .id();
+        let sent = Command::new("kill")
+            .args([&format!("-{name}"), &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -{name} {pid} failed");
+    }
+
     /// Stops the server (as a crash would).
     pub(crate) fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
