@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What does the access log cost a hot hit? folio (release) pinned to CPU 0,
 # wrk (one thread, 50 connections) pinned to CPU 1, one cached 1 KB product,
-# 6 s per run, two interleaved rounds of: log off, human lines to a file
+# 6 s per run, three interleaved rounds (medians) of: log off, human lines to a file
 # through stdout, JSON lines to a file through stdout, --access-log FILE.
 # Prints a markdown table (and writes it to benches/results/access-log.md)
 # with req/s per run, the median per setting and its ratio to "off".
@@ -47,8 +47,8 @@ run() {
 }
 
 declare -A rates
-settings=(off human json file)
-for round in 1 2; do
+settings=(off file human json)
+for round in 1 2 3; do
   for setting in "${settings[@]}"; do
     case "$setting" in
       off) rate="$(run off --access-log off)" ;;
@@ -66,7 +66,7 @@ off="$(echo "${rates[off]}" | median)"
 {
   echo "# Access log cost on a hot 1 KB hit ($(date -u +%Y-%m-%d))"
   echo
-  echo "folio (release) on CPU 0, wrk -t1 -c50 -d6s on CPU 1, two interleaved rounds;"
+  echo "folio (release) on CPU 0, wrk -t1 -c50 -d6s on CPU 1, three interleaved rounds (medians);"
   echo "stdout redirected to a file. $(nproc) CPUs: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)."
   echo
   echo "| access log | runs (req/s) | median | × off |"

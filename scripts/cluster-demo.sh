@@ -99,9 +99,12 @@ curl -s -o /dev/null -X PUT -H 'X-Tenant-ID: acme' -H 'Content-Type: application
 written="$(now_ms)"
 echo "    PUT answered in $((written - start)) ms"
 for port in "${proxies[@]:1}"; do
+  checks=1
   until [ "$(x_cache "$port")" != HIT ]; do
+    checks=$((checks + 1))
     if [ $(( $(now_ms) - start )) -gt 5000 ]; then echo "    folio on :$port still serves it after 5 s"; exit 1; fi
   done
-  echo "    folio on :$port stopped serving the old answer $(( $(now_ms) - start )) ms after the write was sent (each check is one curl)"
+  echo "    folio on :$port: miss on check $checks, $(( $(now_ms) - start )) ms after the write was sent (one curl a check: its own start-up dominates)"
 done
+echo "    (benches/coherence.rs measures the same in process: p99 under 5 ms, see README)"
 echo "==> done; stopping everything"
