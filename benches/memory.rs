@@ -35,6 +35,11 @@ fn main() {
         .build()
         .expect("runtime");
     runtime.block_on(run(keys, capacity_mb));
+    if !full {
+        println!(
+            "(a smoke run, debug build, sizes too small to judge: the figure is `cargo bench --bench memory`)"
+        );
+    }
 }
 
 /// The folio binary, killed on drop.
