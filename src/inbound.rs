@@ -188,15 +188,32 @@ pub(crate) fn canonical_host(headers: &mut HeaderMap, uri: &Uri) -> Result<(), P
     let Some(name) = host_name(host) else {
         return bad("is not a host name");
     };
-    if given.is_none_or(|given| given.as_bytes() != name.as_bytes()) {
-        let lower = name.to_ascii_lowercase();
-        match HeaderValue::from_bytes(lower.as_bytes()) {
-            Ok(value) => {
-                headers.insert(header::HOST, value);
-            }
-            Err(_) => return bad("is not a host name"),
-        }
+    if given.is_some_and(|given| given.as_bytes() == name.as_bytes()) {
+        return Ok(());
     }
+    // Nearly every request of a client names the same host (and port):
+    // the value made for the last one is shared, not made again.
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(Box<[u8]>, HeaderValue)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    let cached = LAST.with_borrow(|last| {
+        last.as_ref()
+            .filter(|(sent, _)| **sent == *host)
+            .map(|(_, value)| value.clone())
+    });
+    let value = match cached {
+        Some(value) => value,
+        None => {
+            let lower = name.to_ascii_lowercase();
+            let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(lower)) else {
+                return bad("is not a host name");
+            };
+            LAST.set(Some((host.into(), value.clone())));
+            value
+        }
+    };
+    headers.insert(header::HOST, value);
     Ok(())
 }
 

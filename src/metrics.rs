@@ -217,6 +217,8 @@ pub(crate) struct Metrics {
     tenant_limit: usize,
     /// Where label slots' times count from.
     clock: std::time::Instant,
+    /// Seconds on `clock` at the last sample.
+    coarse_secs: AtomicU64,
     /// No slot can be idle before then (seconds on `clock`): spares a flood
     /// of new tenants the write lock while every slot is busy.
     next_recycle: AtomicU64,
@@ -254,6 +256,7 @@ impl Metrics {
             anonymous: Arc::from("-"),
             tenant_limit,
             clock: std::time::Instant::now(),
+            coarse_secs: AtomicU64::new(0),
             next_recycle: AtomicU64::new(0),
             durations: Default::default(),
             upstream_latency: Histogram::default(),
@@ -287,6 +290,8 @@ impl Metrics {
 
     /// Records the totals now; called every [`SAMPLE_EVERY`].
     pub(crate) fn sample(&self) {
+        self.coarse_secs
+            .store(self.clock.elapsed().as_secs(), Ordering::Relaxed);
         let totals = self.totals();
         let mut samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
         if samples.len() == SAMPLES {
@@ -383,7 +388,9 @@ impl Metrics {
     /// tenant or one holding a slot; a free or idle slot for a newcomer;
     /// else `other`.
     pub(crate) fn tenant_label(&self, tenant: &str) -> Arc<str> {
-        self.tenant_label_at(tenant, self.clock.elapsed().as_secs())
+        // A coarse clock, advanced by the sampler: labels idle for minutes
+        // are recycled, so a request need not read the time.
+        self.tenant_label_at(tenant, self.coarse_secs.load(Ordering::Relaxed))
     }
 
     /// [`Self::tenant_label`] at `now` (seconds on `clock`).

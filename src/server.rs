@@ -41,30 +41,19 @@ pub(crate) struct Limits {
     pub(crate) grace: Duration,
 }
 
-/// When a connection last had work, and how much it has now.
-#[derive(Debug)]
+/// How much work a connection has had, and has now. Counted, not timed:
+/// a request reads no clock; the watchdog does, once a check.
+#[derive(Debug, Default)]
 struct Activity {
-    born: Instant,
     in_flight: AtomicUsize,
-    /// Milliseconds after `born` when the last request finished.
-    last_ms: AtomicU64,
+    /// Requests finished on the connection so far.
+    finished: AtomicU64,
 }
 
 impl Activity {
-    fn new() -> Self {
-        Self {
-            born: Instant::now(),
-            in_flight: AtomicUsize::new(0),
-            last_ms: AtomicU64::new(0),
-        }
-    }
-
-    fn idle_for(&self) -> Duration {
-        if self.in_flight.load(Ordering::Acquire) > 0 {
-            return Duration::ZERO;
-        }
-        let last = Duration::from_millis(self.last_ms.load(Ordering::Acquire));
-        self.born.elapsed().saturating_sub(last)
+    /// The finished count when nothing is in flight; `None` while busy.
+    fn quiet_at(&self) -> Option<u64> {
+        (self.in_flight.load(Ordering::Acquire) == 0).then(|| self.finished.load(Ordering::Acquire))
     }
 }
 
@@ -80,8 +69,7 @@ impl Working {
 
 impl Drop for Working {
     fn drop(&mut self) {
-        let now = u64::try_from(self.0.born.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.0.last_ms.store(now, Ordering::Release);
+        self.0.finished.fetch_add(1, Ordering::AcqRel);
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -126,7 +114,7 @@ pub(crate) async fn serve<H, F>(
                 };
                 let _ = stream.set_nodelay(true);
                 let handler = handler.clone();
-                let activity = Arc::new(Activity::new());
+                let activity = Arc::new(Activity::default());
                 let working = Arc::clone(&activity);
                 let service = service_fn(move |request| {
                     let guard = Working::start(&working);
@@ -177,6 +165,8 @@ async fn drive<C>(
     tokio::pin!(connection);
     let mut closing: Option<tokio::time::Instant> = None;
     let check_every = (limits.idle / 4).max(Duration::from_millis(50));
+    // Quiet since when, at which finished count.
+    let mut quiet: Option<(Instant, u64)> = None;
     loop {
         let deadline = closing.unwrap_or_else(|| tokio::time::Instant::now() + check_every);
         tokio::select! {
@@ -195,7 +185,12 @@ async fn drive<C>(
                     debug!(%peer, "connection did not close in time; dropped");
                     return;
                 }
-                if activity.idle_for() >= limits.idle {
+                quiet = match (activity.quiet_at(), quiet) {
+                    (None, _) => None,
+                    (Some(count), Some((since, seen))) if count == seen => Some((since, seen)),
+                    (Some(count), _) => Some((Instant::now(), count)),
+                };
+                if quiet.is_some_and(|(since, _)| since.elapsed() >= limits.idle) {
                     debug!(%peer, "idle connection closed");
                     connection.as_mut().graceful_shutdown();
                     closing = Some(tokio::time::Instant::now() + limits.grace);
