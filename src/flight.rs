@@ -106,20 +106,13 @@ impl Flights {
                     slot: under_way.get().slot.clone(),
                 })
             }
-            InFlight::Occupied(mut slow) => {
+            under_way => {
                 let (sender, slot) = watch::channel(None);
-                slow.insert(Flight { generation, slot });
-                map.next_generation += 1;
-                Role::Leader(Leader {
-                    key,
-                    generation,
-                    flights: Arc::clone(self),
-                    sender: Some(sender),
-                })
-            }
-            InFlight::Vacant(vacant) => {
-                let (sender, slot) = watch::channel(None);
-                vacant.insert(Flight { generation, slot });
+                let flight = Flight { generation, slot };
+                match under_way {
+                    InFlight::Occupied(mut slow) => drop(slow.insert(flight)),
+                    InFlight::Vacant(vacant) => drop(vacant.insert(flight)),
+                }
                 map.next_generation += 1;
                 Role::Leader(Leader {
                     key,

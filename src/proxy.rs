@@ -314,14 +314,7 @@ async fn serve(
         } else if authorization && !entry.shared_ok() {
             forward = Forward::Request;
         } else {
-            let facts = Stored {
-                age: entry.age(now),
-                lifetime: entry.lifetime(),
-                stale_while_revalidate: entry.stale_while_revalidate(),
-                revalidate: entry.revalidate(),
-                no_stale: entry.no_stale(),
-                immutable: entry.immutable(),
-            };
+            let facts = stored_facts(&entry, now);
             let mut usable = asked.allows(&facts);
             if verdict == Verdict::Stale && usable == Use::Fresh {
                 usable = Use::StaleWhileRevalidate; // a soft purge
@@ -1304,19 +1297,23 @@ fn answers(
     entry: &Entry,
     now: SystemTime,
 ) -> bool {
-    let facts = Stored {
+    *entry.tenant() == *fill.tenant
+        && state.invalidator.verdict(&fill.key, entry) == Verdict::Valid
+        && entry.vary_matches(&parts.headers)
+        && (!fill.authorization || entry.shared_ok())
+        && asked.allows(&stored_facts(entry, now)) == Use::Fresh
+}
+
+/// What the freshness rules need to know of a stored entry at `now`.
+fn stored_facts(entry: &Entry, now: SystemTime) -> Stored {
+    Stored {
         age: entry.age(now),
         lifetime: entry.lifetime(),
         stale_while_revalidate: entry.stale_while_revalidate(),
         revalidate: entry.revalidate(),
         no_stale: entry.no_stale(),
         immutable: entry.immutable(),
-    };
-    *entry.tenant() == *fill.tenant
-        && state.invalidator.verdict(&fill.key, entry) == Verdict::Valid
-        && entry.vary_matches(&parts.headers)
-        && (!fill.authorization || entry.shared_ok())
-        && asked.allows(&facts) == Use::Fresh
+    }
 }
 
 /// Stores a fetched entry unless a purge that covers it arrived while it was
