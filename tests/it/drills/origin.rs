@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use http::Uri;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
 /// How the origin answers, switched while it runs.
@@ -200,25 +200,7 @@ async fn serve(
 async fn read_request(
     reader: &mut BufReader<TcpStream>,
 ) -> std::io::Result<Option<(String, String)>> {
-    let mut line = String::new();
-    if reader.read_line(&mut line).await? == 0 {
-        return Ok(None);
-    }
-    let path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
-    let mut tenant = String::new();
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).await? == 0 {
-            return Ok(None);
-        }
-        let line = line.trim_end();
-        if line.is_empty() {
-            return Ok(Some((path, tenant)));
-        }
-        if let Some((name, value)) = line.split_once(':')
-            && name.trim().eq_ignore_ascii_case("x-tenant-id")
-        {
-            value.trim().clone_into(&mut tenant);
-        }
-    }
+    Ok(crate::support::raw::read_head(reader)
+        .await?
+        .map(|seen| (seen.target.clone(), seen.last("x-tenant-id").to_owned())))
 }

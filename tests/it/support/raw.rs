@@ -139,7 +139,9 @@ async fn serve_connection(
     }
 }
 
-async fn read_head<R: AsyncBufReadExt + Unpin>(reader: &mut R) -> std::io::Result<Option<RawSeen>> {
+pub(crate) async fn read_head<R: AsyncBufReadExt + Unpin>(
+    reader: &mut R,
+) -> std::io::Result<Option<RawSeen>> {
     let mut line = String::new();
     if reader.read_line(&mut line).await? == 0 {
         return Ok(None);
