@@ -28,6 +28,7 @@ mod access;
 mod admin;
 mod body;
 mod cache;
+mod compression;
 pub mod config;
 mod error;
 mod explain;
@@ -426,6 +427,7 @@ pub mod bench {
                 vary_index: false,
                 immutable: false,
                 grace: false,
+                compressed: false,
             })
         }
 
