@@ -222,8 +222,7 @@ impl Invalidator {
             // milliseconds, the log is what they replay if they missed it:
             // neither waits for the other, and both are idempotent, so a
             // page that timed out is sent again.
-            let (logged, published) =
-                tokio::join!(Self::send(l2, &zadd), Self::send(l2, &publish));
+            let (logged, published) = tokio::join!(Self::send(l2, &zadd), Self::send(l2, &publish));
             logged?;
             published?;
         }

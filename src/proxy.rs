@@ -832,8 +832,12 @@ async fn fetch(state: &State, fill: &Fill) -> Result<Fetched, ProxyError> {
                         // Sent once, to this client: decoded, as any client takes it.
                         Some(coding) => {
                             merged.remove(header::CONTENT_ENCODING);
-                            compression::decode(coding, &stale.body(), DEFAULT_MAX_BODY.max(fill.policy.max_body))
-                                .map_err(|error| ProxyError::UpstreamBody(error.to_string()))?
+                            compression::decode(
+                                coding,
+                                &stale.body(),
+                                DEFAULT_MAX_BODY.max(fill.policy.max_body),
+                            )
+                            .map_err(|error| ProxyError::UpstreamBody(error.to_string()))?
                         }
                     };
                     let mut response = Response::new(Body::full(body));

@@ -14,6 +14,7 @@ mod admin_trust;
 mod bookstore_e2e;
 mod cache_flow;
 mod coalescing;
+mod compression;
 mod drills;
 mod failures;
 mod forwarding;
