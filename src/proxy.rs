@@ -34,6 +34,7 @@ use tracing::warn;
 
 use crate::body::Body;
 use crate::cache::entry::{Entry, EntryParts};
+use crate::cache::forms::{Forms, Made};
 use crate::cache::{Cache, Layer};
 use crate::compression::{self, Coding, Form};
 use crate::error::ProxyError;
@@ -321,9 +322,25 @@ async fn serve(
                 usable = Use::StaleWhileRevalidate; // a soft purge
             }
             match usable {
-                Use::Fresh => return respond(&parts, policy, &entry, Served::Hit(layer), now),
+                Use::Fresh => {
+                    return respond(
+                        state.cache.forms(),
+                        &parts,
+                        policy,
+                        &entry,
+                        Served::Hit(layer),
+                        now,
+                    );
+                }
                 Use::StaleAccepted => {
-                    return respond(&parts, policy, &entry, Served::StaleAccepted(layer), now);
+                    return respond(
+                        state.cache.forms(),
+                        &parts,
+                        policy,
+                        &entry,
+                        Served::StaleAccepted(layer),
+                        now,
+                    );
                 }
                 Use::StaleWhileRevalidate => {
                     if !asked.cc.only_if_cached {
@@ -340,6 +357,7 @@ async fn serve(
                         refresh_in_background(state, fill);
                     }
                     return respond(
+                        state.cache.forms(),
                         &parts,
                         policy,
                         &entry,
@@ -1091,6 +1109,7 @@ async fn fill_and_respond(
                     .coalesced
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 return respond(
+                    state.cache.forms(),
                     parts,
                     &fill.policy,
                     &entry,
@@ -1099,7 +1118,14 @@ async fn fill_and_respond(
                 );
             }
             Part::Failed(error) => {
-                return stale_or_error(parts, &fill.policy, stale, &error, forward);
+                return stale_or_error(
+                    state.cache.forms(),
+                    parts,
+                    &fill.policy,
+                    stale,
+                    &error,
+                    forward,
+                );
             }
         }
     };
@@ -1122,7 +1148,14 @@ async fn fill_and_respond(
                         leader.finish(Outcome::Shared(entry.clone()));
                     }
                     let served = miss(false, true, false, Some("collapsed-L2"));
-                    return respond(parts, &fill.policy, &entry, served, SystemTime::now());
+                    return respond(
+                        state.cache.forms(),
+                        parts,
+                        &fill.policy,
+                        &entry,
+                        served,
+                        SystemTime::now(),
+                    );
                 }
             }
             None => {}
@@ -1139,7 +1172,14 @@ async fn fill_and_respond(
                     leader.finish(Outcome::NotShareable);
                 }
                 let served = miss(false, false, revalidated, Some("purged-during-fill"));
-                return respond(parts, &fill.policy, &entry, served, now);
+                return respond(
+                    state.cache.forms(),
+                    parts,
+                    &fill.policy,
+                    &entry,
+                    served,
+                    now,
+                );
             }
             if let Some(leader) = leader {
                 leader.finish(Outcome::Shared(entry.clone()));
@@ -1148,6 +1188,7 @@ async fn fill_and_respond(
                 state.flights.stored(&fill.key);
             }
             respond(
+                state.cache.forms(),
                 parts,
                 &fill.policy,
                 &entry,
@@ -1167,6 +1208,7 @@ async fn fill_and_respond(
                     stale.filter(|(entry, _)| entry.may_serve_on_error(now))
             {
                 return respond(
+                    state.cache.forms(),
                     parts,
                     &fill.policy,
                     &entry,
@@ -1195,7 +1237,14 @@ async fn fill_and_respond(
             if let Some(leader) = leader {
                 leader.finish(Outcome::Failed(error.clone()));
             }
-            stale_or_error(parts, &fill.policy, stale, &error, forward)
+            stale_or_error(
+                state.cache.forms(),
+                parts,
+                &fill.policy,
+                stale,
+                &error,
+                forward,
+            )
         }
     }
 }
@@ -1381,6 +1430,7 @@ fn is_upstream_failure(status: StatusCode) -> bool {
 }
 
 fn stale_or_error(
+    forms: Option<&Forms>,
     parts: &Parts,
     policy: &Policy,
     stale: Option<(Entry, Layer)>,
@@ -1400,7 +1450,14 @@ fn stale_or_error(
         entry.may_serve_on_error(now) || (unreachable && entry.may_serve_when_unreachable(now))
     };
     match stale.filter(|(entry, _)| usable(entry)) {
-        Some((entry, layer)) => respond(parts, policy, &entry, Served::StaleIfError(layer), now),
+        Some((entry, layer)) => respond(
+            forms,
+            parts,
+            policy,
+            &entry,
+            Served::StaleIfError(layer),
+            now,
+        ),
         None => {
             let served = Served::Miss {
                 forward,
@@ -1468,6 +1525,7 @@ const RESPONSE_HEADERS_ADDED: usize = 10;
 /// 206 for a satisfiable byte range, else the stored response (without body
 /// for HEAD).
 fn respond(
+    forms: Option<&Forms>,
     request: &Parts,
     policy: &Policy,
     entry: &Entry,
@@ -1526,15 +1584,14 @@ fn respond(
     } else {
         let body = match (coding, form) {
             (Some(coding), Form::Identity | Form::Gzip) => {
-                let limit = policy.max_body.max(DEFAULT_MAX_BODY);
-                match compression::decode(coding, &entry.body(), limit) {
-                    Ok(decoded) if form == Form::Gzip => {
-                        headers.insert(header::CONTENT_ENCODING, Coding::Gzip.header_value());
-                        compression::gzip(&decoded)
-                    }
-                    Ok(decoded) => {
-                        headers.remove(header::CONTENT_ENCODING);
-                        decoded
+                match coded_form(forms, entry, coding, form, policy.max_body) {
+                    Ok(body) => {
+                        if form == Form::Gzip {
+                            headers.insert(header::CONTENT_ENCODING, Coding::Gzip.header_value());
+                        } else {
+                            headers.remove(header::CONTENT_ENCODING);
+                        }
+                        body
                     }
                     Err(error) => {
                         warn!(%error, "a stored entry could not be decoded");
@@ -1577,6 +1634,31 @@ fn respond(
     *response.status_mut() = status;
     *response.headers_mut() = headers;
     response
+}
+
+/// The decoded body of a compressed entry, or its gzip, kept in `forms`
+/// so a hot entry is decoded once.
+fn coded_form(
+    forms: Option<&Forms>,
+    entry: &Entry,
+    coding: Coding,
+    form: Form,
+    max_body: usize,
+) -> Result<Bytes, compression::DecodeError> {
+    let stored = entry.body();
+    let limit = max_body.max(DEFAULT_MAX_BODY);
+    let decode = || compression::decode(coding, &stored, limit);
+    let Some(forms) = forms else {
+        return match form {
+            Form::Gzip => decode().map(|decoded| compression::gzip(&decoded)),
+            _ => decode(),
+        };
+    };
+    let decoded = forms.get_or_make(&stored, Made::Decoded, decode)?;
+    match form {
+        Form::Gzip => forms.get_or_make(&stored, Made::Gzip, || Ok(compression::gzip(&decoded))),
+        _ => Ok(decoded),
+    }
 }
 
 /// The ETag of a coded form of the representation tagged `etag`:
