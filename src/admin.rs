@@ -1,7 +1,7 @@
 //! The admin API, on its own listener: the dashboard (`/_folio/`), metrics,
 //! stats, health, explain and the API's own description (`openapi.json`),
 //! read-only; purges, events and reload (mutations). `docs/admin-api.yaml`
-//! describes every route, body and answer; [`ROUTES`] lists them.
+//! describes every route, body and answer; `route.rs` lists them.
 //!
 //! Who may do what (`trust.rs` has the checks):
 //! - with tokens configured, `Authorization: Bearer <token>`: the operator
@@ -33,8 +33,11 @@ use crate::key::{CacheKey, normalize_path};
 use crate::proxy::State;
 
 mod openapi;
+mod route;
 mod trust;
 
+use route::Route;
+pub use route::routes;
 pub use trust::AdminAuth;
 use trust::{Caller, Credential, authorize, check_mutation, reader, trusted_name};
 
@@ -147,92 +150,6 @@ pub(crate) async fn handle(
         HeaderValue::from_static("no-referrer"),
     );
     response
-}
-
-/// One admin endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Route {
-    Dashboard,
-    DashboardScript,
-    DashboardStyle,
-    OpenApi,
-    Health,
-    Metrics,
-    Stats,
-    Explain,
-    Purge,
-    Events,
-    Reload,
-}
-
-/// Every path the admin API answers, and its endpoint. [`answer`] finds
-/// endpoints here and nowhere else, so this table is the whole API; the
-/// OpenAPI test holds `docs/admin-api.yaml` to it through [`routes`].
-const ROUTES: [(&str, Route); 12] = [
-    ("/_folio", Route::Dashboard),
-    ("/_folio/", Route::Dashboard),
-    ("/_folio/dashboard.js", Route::DashboardScript),
-    ("/_folio/dashboard.css", Route::DashboardStyle),
-    ("/_folio/openapi.json", Route::OpenApi),
-    ("/_folio/health", Route::Health),
-    ("/_folio/metrics", Route::Metrics),
-    ("/_folio/stats", Route::Stats),
-    ("/_folio/explain", Route::Explain),
-    ("/_folio/purge", Route::Purge),
-    ("/_folio/events", Route::Events),
-    ("/_folio/reload", Route::Reload),
-];
-
-impl Route {
-    fn of(path: &str) -> Option<Self> {
-        ROUTES
-            .iter()
-            .find(|(known, _)| *known == path)
-            .map(|(_, route)| *route)
-    }
-
-    /// Mutations are POSTs; everything else is read with GET (and HEAD).
-    fn mutates(self) -> bool {
-        matches!(self, Self::Purge | Self::Events | Self::Reload)
-    }
-
-    fn allows(self, method: &Method) -> bool {
-        if self.mutates() {
-            method == Method::POST
-        } else {
-            method == Method::GET || method == Method::HEAD
-        }
-    }
-
-    fn allow_header(self) -> &'static str {
-        if self.mutates() { "POST" } else { "GET, HEAD" }
-    }
-
-    /// Whether a request without a token must name the admin API by a name
-    /// DNS rebinding cannot forge. Health carries no tenant's figures and
-    /// load balancers probe it by any name. With tokens configured, neither
-    /// do the static files (the dashboard's page, script and style, and the
-    /// API's description): they hold no figures, and the figures need the
-    /// token, so the dashboard loads under any name and then asks for it.
-    fn needs_trusted_name(self, auth: &AdminAuth) -> bool {
-        match self {
-            Self::Health => false,
-            Self::Dashboard | Self::DashboardScript | Self::DashboardStyle | Self::OpenApi => {
-                auth.is_open()
-            }
-            _ => true,
-        }
-    }
-}
-
-/// The admin API's routes as `(method, path)`, HEAD left implied by GET:
-/// what the OpenAPI test compares `docs/admin-api.yaml` with. Not an API.
-#[doc(hidden)]
-pub fn routes() -> Vec<(&'static str, &'static str)> {
-    ROUTES
-        .iter()
-        .map(|(path, route)| (if route.mutates() { "POST" } else { "GET" }, *path))
-        .collect()
 }
 
 async fn answer(admin: &Admin, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
