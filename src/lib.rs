@@ -60,6 +60,8 @@ use tokio::net::TcpListener;
 
 pub use access::{AccessFormat, AccessTarget};
 pub use admin::AdminAuth;
+#[doc(hidden)]
+pub use admin::routes as admin_routes;
 pub use policy::units::{parse_duration, parse_size};
 pub use policy::{PolicyError, PolicyErrors, PolicySet};
 pub use settings::{Cidr, Settings, TenantSource};

@@ -22,6 +22,7 @@ mod hostile;
 mod http_caching;
 mod invalidation;
 mod isolation;
+mod openapi;
 mod operations;
 mod policies_cli;
 mod shared_l2;
