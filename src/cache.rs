@@ -41,8 +41,8 @@ pub(crate) struct Cache {
     forms: Option<Forms>,
 }
 
-/// The share of L1's budget given to decoded forms of compressed entries.
-const FORMS_SHARE: u64 = 8;
+/// The share (1/n) of L1's budget given to decoded forms of compressed entries.
+const FORMS_SHARE: u64 = 16;
 
 impl Cache {
     /// `l1_capacity` 0 turns L1 off; `redis` `None` turns L2 off.

@@ -19,10 +19,10 @@ use http::header::{self, HeaderMap, HeaderValue};
 pub(crate) const MIN_COMPRESSED_BODY: usize = 256;
 /// Brotli quality: 5 is where the ratio on 1 KB JSON flattens while
 /// compressing stays a few tens of microseconds per entry.
-const BROTLI_QUALITY: u32 = 5;
-/// Brotli window: 2^18 bytes, enough for bodies of hundreds of KB, while a
-/// decoder never sets aside more than that.
-const BROTLI_WINDOW_BITS: u32 = 18;
+const BROTLI_QUALITY: i32 = 5;
+/// Largest brotli window: 2^18 bytes, enough for bodies of hundreds of KB,
+/// while a decoder never sets aside more than that.
+const BROTLI_MAX_WINDOW_BITS: u32 = 18;
 /// gzip level for transcoding on the fly: fast, most of the ratio.
 const GZIP_LEVEL: u32 = 1;
 
@@ -95,15 +95,26 @@ pub(crate) fn worth_compressing(headers: &HeaderMap, body: &[u8]) -> bool {
         || essence == "image/svg+xml"
 }
 
+/// The smallest brotli window (10 to [`BROTLI_MAX_WINDOW_BITS`] bits) that
+/// holds `len` bytes.
+fn window_bits(len: usize) -> i32 {
+    let needed = usize::BITS - len.saturating_sub(1).leading_zeros();
+    i32::try_from(needed.clamp(10, BROTLI_MAX_WINDOW_BITS)).unwrap_or(10)
+}
+
 /// `body` brotli-compressed, when that saves at least an eighth of it.
 pub(crate) fn compress(body: &[u8]) -> Option<Bytes> {
     let mut out = Vec::with_capacity(body.len() / 2);
-    {
-        let mut writer =
-            brotli::CompressorWriter::new(&mut out, 4096, BROTLI_QUALITY, BROTLI_WINDOW_BITS);
-        writer.write_all(body).ok()?;
-        writer.flush().ok()?;
-    }
+    // The window and the encoder's tables sized to the body, not to the
+    // largest body: a 1 KB answer costs kilobytes to compress, not megabytes.
+    let params = brotli::enc::BrotliEncoderParams {
+        quality: BROTLI_QUALITY,
+        lgwin: window_bits(body.len()),
+        size_hint: body.len(),
+        mode: brotli::enc::backward_references::BrotliEncoderMode::BROTLI_MODE_TEXT,
+        ..brotli::enc::BrotliEncoderParams::default()
+    };
+    brotli::BrotliCompress(&mut &body[..], &mut out, &params).ok()?;
     (out.len() <= body.len() - body.len() / 8).then(|| Bytes::from(out))
 }
 

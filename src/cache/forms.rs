@@ -6,8 +6,12 @@
 //! length of that body's buffer. The kept form holds the buffer too, so
 //! the address cannot be reused by another entry while the form is kept,
 //! and a form can never answer for a body it was not made from. The forms
-//! have their own byte budget beside L1's, and moka's admission keeps the
-//! forms clients ask for often.
+//! have their own byte budget beside L1's. A form is kept from the second
+//! time its body is asked for in that form (a doorkeeper, as in TinyLFU):
+//! an entry read once, by a crawl or a one-off client, costs no form.
+
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use moka::sync::Cache;
@@ -29,9 +33,50 @@ struct Kept {
     form: Bytes,
 }
 
+/// Bits of the doorkeeper: sources seen once since it was last cleared.
+const DOORKEEPER_BITS: usize = 1 << 19;
+
+#[derive(Debug)]
+struct Doorkeeper {
+    bits: Box<[AtomicU64]>,
+    set: AtomicUsize,
+    hasher: RandomState,
+}
+
+impl Doorkeeper {
+    fn new() -> Self {
+        Self {
+            bits: (0..DOORKEEPER_BITS / 64)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            set: AtomicUsize::new(0),
+            hasher: RandomState::new(),
+        }
+    }
+
+    /// Whether `slot` was seen before (and notes it if not). Cleared when
+    /// half full, so it answers for recent traffic and stays accurate.
+    fn seen_before(&self, slot: &(usize, usize, Made)) -> bool {
+        let bit = usize::try_from(self.hasher.hash_one(slot)).unwrap_or(0) % DOORKEEPER_BITS;
+        let (word, mask) = (bit / 64, 1u64 << (bit % 64));
+        let before = self.bits[word].fetch_or(mask, Ordering::Relaxed);
+        if before & mask != 0 {
+            return true;
+        }
+        if self.set.fetch_add(1, Ordering::Relaxed) >= DOORKEEPER_BITS / 2 {
+            self.set.store(0, Ordering::Relaxed);
+            for word in &self.bits {
+                word.store(0, Ordering::Relaxed);
+            }
+        }
+        false
+    }
+}
+
 #[derive(Clone)]
 pub(crate) struct Forms {
     cache: Cache<(usize, usize, Made), Kept>,
+    doorkeeper: std::sync::Arc<Doorkeeper>,
 }
 
 impl std::fmt::Debug for Forms {
@@ -54,11 +99,14 @@ impl Forms {
                     .saturating_add(FORM_OVERHEAD)
             })
             .build();
-        Self { cache }
+        Self {
+            cache,
+            doorkeeper: std::sync::Arc::new(Doorkeeper::new()),
+        }
     }
 
     /// The `made` form of `source`, kept from an earlier request or made by
-    /// `make` now (and kept).
+    /// `make` now (and kept if it was asked for before).
     pub(crate) fn get_or_make<E>(
         &self,
         source: &Bytes,
@@ -70,6 +118,9 @@ impl Forms {
             return Ok(kept.form);
         }
         let form = make()?;
+        if !self.doorkeeper.seen_before(&slot) {
+            return Ok(form);
+        }
         self.cache.insert(
             slot,
             Kept {
@@ -99,7 +150,7 @@ mod tests {
             });
             assert_eq!(form.ok().as_deref(), Some(&b"decoded one"[..]));
         }
-        assert_eq!(made, 1);
+        assert_eq!(made, 2, "made when first asked, kept from the second");
 
         let gzip = forms.get_or_make(&source, Made::Gzip, || {
             Ok::<_, Infallible>(Bytes::from_static(b"gzip one"))
