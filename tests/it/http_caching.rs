@@ -512,6 +512,41 @@ mod vary {
     }
 
     #[tokio::test]
+    async fn accept_language_preferences_share_an_entry_whatever_their_spelling() {
+        // RFC 9110 §12.5.4, §12.4.2: a set of ranges with weights; order
+        // and the spelling of a weight state nothing more.
+        let upstream = by_language().await;
+        let folio = rfc(&upstream).await;
+        let asking = |value: &'static str| [("accept-language", value)];
+        assert_eq!(
+            get(&folio.url("/"), &asking("en, fr;q=0.8"))
+                .await
+                .x_cache(),
+            "MISS"
+        );
+        for same in ["fr;q=0.8, en", "en;q=1.0, fr;q=0.80", "EN, Fr; q=0.800"] {
+            assert_eq!(
+                get(&folio.url("/"), &asking(same)).await.x_cache(),
+                "HIT",
+                "{same}"
+            );
+        }
+        for other in ["en, fr;q=0.5", "fr, en;q=0.8", "en"] {
+            assert_eq!(
+                get(&folio.url("/"), &asking(other)).await.x_cache(),
+                "MISS",
+                "{other}"
+            );
+        }
+        get(&folio.url("/"), &asking("en, de")).await;
+        assert_eq!(
+            get(&folio.url("/"), &asking("de, en")).await.x_cache(),
+            "HIT",
+            "equal weights are one preference"
+        );
+    }
+
+    #[tokio::test]
     async fn vary_star_is_never_reused() {
         let upstream = answering(&[("vary", "*"), ("cache-control", "max-age=60")]).await;
         assert_eq!(twice(&rfc(&upstream).await, "/", &[]).await.1, "MISS");
