@@ -774,6 +774,9 @@ async fn fetch(state: &State, fill: &Fill) -> Result<Fetched, ProxyError> {
     let now = SystemTime::now();
     let (mut head, body) = response.into_parts();
     upstream::strip_hop_by_hop(&mut head.headers);
+    // The stored entry, and every answer from it, carries the upstream's
+    // Date (a 304's replaces it); one is added if the upstream sent none.
+    freshness::date_received(&mut head.headers, now);
 
     if fill.head
         && let Some(stale) = &fill.stale
@@ -939,7 +942,6 @@ fn make_entry(
 ) -> EntryParts {
     for name in [
         header::AGE,
-        header::DATE,
         header::CONTENT_LENGTH,
         CACHE_STATUS,
         X_CACHE,
@@ -1456,7 +1458,7 @@ fn respond(
     served.annotate(&mut headers, Some(entry.ttl_secs(now)), forwarded);
 
     let (status, body) = if entry.status().is_success()
-        && freshness::not_modified(&request.headers, &etag, headers.get(header::LAST_MODIFIED))
+        && freshness::not_modified(&request.headers, &etag, &headers, now)
     {
         for name in [
             header::CONTENT_LENGTH,

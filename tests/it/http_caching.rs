@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+
 use std::time::Duration;
 
 use crate::support::{Folio, Reply, TestUpstream, get, send, settings};
@@ -35,6 +36,31 @@ fn http_date(offset_secs: i64) -> String {
         now - Duration::from_secs((-offset_secs) as u64)
     };
     httpdate::fmt_http_date(t)
+}
+
+/// `secs` from now in the two obsolete HTTP-date forms (RFC 9110 §5.6.7):
+/// RFC 850 (`Sunday, 06-Nov-94 08:49:37 GMT`) and asctime
+/// (`Sun Nov  6 08:49:37 1994`).
+fn obsolete_dates(offset_secs: i64) -> (String, String) {
+    let imf = http_date(offset_secs); // Sun, 06 Nov 1994 08:49:37 GMT
+    let (day, month, year, time) = (&imf[5..7], &imf[8..11], &imf[12..16], &imf[17..25]);
+    let long_day = [
+        ("Mon", "Monday"),
+        ("Tue", "Tuesday"),
+        ("Wed", "Wednesday"),
+        ("Thu", "Thursday"),
+        ("Fri", "Friday"),
+        ("Sat", "Saturday"),
+        ("Sun", "Sunday"),
+    ]
+    .iter()
+    .find(|(short, _)| imf.starts_with(short))
+    .unwrap()
+    .1;
+    let rfc850 = format!("{long_day}, {day}-{month}-{} {time} GMT", &year[2..]);
+    let padded_day = format!("{:>2}", day.trim_start_matches('0'));
+    let asctime = format!("{} {month} {padded_day} {time} {year}", &imf[..3]);
+    (rfc850, asctime)
 }
 
 async fn twice(folio: &Folio, path: &str, headers: &[(&str, &str)]) -> (String, String) {
@@ -145,6 +171,69 @@ mod freshness {
     }
 
     #[tokio::test]
+    async fn of_several_age_values_the_first_counts() {
+        // RFC 9111 §5.1 (Age is a singleton), RFC 9110 §5.5: the first value.
+        let upstream = TestUpstream::start(|seen| {
+            let reply = Reply::json("{}").header("cache-control", "max-age=3600");
+            match seen.uri.path() {
+                "/old-first" => reply.header("age", "7200, 0"),
+                "/young-first" => reply.header("age", "0, 7200"),
+                "/old-first-line" => reply.header("age", "7200").header("age", "0"),
+                _ => reply.header("age", "0").header("age", "7200"),
+            }
+        })
+        .await;
+        let folio = rfc(&upstream).await;
+        assert_eq!(twice(&folio, "/old-first", &[]).await.1, "MISS", "stale");
+        assert_eq!(
+            twice(&folio, "/old-first-line", &[]).await.1,
+            "MISS",
+            "stale"
+        );
+        assert_eq!(twice(&folio, "/young-first", &[]).await.1, "HIT");
+        assert_eq!(twice(&folio, "/young-first-line", &[]).await.1, "HIT");
+    }
+
+    #[tokio::test]
+    async fn expires_in_obsolete_formats_and_any_case_is_understood() {
+        // RFC 9110 §5.6.7: recipients parse all three HTTP-date forms.
+        let (rfc850, asctime) = obsolete_dates(600);
+        let upper = http_date(600).to_uppercase();
+        let upstream = TestUpstream::start(move |seen| {
+            let expires = match seen.uri.path() {
+                "/rfc850" => rfc850.as_str(),
+                "/asctime" => asctime.as_str(),
+                "/upper-case" => upper.as_str(),
+                // The conformance suite's: an asctime date whose day name
+                // is not the date's (8 Aug 2050 is a Monday), and a
+                // two-digit year within 50 years.
+                "/wrong-day-name" => "Thu Aug  8 02:01:18 2050",
+                "/two-digit-year" => "Thursday, 18-Aug-50 02:01:18 GMT",
+                "/lower-case" => "thu, 18 aug 2050 02:01:18 gmt",
+                // Not HTTP-dates: already expired.
+                "/utc" => "Thu, 18 Aug 2050 02:01:18 UTC",
+                _ => "Thu, 18 Aug 50 02:01:18 GMT",
+            };
+            Reply::json("{}").header("expires", expires)
+        })
+        .await;
+        let folio = rfc(&upstream).await;
+        for path in [
+            "/rfc850",
+            "/asctime",
+            "/upper-case",
+            "/wrong-day-name",
+            "/two-digit-year",
+            "/lower-case",
+        ] {
+            assert_eq!(twice(&folio, path, &[]).await.1, "HIT", "{path}");
+        }
+        for path in ["/utc", "/imf-with-two-digit-year"] {
+            assert_eq!(twice(&folio, path, &[]).await.1, "MISS", "{path}");
+        }
+    }
+
+    #[tokio::test]
     async fn age_is_sent_on_every_response_from_cache_and_grows() {
         let upstream = answering(&[("cache-control", "max-age=60")]).await;
         let folio = rfc(&upstream).await;
@@ -176,6 +265,63 @@ mod freshness {
             "MISS",
             "302 needs explicit freshness"
         );
+    }
+}
+
+mod date {
+    use super::*;
+    use crate::support::raw::RawOrigin;
+
+    #[tokio::test]
+    async fn date_is_the_stored_responses_own() {
+        // RFC 9110 §6.6.1: Date is when the origin made the response; a
+        // cache passes it on, it does not make up another (RFC 9111 §4).
+        let sent = http_date(-5);
+        let expires = http_date(600);
+        let upstream = TestUpstream::start(move |seen| {
+            let reply = Reply::json("{}").header("date", &sent);
+            match seen.uri.path() {
+                "/expires" => reply.header("expires", &expires),
+                _ => reply.header("cache-control", "max-age=60"),
+            }
+        })
+        .await;
+        let folio = rfc(&upstream).await;
+        let sent = http_date(-5);
+        get(&folio.url("/max-age"), &[]).await;
+        get(&folio.url("/expires"), &[]).await;
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        for path in ["/max-age", "/expires"] {
+            let hit = get(&folio.url(path), &[]).await;
+            assert_eq!(hit.x_cache(), "HIT", "{path}");
+            // The upstream's Date, give or take the second it was sent in.
+            let date = httpdate::parse_http_date(hit.header("date")).unwrap();
+            let sent = httpdate::parse_http_date(&sent).unwrap();
+            let apart = date.duration_since(sent).unwrap_or_else(|e| e.duration());
+            assert!(
+                apart <= Duration::from_secs(1),
+                "{path}: Date {}",
+                hit.header("date")
+            );
+            let age: u64 = hit.header("age").parse().unwrap();
+            assert!(age >= 6, "{path}: Age {age} counts the 5 s before storing");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_response_without_date_is_dated_once_when_received() {
+        // RFC 9110 §6.6.1: a recipient adds the Date a response lacks; the
+        // stored response keeps it. The raw origin sends no Date.
+        let origin = RawOrigin::start().await;
+        let folio = Folio::start_with(settings(origin.uri()), "").await;
+        let miss = get(&folio.url("/"), &[]).await;
+        assert_eq!(miss.x_cache(), "MISS");
+        assert!(!miss.header("date").is_empty());
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let hit = get(&folio.url("/"), &[]).await;
+        assert_eq!(hit.x_cache(), "HIT");
+        assert_eq!(hit.header("date"), miss.header("date"));
+        assert!(hit.header("age").parse::<u64>().unwrap() >= 1);
     }
 }
 
@@ -287,6 +433,61 @@ mod response_directives {
             tokio::time::sleep(Duration::from_millis(1100)).await;
             assert_eq!(get(&folio.url("/"), &[]).await.status, 503, "{cc}");
         }
+    }
+
+    /// folio in front of an origin that answers with `cache_control`
+    /// once, then closes every connection; what a second request gets after
+    /// `wait`.
+    async fn after_the_upstream_closes(cache_control: &'static str, wait: Duration) -> u16 {
+        let (uri, down) = crate::support::raw::closing_origin(cache_control).await;
+        let folio = Folio::start_with(settings(uri), "").await;
+        assert_eq!(get(&folio.url("/"), &[]).await.status, 200);
+        down.store(true, Ordering::SeqCst);
+        tokio::time::sleep(wait).await;
+        get(&folio.url("/"), &[]).await.status.as_u16()
+    }
+
+    #[tokio::test]
+    async fn a_closed_connection_is_covered_by_a_stale_entry_by_default() {
+        // RFC 9111 §4.2.4: a cache that cannot reach the origin may serve stale.
+        let late = Duration::from_millis(1100);
+        assert_eq!(after_the_upstream_closes("max-age=1", late).await, 200);
+    }
+
+    #[tokio::test]
+    async fn must_revalidate_refuses_stale_on_a_closed_connection() {
+        // RFC 9111 §5.2.2.2.
+        let late = Duration::from_millis(1100);
+        let cc = "max-age=1, must-revalidate";
+        assert_eq!(after_the_upstream_closes(cc, late).await, 502);
+    }
+
+    #[tokio::test]
+    async fn proxy_revalidate_refuses_stale_on_a_closed_connection() {
+        // RFC 9111 §5.2.2.8.
+        let late = Duration::from_millis(1100);
+        let cc = "max-age=1, proxy-revalidate";
+        assert_eq!(after_the_upstream_closes(cc, late).await, 502);
+    }
+
+    #[tokio::test]
+    async fn s_maxage_refuses_stale_on_a_closed_connection() {
+        // RFC 9111 §5.2.2.10: s-maxage implies proxy-revalidate.
+        let late = Duration::from_millis(1100);
+        assert_eq!(after_the_upstream_closes("s-maxage=1", late).await, 502);
+    }
+
+    #[tokio::test]
+    async fn no_cache_refuses_stale_on_a_closed_connection() {
+        // RFC 9111 §5.2.2.4: never used without a successful validation,
+        // however fresh its max-age says it is.
+        let late = Duration::from_millis(1100);
+        assert_eq!(
+            after_the_upstream_closes("max-age=1, no-cache", late).await,
+            502
+        );
+        let fresh = "no-cache, max-age=600";
+        assert_eq!(after_the_upstream_closes(fresh, Duration::ZERO).await, 502);
     }
 
     #[tokio::test]
@@ -557,6 +758,28 @@ mod validation {
     use super::*;
 
     #[tokio::test]
+    async fn if_modified_since_without_last_modified_is_answered_from_the_date() {
+        // RFC 9111 §4.3.2: the stored Date stands in for Last-Modified.
+        let date = http_date(-100);
+        let upstream = TestUpstream::start(move |_| {
+            Reply::json("{}")
+                .header("date", &date)
+                .header("cache-control", "max-age=600")
+        })
+        .await;
+        let folio = rfc(&upstream).await;
+        get(&folio.url("/"), &[]).await;
+        let later = http_date(-50);
+        let not_modified = get(&folio.url("/"), &[("if-modified-since", &later)]).await;
+        assert_eq!(not_modified.status, 304);
+        assert_eq!(not_modified.x_cache(), "HIT");
+        let earlier = http_date(-200);
+        let modified = get(&folio.url("/"), &[("if-modified-since", &earlier)]).await;
+        assert_eq!(modified.status, 200);
+        assert_eq!(upstream.total_hits(), 1);
+    }
+
+    #[tokio::test]
     async fn a_stale_entry_is_revalidated_and_a_304_refreshes_its_headers() {
         let upstream = TestUpstream::start(|seen| {
             if seen.header("if-none-match") == "\"v1\""
@@ -802,6 +1025,26 @@ mod status_codes {
     use super::*;
 
     #[tokio::test]
+    async fn must_understand_stores_a_known_status_despite_no_store() {
+        // RFC 9111 §5.2.2.3: a cache that knows the status's rules ignores
+        // no-store; one that does not, does not store.
+        let upstream = TestUpstream::start(|seen| {
+            let status = if seen.uri.path() == "/known" {
+                200
+            } else {
+                599
+            };
+            Reply::json("{}")
+                .status(status)
+                .header("cache-control", "max-age=3600, no-store, must-understand")
+        })
+        .await;
+        let folio = rfc(&upstream).await;
+        assert_eq!(twice(&folio, "/known", &[]).await.1, "HIT");
+        assert_eq!(twice(&folio, "/unknown", &[]).await.1, "MISS");
+    }
+
+    #[tokio::test]
     async fn other_statuses_only_with_explicit_freshness() {
         let upstream = TestUpstream::start(|seen| match seen.uri.path() {
             "/fresh-302" => Reply::json("{}")
@@ -849,6 +1092,57 @@ mod cdn_cache_control {
             "max-age=60",
             "and CDNs downstream their field"
         );
+    }
+
+    #[tokio::test]
+    async fn an_invalid_cdn_cache_control_is_ignored_and_cache_control_decides() {
+        // RFC 9213 §2.1: not a valid RFC 8941 Dictionary, so as if absent.
+        let upstream = TestUpstream::start(|seen| {
+            let path = seen.uri.path();
+            let cache_control = if path.starts_with("/no-store/") {
+                "no-store"
+            } else {
+                "max-age=60"
+            };
+            let cdn = if path.ends_with("/space") {
+                "max-age =10000"
+            } else if path.ends_with("/case") {
+                "MaX-aGe=10000"
+            } else {
+                "max-age=10000, &&&&&"
+            };
+            Reply::json("{}")
+                .header("cache-control", cache_control)
+                .header("cdn-cache-control", cdn)
+        })
+        .await;
+        let folio = rfc(&upstream).await;
+        for cdn in ["junk", "space", "case"] {
+            let no_store = format!("/no-store/{cdn}");
+            assert_eq!(twice(&folio, &no_store, &[]).await.1, "MISS", "{cdn}");
+            let fresh = format!("/fresh/{cdn}");
+            assert_eq!(twice(&folio, &fresh, &[]).await.1, "HIT", "{cdn}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cdn_directive_of_the_wrong_type_is_not_used() {
+        // RFC 9213 §2.1: values that violate a directive's type are not
+        // consumed; the field is still valid, so Cache-Control stays ignored.
+        let upstream = TestUpstream::start(|seen| {
+            let cdn = if seen.uri.path() == "/string" {
+                "max-age=\"10000\""
+            } else {
+                "max-age=1.5"
+            };
+            Reply::json("{}")
+                .header("cache-control", "max-age=60")
+                .header("cdn-cache-control", cdn)
+        })
+        .await;
+        let folio = rfc(&upstream).await;
+        assert_eq!(twice(&folio, "/string", &[]).await.1, "MISS");
+        assert_eq!(twice(&folio, "/decimal", &[]).await.1, "MISS");
     }
 
     #[tokio::test]

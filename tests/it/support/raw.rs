@@ -5,7 +5,7 @@
 //! request declared, on the same keep-alive connection.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -269,6 +269,43 @@ async fn read_response<R: AsyncBufReadExt + Unpin>(reader: &mut R) -> RawGot {
         headers,
         body,
     }
+}
+
+/// An origin on a plain TCP socket that answers every request with a
+/// JSON body and `cache_control` until the flag it returns is set, then
+/// closes each connection as soon as a request arrives, without a word:
+/// an upstream that cannot be reached, as a client sees one.
+pub(crate) async fn closing_origin(cache_control: &'static str) -> (Uri, Arc<AtomicBool>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let down = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&down);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let flag = Arc::clone(&flag);
+            tokio::spawn(async move {
+                let mut buffer = [0u8; 4096];
+                loop {
+                    match stream.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => {}
+                    }
+                    if flag.load(Ordering::SeqCst) {
+                        return; // closes the connection without an answer
+                    }
+                    let body = r#"{"v":"good"}"#;
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncache-control: {cache_control}\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if stream.write_all(head.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (format!("http://{addr}").parse().unwrap(), down)
 }
 
 /// Whether the server closes an idle connection on its own within `limit`.
