@@ -90,6 +90,16 @@ impl CacheKey {
         Self(hasher.0.finalize().into())
     }
 
+    /// Where a part of this key's response is stored (a `206` kept for
+    /// the ranges it covers), apart from the whole response, so nothing
+    /// that reads the whole one ever finds a part.
+    pub(crate) fn part(&self) -> Self {
+        let mut hasher = Hasher(Sha256::new());
+        hasher.field(b"part");
+        hasher.field(&self.0);
+        Self(hasher.0.finalize().into())
+    }
+
     /// The key as 64 hex digits (the Redis key suffix).
     pub(crate) fn hex(&self) -> String {
         hex::encode(self.0)

@@ -1268,4 +1268,196 @@ mod ranges {
         );
         assert_eq!(full.text(), "0123456789");
     }
+
+    /// An upstream serving `body` with `etag`, fresh for a minute, that
+    /// answers a single byte range with a `206`, as file servers do.
+    async fn ranged(body: &'static str, etag: &'static str) -> TestUpstream {
+        TestUpstream::start(move |seen| {
+            let reply = |text: &str| {
+                let reply = Reply::json(text).header("cache-control", "max-age=60");
+                if etag.is_empty() {
+                    reply
+                } else {
+                    reply.header("etag", etag)
+                }
+            };
+            let Some(spec) = seen.header("range").strip_prefix("bytes=") else {
+                return reply(body);
+            };
+            let len = body.len();
+            let (first, last) = match spec.split_once('-').unwrap() {
+                ("", n) => (len - n.parse::<usize>().unwrap(), len - 1),
+                (a, "") => (a.parse().unwrap(), len - 1),
+                (a, b) => (a.parse().unwrap(), b.parse::<usize>().unwrap().min(len - 1)),
+            };
+            reply(&body[first..=last])
+                .status(206)
+                .header("content-range", &format!("bytes {first}-{last}/{len}"))
+        })
+        .await
+    }
+
+    async fn range(folio: &Folio, spec: &str, extra: &[(&str, &str)]) -> crate::support::Got {
+        let mut headers = vec![("range", spec)];
+        headers.extend_from_slice(extra);
+        get(&folio.url("/"), &headers).await
+    }
+
+    #[tokio::test]
+    async fn a_partial_answer_is_stored_and_answers_the_ranges_it_covers() {
+        // RFC 9111 §3.3: a 206 may be stored, and answers requests for
+        // ranges wholly within it.
+        let upstream = ranged("0123456789", "\"v1\"").await;
+        let folio = rfc(&upstream).await;
+        let first = range(&folio, "bytes=4-9", &[]).await;
+        assert_eq!((first.status.as_u16(), first.x_cache()), (206, "MISS"));
+        assert_eq!(first.text(), "456789");
+        assert!(first.header("cache-status").contains("stored"));
+        for (spec, text, content_range) in [
+            ("bytes=4-9", "456789", "bytes 4-9/10"),
+            ("bytes=6-8", "678", "bytes 6-8/10"),
+            ("bytes=6-", "6789", "bytes 6-9/10"),
+            ("bytes=-1", "9", "bytes 9-9/10"),
+            ("bytes=8-20", "89", "bytes 8-9/10"),
+        ] {
+            let part = range(&folio, spec, &[]).await;
+            assert_eq!(
+                (part.status.as_u16(), part.x_cache()),
+                (206, "HIT"),
+                "{spec}"
+            );
+            assert_eq!(part.text(), text, "{spec}");
+            assert_eq!(part.header("content-range"), content_range, "{spec}");
+            assert_eq!(part.header("etag"), "\"v1\"");
+        }
+        let beyond = range(&folio, "bytes=10-", &[]).await;
+        assert_eq!((beyond.status.as_u16(), beyond.x_cache()), (416, "HIT"));
+        assert_eq!(beyond.header("content-range"), "bytes */10");
+        assert_eq!(upstream.total_hits(), 1);
+
+        let not_covered = range(&folio, "bytes=0-1", &[]).await;
+        assert_eq!(
+            (not_covered.status.as_u16(), not_covered.x_cache()),
+            (206, "MISS")
+        );
+        assert_eq!(not_covered.text(), "01");
+        assert_eq!(
+            range(&folio, "bytes=0-1", &[]).await.x_cache(),
+            "HIT",
+            "kept instead"
+        );
+        let other_version = range(&folio, "bytes=0-1", &[("if-range", "\"v0\"")]).await;
+        assert_eq!(
+            other_version.x_cache(),
+            "MISS",
+            "If-Range names another representation"
+        );
+        let whole = get(&folio.url("/"), &[]).await;
+        assert_eq!(
+            (whole.status.as_u16(), whole.x_cache()),
+            (200, "MISS"),
+            "a part never answers for the whole"
+        );
+        assert_eq!(whole.text(), "0123456789");
+        assert_eq!(upstream.total_hits(), 4);
+    }
+
+    #[tokio::test]
+    async fn two_parts_of_one_representation_are_combined_into_the_whole() {
+        // RFC 9111 §3.4, RFC 9110 §15.3.7.3: parts with the same strong
+        // validator combine; a combination that is all of it is a 200.
+        let upstream = ranged("0123456789", "\"v1\"").await;
+        let folio = rfc(&upstream).await;
+        assert_eq!(range(&folio, "bytes=0-3", &[]).await.text(), "0123");
+        assert_eq!(range(&folio, "bytes=2-6", &[]).await.text(), "23456");
+        let joined = range(&folio, "bytes=1-5", &[]).await;
+        assert_eq!((joined.x_cache(), joined.text().as_str()), ("HIT", "12345"));
+        assert_eq!(upstream.total_hits(), 2);
+        assert_eq!(range(&folio, "bytes=7-", &[]).await.text(), "789");
+        let whole = get(&folio.url("/"), &[]).await;
+        assert_eq!((whole.status.as_u16(), whole.x_cache()), (200, "HIT"));
+        assert_eq!(whole.text(), "0123456789");
+        assert_eq!(whole.header("etag"), "\"v1\"");
+        assert_eq!(upstream.total_hits(), 3, "the whole was never asked for");
+    }
+
+    #[tokio::test]
+    async fn parts_without_one_strong_validator_are_not_combined() {
+        for etag in ["W/\"v1\"", ""] {
+            let upstream = ranged("0123456789", etag).await;
+            let folio = rfc(&upstream).await;
+            range(&folio, "bytes=0-4", &[]).await;
+            range(&folio, "bytes=5-9", &[]).await;
+            assert_eq!(
+                range(&folio, "bytes=5-9", &[]).await.x_cache(),
+                "HIT",
+                "{etag}"
+            );
+            assert_eq!(
+                range(&folio, "bytes=3-6", &[]).await.x_cache(),
+                "MISS",
+                "{etag}: the newer part only"
+            );
+            let part = range(&folio, "bytes=3-6", &[]).await;
+            assert_eq!(part.x_cache(), "HIT");
+            assert_eq!(part.header("etag"), etag, "never an ETag made from a part");
+            assert_eq!(get(&folio.url("/"), &[]).await.x_cache(), "MISS", "{etag}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stored_part_answers_only_its_tenant_and_fresh() {
+        let upstream = ranged("0123456789", "\"v1\"").await;
+        let folio = Folio::start(&upstream, "\"/\":\n  cache_ttl: 1s\n").await;
+        let acme = [("x-tenant-id", "acme")];
+        let globex = [("x-tenant-id", "globex")];
+        assert_eq!(range(&folio, "bytes=0-4", &acme).await.x_cache(), "MISS");
+        assert_eq!(range(&folio, "bytes=0-4", &acme).await.x_cache(), "HIT");
+        assert_eq!(range(&folio, "bytes=0-4", &globex).await.x_cache(), "MISS");
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(
+            range(&folio, "bytes=0-4", &acme).await.x_cache(),
+            "MISS",
+            "stale"
+        );
+        let purged = folio
+            .admin_post("/_folio/purge", &[], r#"{"tenant":"acme","urls":["/"]}"#)
+            .await;
+        assert_eq!(purged.status, 200, "{}", purged.text());
+        assert_eq!(
+            range(&folio, "bytes=0-4", &acme).await.x_cache(),
+            "MISS",
+            "purged"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_partial_answer_that_may_not_be_stored_is_not() {
+        let upstream = TestUpstream::start(|_| {
+            Reply::json("0123")
+                .status(206)
+                .header("content-range", "bytes 0-3/10")
+                .header("cache-control", "no-store")
+        })
+        .await;
+        let folio = rfc(&upstream).await;
+        range(&folio, "bytes=0-3", &[]).await;
+        let again = range(&folio, "bytes=0-3", &[]).await;
+        assert_eq!((again.status.as_u16(), again.x_cache()), (206, "MISS"));
+        assert!(
+            again
+                .header("cache-status")
+                .contains("detail=upstream-no-store")
+        );
+        let unknown_length = TestUpstream::start(|_| {
+            Reply::json("0123")
+                .status(206)
+                .header("content-range", "bytes 0-3/*")
+                .header("cache-control", "max-age=60")
+        })
+        .await;
+        let folio = rfc(&unknown_length).await;
+        range(&folio, "bytes=0-3", &[]).await;
+        assert_eq!(range(&folio, "bytes=0-3", &[]).await.x_cache(), "BYPASS");
+    }
 }
