@@ -42,7 +42,8 @@ impl RawSeen {
 
 /// An origin on a plain TCP socket: keep-alive, answers each request with
 /// a JSON stamp of the tenant it served (`X-Tenant-ID`, the last one) and
-/// the target, cacheable for a minute, then reads the declared body.
+/// the target, cacheable for a minute (a `206` of it for a GET with one
+/// `bytes=first-last` range), then reads the declared body.
 #[derive(Debug)]
 pub(crate) struct RawOrigin {
     pub(crate) addr: SocketAddr,
@@ -119,13 +120,22 @@ async fn serve_connection(
             serde_json::Value::from(seen.last("x-tenant-id")),
             serde_json::Value::from(seen.target.as_str()),
         );
+        let whole = body.as_bytes();
+        let (status, content_range, body) = match byte_range(&seen, whole.len()) {
+            Some((first, last)) => (
+                "206 Partial Content",
+                format!("content-range: bytes {first}-{last}/{}\r\n", whole.len()),
+                &whole[first..=last],
+            ),
+            None => ("200 OK", String::new(), whole),
+        };
         let head = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncache-control: max-age=60\r\ncontent-length: {}\r\n\r\n",
+            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncache-control: max-age=60\r\n{content_range}content-length: {}\r\n\r\n",
             body.len()
         );
         write.write_all(head.as_bytes()).await?;
         if seen.method != "HEAD" {
-            write.write_all(body.as_bytes()).await?;
+            write.write_all(body).await?;
         }
         write.flush().await?;
         // Then the body the request declared, as Go, nginx and Node do.
@@ -137,6 +147,15 @@ async fn serve_connection(
             read_chunked(&mut reader).await?;
         }
     }
+}
+
+/// The one `bytes=first-last` range of a GET, within `len` bytes.
+fn byte_range(seen: &RawSeen, len: usize) -> Option<(usize, usize)> {
+    let (first, last) = seen.last("range").strip_prefix("bytes=")?.split_once('-')?;
+    let (first, last): (usize, usize) = (first.parse().ok()?, last.parse().ok()?);
+    (seen.method == "GET" && first <= last)
+        .then_some((first, last.min(len.checked_sub(1)?)))
+        .filter(|(first, last)| first <= last)
 }
 
 pub(crate) async fn read_head<R: AsyncBufReadExt + Unpin>(
