@@ -60,7 +60,7 @@ pub(super) async fn serve(
     };
     let now = SystemTime::now();
     if let Some((entry, layer)) = usable_part(state, parts, &fill, asked, now).await
-        && let Some(answer) = answer(parts, &fill.policy, &entry, range, Served::Hit(layer), now)
+        && let Some(answer) = answer(&fill.policy, &entry, range, Served::Hit(layer), now)
     {
         return answer;
     }
@@ -105,7 +105,6 @@ async fn usable_part(
 /// A `206` (or `416`) for `range` from a stored part; `None` when the part
 /// does not hold all of the range.
 fn answer(
-    request: &Parts,
     policy: &Policy,
     entry: &Entry,
     range: ranges::Asked,
@@ -113,6 +112,11 @@ fn answer(
     now: SystemTime,
 ) -> Option<Response<Body>> {
     let part = Part::of(entry.header(&header::CONTENT_RANGE)?.to_str().ok()?)?;
+    // An entry read from Redis is checked, not trusted: its body must be
+    // the part it says it is, or slicing it could fail.
+    if u64::try_from(entry.body_len()).ok() != Some(part.len()) {
+        return None;
+    }
     let (status, content_range, body) = match range.resolve(part.complete) {
         Ok((first, last)) => {
             let within = part.slice(first, last)?;
@@ -144,11 +148,6 @@ fn answer(
         headers.insert(header::ETAG, entry.etag());
     }
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    let body = if request.method == Method::HEAD {
-        Body::Empty
-    } else {
-        body
-    };
     let mut response = Response::new(body);
     *response.status_mut() = status;
     *response.headers_mut() = headers;
@@ -268,7 +267,7 @@ async fn fetch(state: &State, parts: &Parts, fill: &Fill, forward: Forward) -> R
         first: part.first,
         last: Some(part.last),
     };
-    match answer(parts, &fill.policy, &sealed, whole_part, served, now) {
+    match answer(&fill.policy, &sealed, whole_part, served, now) {
         Some(response) => response,
         None => passed_on_parts(entry, served),
     }
@@ -291,11 +290,15 @@ async fn store(
     }
     let part_key = fill.key.part();
     let joined = match state.cache.lookup(&part_key, now).await {
-        Some((old, _)) if same_representation(fill, &old, sealed) => old
-            .header(&header::CONTENT_RANGE)
-            .and_then(|v| Part::of(v.to_str().ok()?))
-            .and_then(|old_part| ranges::join((old_part, &old.body()), (part, &new.body)))
-            .filter(|(_, body)| body.len() <= fill.policy.max_body),
+        Some((old, _))
+            if state.invalidator.verdict(&fill.key, &old) == Verdict::Valid
+                && same_representation(fill, &old, sealed) =>
+        {
+            old.header(&header::CONTENT_RANGE)
+                .and_then(|v| Part::of(v.to_str().ok()?))
+                .and_then(|old_part| ranges::join((old_part, &old.body()), (part, &new.body)))
+                .filter(|(_, body)| body.len() <= fill.policy.max_body)
+        }
         _ => None,
     };
     let Some((joined, body)) = joined else {
@@ -326,7 +329,7 @@ async fn store(
 }
 
 /// Whether a stored part and a new one are of one representation: the
-/// same tenant, not purged, and the same strong ETag (RFC 9111 §3.4).
+/// same tenant, the same strong ETag (RFC 9111 §3.4), the stored one older.
 fn same_representation(fill: &Fill, old: &Entry, new: &Entry) -> bool {
     old.status() == StatusCode::PARTIAL_CONTENT
         && *old.tenant() == *fill.tenant
@@ -357,4 +360,47 @@ fn passed_on_parts(entry: EntryParts, served: Served) -> Response<Body> {
     *response.status_mut() = entry.status;
     *response.headers_mut() = headers;
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt as _;
+
+    use super::*;
+    use crate::cache::entry::tests::sample_parts;
+
+    fn part_entry(body: &'static [u8], content_range: &'static str) -> Entry {
+        let mut parts = sample_parts(body);
+        parts.status = StatusCode::PARTIAL_CONTENT;
+        parts.headers.insert(
+            header::CONTENT_RANGE,
+            HeaderValue::from_static(content_range),
+        );
+        parts.seal().unwrap_or_else(|| panic!("seals"))
+    }
+
+    #[tokio::test]
+    async fn a_part_answers_the_ranges_within_it() {
+        let entry = part_entry(b"456789", "bytes 4-9/10");
+        let asked = ranges::asked("bytes=6-7").unwrap_or_else(|| panic!("a range"));
+        let now = SystemTime::now();
+        let served = Served::Hit(Layer::L1);
+        let response =
+            answer(&Policy::rfc(), &entry, asked, served, now).unwrap_or_else(|| panic!("covered"));
+        assert_eq!(response.status(), StatusCode::PARTIAL_CONTENT);
+        assert_eq!(response.headers()[header::CONTENT_RANGE], "bytes 6-7/10");
+        let body = response.into_body().collect().await.map(|b| b.to_bytes());
+        assert_eq!(body.ok().as_deref(), Some(&b"67"[..]));
+        let outside = ranges::asked("bytes=2-5").unwrap_or_else(|| panic!("a range"));
+        assert!(answer(&Policy::rfc(), &entry, outside, served, now).is_none());
+    }
+
+    #[test]
+    fn a_part_whose_body_is_not_its_range_answers_nothing() {
+        // As an entry altered in Redis could be: slicing must not fail.
+        let entry = part_entry(b"45", "bytes 4-9/10");
+        let asked = ranges::asked("bytes=6-9").unwrap_or_else(|| panic!("a range"));
+        let served = Served::Hit(Layer::L2);
+        assert!(answer(&Policy::rfc(), &entry, asked, served, SystemTime::now()).is_none());
+    }
 }

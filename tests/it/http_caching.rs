@@ -1244,7 +1244,7 @@ mod ranges {
     }
 
     #[tokio::test]
-    async fn a_range_request_on_a_miss_is_forwarded_and_not_stored() {
+    async fn a_range_request_on_a_miss_is_forwarded_and_its_part_never_answers_for_the_whole() {
         let upstream = TestUpstream::start(|seen| {
             if seen.header("range").is_empty() {
                 Reply::json("0123456789").header("cache-control", "max-age=60")
