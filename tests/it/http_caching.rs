@@ -1025,6 +1025,36 @@ mod status_codes {
     use super::*;
 
     #[tokio::test]
+    async fn interim_responses_are_not_forwarded_but_the_final_one_is() {
+        // An exception (docs/http-caching.md): RFC 9110 §15.2 has 1xx
+        // forwarded, which hyper's server cannot do yet. The client still
+        // gets the final answer, and it is cached as usual.
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buffer = [0u8; 4096];
+                    while matches!(stream.read(&mut buffer).await, Ok(n) if n > 0) {
+                        let answer = "HTTP/1.1 103 Early Hints\r\nlink: </a.css>; rel=preload\r\n\r\n\
+                            HTTP/1.1 200 OK\r\ncache-control: max-age=60\r\ncontent-length: 2\r\n\r\n{}";
+                        if stream.write_all(answer.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let folio =
+            Folio::start_with(settings(format!("http://{addr}").parse().unwrap()), "").await;
+        let first = get(&folio.url("/"), &[]).await;
+        assert_eq!((first.status.as_u16(), first.text().as_str()), (200, "{}"));
+        assert_eq!(first.header("link"), "", "the hint is not passed on");
+        assert_eq!(get(&folio.url("/"), &[]).await.x_cache(), "HIT");
+    }
+
+    #[tokio::test]
     async fn must_understand_stores_a_known_status_despite_no_store() {
         // RFC 9111 §5.2.2.3: a cache that knows the status's rules ignores
         // no-store; one that does not, does not store.
@@ -1143,6 +1173,27 @@ mod cdn_cache_control {
         let folio = rfc(&upstream).await;
         assert_eq!(twice(&folio, "/string", &[]).await.1, "MISS");
         assert_eq!(twice(&folio, "/decimal", &[]).await.1, "MISS");
+    }
+
+    #[tokio::test]
+    async fn a_valid_cdn_cache_control_makes_expires_ignored_too() {
+        // RFC 9213 §2.2: the targeted field's directives stand alone.
+        let date = http_date(0);
+        let expires = http_date(600);
+        let upstream = TestUpstream::start(move |seen| {
+            let reply = Reply::json("{}")
+                .header("date", &date)
+                .header("expires", &expires);
+            if seen.uri.path() == "/targeted" {
+                reply.header("cdn-cache-control", "must-revalidate")
+            } else {
+                reply
+            }
+        })
+        .await;
+        let folio = rfc(&upstream).await;
+        assert_eq!(twice(&folio, "/targeted", &[]).await.1, "MISS");
+        assert_eq!(twice(&folio, "/plain", &[]).await.1, "HIT");
     }
 
     #[tokio::test]
