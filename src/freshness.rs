@@ -15,6 +15,10 @@ use sha2::{Digest, Sha256};
 use crate::invalidation::MAX_ENTRY_LIFETIME;
 use crate::policy::Policy;
 
+pub(crate) mod date;
+pub(crate) mod structured;
+mod targeted;
+
 /// The targeted field of CDN-class caches (RFC 9213 §3).
 pub(crate) const CDN_CACHE_CONTROL: HeaderName = HeaderName::from_static("cdn-cache-control");
 
@@ -49,6 +53,11 @@ pub(crate) struct CacheControl {
     pub(crate) max_stale: Option<u64>,
     pub(crate) min_fresh: Option<u64>,
     pub(crate) only_if_cached: bool,
+    /// `must-understand`: stored only if folio knows the status's caching
+    /// rules, and then despite `no-store` (RFC 9111 §5.2.2.3).
+    pub(crate) must_understand: bool,
+    /// Read from a targeted field (RFC 9213): `Expires` does not count.
+    pub(crate) targeted: bool,
 }
 
 impl CacheControl {
@@ -110,6 +119,7 @@ impl CacheControl {
                     }
                     "min-fresh" => cc.min_fresh = seconds(),
                     "only-if-cached" => cc.only_if_cached = true,
+                    "must-understand" => cc.must_understand = true,
                     _ => {}
                 }
             }
@@ -118,14 +128,14 @@ impl CacheControl {
     }
 
     /// The directives that govern a response for folio: `CDN-Cache-Control`
-    /// when folio acts as a CDN-class cache and the field is present (RFC
-    /// 9213 §2.1: then `Cache-Control` is ignored), else `Cache-Control`.
+    /// when folio acts as a CDN-class cache and the field is a valid,
+    /// non-empty RFC 8941 Dictionary (RFC 9213 §2.1, §2.2: then
+    /// `Cache-Control` and `Expires` are ignored), else `Cache-Control`.
     pub(crate) fn of_response(headers: &HeaderMap, cdn: bool) -> Self {
-        if cdn && headers.contains_key(&CDN_CACHE_CONTROL) {
-            Self::parse_field(headers, &CDN_CACHE_CONTROL)
-        } else {
-            Self::parse(headers)
+        if cdn && let Some(targeted) = targeted::parse(headers, &CDN_CACHE_CONTROL) {
+            return targeted;
         }
+        Self::parse(headers)
     }
 
     /// A request's directives; `Pragma: no-cache` counts as `no-cache` when
@@ -213,7 +223,8 @@ pub(crate) struct Storage {
     /// May be served stale for a short grace while the upstream cannot be
     /// reached (refused, reset, timed out), beyond any `stale-if-error`.
     pub(crate) grace: bool,
-    /// Never served stale (must-revalidate, proxy-revalidate, s-maxage).
+    /// Never served stale (must-revalidate, proxy-revalidate, s-maxage,
+    /// no-cache).
     pub(crate) no_stale: bool,
     /// May answer a request carrying `Authorization` (RFC 9111 §3.5).
     pub(crate) shared_ok: bool,
@@ -253,7 +264,7 @@ pub(crate) fn decide(
     }
     let cc = CacheControl::of_response(headers, cdn);
     let obey = !policy.override_upstream;
-    let explicit = explicit_lifetime(&cc, headers);
+    let explicit = explicit_lifetime(&cc, headers, now);
     let heuristic_status = HEURISTIC_STATUSES.contains(&status.as_u16());
     let status_ok = if policy.implicit {
         // Any final status with explicit freshness; heuristically cacheable
@@ -264,7 +275,7 @@ pub(crate) fn decide(
     } else {
         policy.cache_statuses.contains(&status)
     };
-    if !status_ok {
+    if !status_ok || cc.must_understand && !understood(status) {
         return Err(NotStored::Status);
     }
     if headers.contains_key(header::SET_COOKIE) {
@@ -276,7 +287,9 @@ pub(crate) fn decide(
     }) {
         return Err(NotStored::VaryStar);
     }
-    if obey && cc.no_store {
+    // A cache that knows the status's rules ignores `no-store` beside
+    // `must-understand` (the status was checked above).
+    if obey && cc.no_store && !cc.must_understand {
         return Err(NotStored::NoStore);
     }
     if obey && cc.private {
@@ -307,7 +320,9 @@ pub(crate) fn decide(
     if fresh_for.is_zero() && !has_validator {
         return Err(NotStored::NoLifetime);
     }
-    let no_stale = obey && cc.forbids_stale();
+    // `no-cache` forbids use without a successful validation: never stale,
+    // not even while the entry would otherwise be fresh (RFC 9111 §5.2.2.4).
+    let no_stale = obey && (cc.forbids_stale() || cc.no_cache);
     let room = MAX_ENTRY_LIFETIME - fresh_for;
     let window = |policy_window: Duration, upstream_window: Option<u64>| {
         if no_stale {
@@ -338,7 +353,7 @@ pub(crate) fn decide(
         },
         // RFC 9111 §4.2.4: a cache that cannot reach the origin may serve
         // stale, unless the response forbids it or the policy said 0.
-        grace: !(no_stale || obey && cc.no_cache) && policy.stale_if_error != Some(Duration::ZERO),
+        grace: !no_stale && policy.stale_if_error != Some(Duration::ZERO),
         revalidate: obey && cc.no_cache,
         no_stale,
         shared_ok,
@@ -347,27 +362,47 @@ pub(crate) fn decide(
     })
 }
 
+/// Final statuses whose caching rules folio knows, for `must-understand`:
+/// those RFC 9110 §15 defines (a 206 is stored as a part, a 304 never as
+/// such). Others (`299`, `599`, …) are not stored with `must-understand`.
+fn understood(status: StatusCode) -> bool {
+    matches!(
+        status.as_u16(),
+        200..=206 | 300..=305 | 307 | 308 | 400..=417 | 421 | 422 | 426 | 500..=505
+    )
+}
+
 /// `s-maxage`, else `max-age`, else `Expires` − `Date` (RFC 9111 §4.2.1);
-/// an `Expires` that is not a valid date means already expired.
-fn explicit_lifetime(cc: &CacheControl, headers: &HeaderMap) -> Option<Duration> {
+/// an `Expires` that is not a valid date means already expired. A
+/// targeted field's directives stand alone: `Expires` is ignored beside
+/// them (RFC 9213 §2.2).
+fn explicit_lifetime(cc: &CacheControl, headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     if let Some(seconds) = cc.s_maxage.or(cc.max_age) {
         return Some(Duration::from_secs(seconds));
     }
+    if cc.targeted {
+        return None;
+    }
     let expires = headers.get(header::EXPIRES)?;
-    let Some(expires) = http_date(expires) else {
+    let Some(expires) = http_date(expires, now) else {
         return Some(Duration::ZERO);
     };
     let date = headers
         .get(header::DATE)
-        .and_then(http_date)
-        .unwrap_or_else(SystemTime::now);
+        .and_then(|date| http_date(date, now))
+        .unwrap_or(now);
     Some(expires.duration_since(date).unwrap_or(Duration::ZERO))
 }
 
 /// 10% of the time since `Last-Modified` (RFC 9111 §4.2.2), capped.
 fn heuristic_lifetime(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    let modified = headers.get(header::LAST_MODIFIED).and_then(http_date)?;
-    let date = headers.get(header::DATE).and_then(http_date).unwrap_or(now);
+    let modified = headers
+        .get(header::LAST_MODIFIED)
+        .and_then(|modified| http_date(modified, now))?;
+    let date = headers
+        .get(header::DATE)
+        .and_then(|date| http_date(date, now))
+        .unwrap_or(now);
     let age = date.duration_since(modified).ok()?;
     Some((age / 10).min(MAX_HEURISTIC))
 }
@@ -378,13 +413,10 @@ fn corrected_initial_age(
     request_time: SystemTime,
     response_time: SystemTime,
 ) -> Duration {
-    let age_value = headers
-        .get(header::AGE)
-        .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
-        .map_or(Duration::ZERO, Duration::from_secs);
+    let age_value = Duration::from_secs(age_value(headers).unwrap_or(0));
     let apparent_age = headers
         .get(header::DATE)
-        .and_then(http_date)
+        .and_then(|date| http_date(date, response_time))
         .and_then(|date| response_time.duration_since(date).ok())
         .unwrap_or(Duration::ZERO);
     let response_delay = response_time
@@ -393,8 +425,35 @@ fn corrected_initial_age(
     apparent_age.max(age_value.saturating_add(response_delay))
 }
 
-fn http_date(value: &HeaderValue) -> Option<SystemTime> {
-    httpdate::parse_http_date(value.to_str().ok()?).ok()
+/// The upstream's `Age` in seconds (RFC 9111 §5.1): of several values (on
+/// one line or several) the first counts, and it must be a non-negative
+/// integer; anything else is ignored. Too large a value reads as 2³¹
+/// (RFC 9111 §1.2.2), which is stale for any lifetime.
+fn age_value(headers: &HeaderMap) -> Option<u64> {
+    let first = headers.get(header::AGE)?.to_str().ok()?;
+    let first = first.split(',').next()?.trim_matches([' ', '\t']);
+    if first.is_empty() || !first.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(first.parse::<u64>().unwrap_or(1 << 31).min(1 << 31))
+}
+
+/// A header's HTTP-date, in any of the forms RFC 9110 §5.6.7 has recipients
+/// accept; `now` places two-digit years.
+fn http_date(value: &HeaderValue, now: SystemTime) -> Option<SystemTime> {
+    date::parse(value.to_str().ok()?, now)
+}
+
+/// RFC 9110 §6.6.1: a response received without a valid `Date` is given
+/// the time it was received, so what is stored, and every answer built
+/// from it, carries the same `Date`.
+pub(crate) fn date_received(headers: &mut HeaderMap, received: SystemTime) {
+    let valid = headers
+        .get(header::DATE)
+        .is_some_and(|date| http_date(date, received).is_some());
+    if !valid && let Ok(value) = HeaderValue::from_str(&httpdate::fmt_http_date(received)) {
+        headers.insert(header::DATE, value);
+    }
 }
 
 /// What a request's directives allow of a stored response.
@@ -487,12 +546,15 @@ pub(crate) fn etag_for(body: &[u8]) -> HeaderValue {
 }
 
 /// Whether a conditional GET/HEAD is answered with 304 by a stored response
-/// with this ETag and Last-Modified (RFC 9110 §13.2.2: `If-None-Match` with
-/// weak comparison; `If-Modified-Since` only when there is no `If-None-Match`).
+/// with this ETag and these headers (RFC 9110 §13.2.2: `If-None-Match` with
+/// weak comparison; `If-Modified-Since` only when there is no
+/// `If-None-Match`, against `Last-Modified`, or without one the stored
+/// `Date`, RFC 9111 §4.3.2).
 pub(crate) fn not_modified(
     request: &HeaderMap,
     etag: &HeaderValue,
-    last_modified: Option<&HeaderValue>,
+    stored: &HeaderMap,
+    now: SystemTime,
 ) -> bool {
     let mut saw_if_none_match = false;
     for value in request.get_all(header::IF_NONE_MATCH) {
@@ -509,8 +571,13 @@ pub(crate) fn not_modified(
     if saw_if_none_match {
         return false;
     }
-    let since = request.get(header::IF_MODIFIED_SINCE).and_then(http_date);
-    let modified = last_modified.and_then(http_date);
+    let since = request
+        .get(header::IF_MODIFIED_SINCE)
+        .and_then(|since| http_date(since, now));
+    let modified = stored
+        .get(header::LAST_MODIFIED)
+        .or_else(|| stored.get(header::DATE))
+        .and_then(|modified| http_date(modified, now));
     matches!((since, modified), (Some(since), Some(modified)) if modified <= since)
 }
 

@@ -17,6 +17,8 @@ use sha2::{Digest, Sha256};
 
 use crate::policy::{Policy, QueryKey};
 
+mod language;
+
 /// Bumped whenever what goes into a key, or the entry encoding, changes.
 const KEY_VERSION: &[u8] = b"folio-key-v2";
 
@@ -85,6 +87,16 @@ impl CacheKey {
                 None => hasher.count(usize::MAX), // absent differs from empty
             }
         }
+        Self(hasher.0.finalize().into())
+    }
+
+    /// Where a part of this key's response is stored (a `206` kept for
+    /// the ranges it covers), apart from the whole response, so nothing
+    /// that reads the whole one ever finds a part.
+    pub(crate) fn part(&self) -> Self {
+        let mut hasher = Hasher(Sha256::new());
+        hasher.field(b"part");
+        hasher.field(&self.0);
         Self(hasher.0.finalize().into())
     }
 
@@ -423,9 +435,10 @@ fn case_insensitive(name: &HeaderName) -> bool {
 
 /// A header's values as one string that ignores harmless differences:
 /// surrounding and repeated whitespace, empty list items, the split into
-/// several lines, and case where the header's values ignore it. folio
-/// forwards this value for the headers it keys on, so the upstream reads
-/// exactly what the key holds.
+/// several lines, and case where the header's values ignore it; for
+/// `Accept-Language`, also the order of the preferences and how their
+/// weights are spelled. folio forwards this value for the headers it keys
+/// on, so the upstream reads exactly what the key holds.
 pub(crate) fn normalized_header(headers: &HeaderMap, name: &HeaderName) -> String {
     let fold = case_insensitive(name);
     // One pass, straight into `out`: this runs for every keyed header of
@@ -452,6 +465,11 @@ pub(crate) fn normalized_header(headers: &HeaderMap, name: &HeaderName) -> Strin
                 }
             }
         }
+    }
+    if *name == header::ACCEPT_LANGUAGE
+        && let Some(preferences) = language::canonical(&out)
+    {
+        return preferences;
     }
     out
 }
@@ -613,10 +631,19 @@ mod tests {
             of("accept-language", "en-US, fr;q=0.5"),
             of("accept-language", "en-us,fr; q=0.5")
         );
+        assert_eq!(
+            of("accept-language", "en, fr;q=0.8"),
+            of("accept-language", "fr;q=0.8, en"),
+            "the same preferences, in another order"
+        );
+        assert_eq!(
+            of("accept-language", "en;q=1.0, fr;q=0.80"),
+            of("accept-language", "fr;q=0.8, en")
+        );
         assert_ne!(
-            of("accept-language", "en, fr"),
-            of("accept-language", "fr, en"),
-            "preference order counts"
+            of("accept-language", "en, fr;q=0.8"),
+            of("accept-language", "fr, en;q=0.8"),
+            "other preferences"
         );
         assert_eq!(of("x-currency", "EUR"), Some("EUR".into()));
         let secret = of("authorization", "Bearer alice").unwrap();

@@ -14,7 +14,8 @@
 //! - `invalidation`: purge marks, checked on every read and shared by every
 //!   instance through Redis; `admin`: the purge and event API; `rewarm`:
 //!   refetching popular entries after a purge;
-//! - `freshness`: RFC 9111 rules as pure functions;
+//! - `freshness`: RFC 9111 rules as pure functions; `ranges`: byte ranges
+//!   and stored parts;
 //! - `upstream`: the pooled client and proxy header hygiene;
 //! - `outcome`: `X-Cache` / `Cache-Status` vocabulary;
 //! - `body`, `error`: the body type and request errors.
@@ -44,6 +45,7 @@ mod policy;
 #[cfg(test)]
 mod properties;
 mod proxy;
+mod ranges;
 mod reload;
 mod rewarm;
 mod server;

@@ -25,7 +25,9 @@ pub(crate) enum BypassReason {
     Method,
     /// `Cookie` on a route whose policy is not `private`.
     Credentials,
-    /// A `Range` request with nothing stored to answer it.
+    /// A `Range` request nothing stored could answer, whose answer is not
+    /// one part to keep (several ranges, a whole or multipart answer, an
+    /// unknown length).
     Range,
     /// A GET or HEAD that asks (`X-HTTP-Method-Override`) to be another method.
     MethodOverride,

@@ -10,9 +10,12 @@ use proptest::prelude::*;
 
 use crate::cache::entry::Entry;
 use crate::compression::{self, Coding};
+use crate::freshness::structured::{BareItem, Member, Parameters, parse_dictionary};
 use crate::freshness::{self, Asked, Stored};
 use crate::inbound;
-use crate::key::{CacheKey, canonical_path, canonical_query, kept_query, normalized_header};
+use crate::key::{
+    CacheKey, canonical_path, canonical_query, kept_query, normalized_header, vary_value,
+};
 use crate::policy::{Policy, PolicySet};
 use crate::settings::{Cidr, TenantSource, valid_tenant};
 
@@ -71,6 +74,151 @@ fn value() -> impl Strategy<Value = HeaderValue> {
 
 fn rfc() -> Policy {
     Policy::rfc()
+}
+
+fn sf_key() -> impl Strategy<Value = String> {
+    "[a-z*][a-z0-9_.*-]{0,5}"
+}
+
+fn bare_item() -> impl Strategy<Value = BareItem> {
+    prop_oneof![
+        (-999_999_999_999_999i64..=999_999_999_999_999).prop_map(BareItem::Integer),
+        (-999_999_999_999_999i64..=999_999_999_999_999).prop_map(BareItem::Decimal),
+        "[ -~]{0,8}".prop_map(BareItem::String),
+        "[A-Za-z*][A-Za-z0-9:/!#$%&'*+.^_`|~-]{0,6}".prop_map(BareItem::Token),
+        "[A-Za-z0-9+/]{0,8}={0,2}".prop_map(BareItem::ByteSequence),
+        any::<bool>().prop_map(BareItem::Boolean),
+    ]
+}
+
+fn parameters() -> impl Strategy<Value = Parameters> {
+    proptest::collection::vec((sf_key(), bare_item()), 0..3).prop_map(dedup)
+}
+
+/// Later duplicates overwrite earlier ones in place, as a parser keeps them.
+fn dedup<T>(pairs: Vec<(String, T)>) -> Vec<(String, T)> {
+    let mut out: Vec<(String, T)> = Vec::new();
+    for (key, value) in pairs {
+        match out.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, old)) => *old = value,
+            None => out.push((key, value)),
+        }
+    }
+    out
+}
+
+fn member() -> impl Strategy<Value = Member> {
+    prop_oneof![
+        (bare_item(), parameters()).prop_map(|(item, params)| Member::Item(item, params)),
+        (
+            proptest::collection::vec((bare_item(), parameters()), 0..3),
+            parameters()
+        )
+            .prop_map(|(items, params)| Member::InnerList(items, params)),
+    ]
+}
+
+/// RFC 8941 §4.1 serialization, members written in order.
+fn serialize(dictionary: &[(String, Member)]) -> String {
+    fn item(out: &mut String, item: &BareItem) {
+        match item {
+            BareItem::Integer(n) => out.push_str(&n.to_string()),
+            BareItem::Decimal(thousandths) => {
+                let sign = if *thousandths < 0 { "-" } else { "" };
+                let (whole, fraction) = (thousandths.abs() / 1000, thousandths.abs() % 1000);
+                let fraction = format!("{fraction:03}");
+                let fraction = fraction.trim_end_matches('0');
+                let fraction = if fraction.is_empty() { "0" } else { fraction };
+                out.push_str(&format!("{sign}{whole}.{fraction}"));
+            }
+            BareItem::String(text) => {
+                out.push('"');
+                for c in text.chars() {
+                    if c == '"' || c == '\\' {
+                        out.push('\\');
+                    }
+                    out.push(c);
+                }
+                out.push('"');
+            }
+            BareItem::Token(token) => out.push_str(token),
+            BareItem::ByteSequence(text) => out.push_str(&format!(":{text}:")),
+            BareItem::Boolean(b) => out.push_str(if *b { "?1" } else { "?0" }),
+        }
+    }
+    fn params(out: &mut String, params: &Parameters) {
+        for (key, value) in params {
+            out.push(';');
+            out.push_str(key);
+            if *value != BareItem::Boolean(true) {
+                out.push('=');
+                item(out, value);
+            }
+        }
+    }
+    let mut out = String::new();
+    for (i, (key, member)) in dictionary.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        out.push_str(key);
+        match member {
+            Member::Item(BareItem::Boolean(true), p) => params(&mut out, p),
+            Member::Item(value, p) => {
+                out.push('=');
+                item(&mut out, value);
+                params(&mut out, p);
+            }
+            Member::InnerList(items, p) => {
+                out.push_str("=(");
+                for (j, (value, ip)) in items.iter().enumerate() {
+                    if j > 0 {
+                        out.push(' ');
+                    }
+                    item(&mut out, value);
+                    params(&mut out, ip);
+                }
+                out.push(')');
+                params(&mut out, p);
+            }
+        }
+    }
+    out
+}
+
+/// `Accept-Language` preferences: a language range and a weight in
+/// thousandths.
+fn preferences() -> impl Strategy<Value = Vec<(String, u16)>> {
+    let range = prop_oneof![Just("*".to_owned()), "[a-z]{1,3}(-[a-z0-9]{1,3}){0,2}",];
+    proptest::collection::vec((range, prop_oneof![Just(1000u16), 0u16..=1000]), 1..5)
+}
+
+/// One way of writing preferences: `style` picks each member's case, the
+/// spelling of its weight and the separator after it.
+fn spelled(preferences: &[(String, u16)], style: u64) -> HeaderValue {
+    let mut out = String::new();
+    for (i, (range, weight)) in preferences.iter().enumerate() {
+        let bits = style.rotate_left(u32::try_from(i * 7).unwrap_or(0));
+        if i > 0 {
+            out.push_str([",", ", ", " ,  "][usize::try_from(bits % 3).unwrap_or(0)]);
+        }
+        if bits & 4 == 0 {
+            out.push_str(range);
+        } else {
+            out.push_str(&range.to_ascii_uppercase());
+        }
+        let padded = format!("{weight:03}");
+        let weight = match (weight, bits & 24) {
+            (1000, 0) => String::new(),
+            (1000, 8) => ";q=1".to_owned(),
+            (1000, _) => "; q=1.000".to_owned(),
+            (_, 0) => format!(";q=0.{padded}"),
+            (_, 8) => format!(";Q=0.{}", padded.trim_end_matches('0')),
+            _ => format!("; q=0.{padded}"),
+        };
+        out.push_str(weight.trim_end_matches('.'));
+    }
+    HeaderValue::from_str(&out).unwrap_or(HeaderValue::from_static(""))
 }
 
 proptest! {
@@ -167,6 +315,54 @@ proptest! {
             again.insert(name.clone(), value);
             prop_assert_eq!(normalized_header(&again, &name), once);
         }
+    }
+
+    #[test]
+    fn accept_language_keys_on_the_preferences_alone(
+        (mine, reordered) in preferences().prop_flat_map(|p| (Just(p.clone()), Just(p).prop_shuffle())),
+        theirs in preferences(),
+        style in any::<u64>(),
+        other_style in any::<u64>(),
+    ) {
+        let name = header::ACCEPT_LANGUAGE;
+        let of = |value: HeaderValue| {
+            let mut headers = HeaderMap::new();
+            headers.insert(name.clone(), value);
+            vary_value(&headers, &name)
+        };
+        let (a, b) = (of(spelled(&mine, style)), of(spelled(&reordered, other_style)));
+        prop_assert_eq!(&a, &b, "the same preferences share a variant");
+        let set = |p: &[(String, u16)]| {
+            p.iter().cloned().collect::<std::collections::BTreeSet<_>>()
+        };
+        if set(&mine) != set(&theirs) {
+            prop_assert_ne!(a, of(spelled(&theirs, style)), "other preferences do not");
+        }
+    }
+
+    #[test]
+    fn a_serialized_dictionary_parses_back(
+        members in proptest::collection::vec((sf_key(), member()), 0..5)
+    ) {
+        let members = dedup(members);
+        let text = serialize(&members);
+        prop_assert_eq!(parse_dictionary(&text), Ok(members), "{}", text);
+    }
+
+    #[test]
+    fn the_dictionary_parser_takes_any_text(text in "[ -~\t]{0,40}") {
+        if let Ok(members) = parse_dictionary(&text) {
+            // What parses is what it serializes to.
+            prop_assert_eq!(parse_dictionary(&serialize(&members)), Ok(members));
+        }
+    }
+
+    #[test]
+    fn http_dates_read_back_as_written(secs in 0u64..253_402_300_799, any_text in "[ -~]{0,32}") {
+        let time = UNIX_EPOCH + Duration::from_secs(secs);
+        let now = UNIX_EPOCH + Duration::from_secs(1_795_219_200);
+        prop_assert_eq!(freshness::date::parse(&httpdate::fmt_http_date(time), now), Some(time));
+        let _ = freshness::date::parse(&any_text, now);
     }
 
     #[test]

@@ -46,9 +46,12 @@ use crate::key::{CacheKey, canonical_path, canonical_query, normalize_path, quer
 use crate::metrics::{self, Metrics};
 use crate::outcome::{BypassReason, CACHE_STATUS, Forward, Served, X_CACHE, X_CACHE_LAYER};
 use crate::policy::{DEFAULT_MAX_BODY, Match, Policy, PolicySet, TagPart};
+use crate::ranges;
 use crate::rewarm::Hot;
 use crate::settings::TenantSource;
 use crate::upstream::{self, Collected, Upstream};
+
+mod partial;
 
 /// How much longer than the upstream timeout a coalesced request waits for
 /// the leader's fetch before fetching itself.
@@ -377,13 +380,15 @@ async fn serve(
             }
         }
     }
+    if parts.headers.contains_key(header::RANGE) && parts.method == Method::GET {
+        // The whole response could not answer: a stored part may, else the
+        // range is asked of the upstream (and a part it sends kept).
+        let fill = Fill::new(policy, key, primary, tenant, &params, &parts, client, None)
+            .asking(asked.cc.no_store);
+        return partial::serve(state, &parts, fill, &asked, forward).await;
+    }
     if asked.cc.only_if_cached {
         return error_response(&ProxyError::NotCached, Served::OnlyIfCached);
-    }
-    if parts.headers.contains_key(header::RANGE) && parts.method == Method::GET {
-        // Partial answers are not stored; the range goes to the upstream as asked.
-        let headers = upstream::forward_headers(parts.headers.clone(), &parts.uri, Some(client));
-        return forward_range(state, &parts, headers).await;
     }
     let validators = stale.as_ref().map(|(entry, _)| entry);
     let fill = Fill::new(
@@ -567,7 +572,7 @@ fn error_response(error: &ProxyError, served: Served) -> Response<Body> {
     response
 }
 
-/// Forwards a `Range` request as asked; the partial answer is not stored.
+/// Forwards a `Range` request as asked, for an answer not stored.
 async fn forward_range(state: &State, parts: &Parts, headers: HeaderMap) -> Response<Body> {
     let request = state.upstream.request(
         Method::GET,
@@ -793,6 +798,9 @@ async fn fetch(state: &State, fill: &Fill) -> Result<Fetched, ProxyError> {
     let now = SystemTime::now();
     let (mut head, body) = response.into_parts();
     upstream::strip_hop_by_hop(&mut head.headers);
+    // The stored entry, and every answer from it, carries the upstream's
+    // Date (a 304's replaces it); one is added if the upstream sent none.
+    freshness::date_received(&mut head.headers, now);
 
     if fill.head
         && let Some(stale) = &fill.stale
@@ -981,7 +989,6 @@ fn make_entry(
 ) -> EntryParts {
     for name in [
         header::AGE,
-        header::DATE,
         header::CONTENT_LENGTH,
         CACHE_STATUS,
         X_CACHE,
@@ -1019,7 +1026,9 @@ fn make_entry(
         .unwrap_or_else(|| freshness::etag_for(&body));
     let mut body = body;
     let mut compressed = false;
+    // Parts of a body (206) stay as they came: they are sliced and joined.
     if fill.policy.compress
+        && status != StatusCode::PARTIAL_CONTENT
         && compression::worth_compressing(&headers, &body)
         && let Some(smaller) = compression::compress(&body)
     {
@@ -1532,26 +1541,8 @@ fn respond(
     served: Served,
     now: SystemTime,
 ) -> Response<Body> {
-    // Room for what is added below without growing the map.
-    let mut headers = entry.headers(RESPONSE_HEADERS_ADDED);
+    let mut headers = answer_headers(policy, entry, served, now);
     let etag = entry.etag();
-    if let Some(cache_control) = &policy.cache_control {
-        headers.insert(header::CACHE_CONTROL, cache_control.clone());
-    }
-    if let Some(cdn) = &policy.cdn_cache_control {
-        headers.insert(CDN_CACHE_CONTROL, cdn.clone());
-    }
-    headers.insert(header::AGE, HeaderValue::from(entry.age(now).as_secs()));
-    upstream::append_via(&mut headers);
-    let forwarded = match served {
-        Served::Miss {
-            revalidated: true, ..
-        } => Some(304),
-        Served::Miss { .. } => Some(entry.status().as_u16()),
-        _ => None,
-    };
-    served.annotate(&mut headers, Some(entry.ttl_secs(now)), forwarded);
-
     // A compressed entry answers in the form the client takes, each form
     // with its own ETag; a range is always a range of the decoded body.
     let coding = entry.compressed();
@@ -1571,7 +1562,7 @@ fn respond(
     }
 
     let (status, body) = if entry.status().is_success()
-        && freshness::not_modified(&request.headers, &etag, headers.get(header::LAST_MODIFIED))
+        && freshness::not_modified(&request.headers, &etag, &headers, now)
     {
         for name in [
             header::CONTENT_LENGTH,
@@ -1689,6 +1680,31 @@ fn add_vary_accept_encoding(headers: &mut HeaderMap) {
     }
 }
 
+/// The stored headers as an answer from `entry` carries them: with the
+/// policy's `Cache-Control` / `CDN-Cache-Control`, `Age`, `Via` and what
+/// folio did added.
+fn answer_headers(policy: &Policy, entry: &Entry, served: Served, now: SystemTime) -> HeaderMap {
+    // Room for what is added here and by the caller without growing the map.
+    let mut headers = entry.headers(RESPONSE_HEADERS_ADDED);
+    if let Some(cache_control) = &policy.cache_control {
+        headers.insert(header::CACHE_CONTROL, cache_control.clone());
+    }
+    if let Some(cdn) = &policy.cdn_cache_control {
+        headers.insert(CDN_CACHE_CONTROL, cdn.clone());
+    }
+    headers.insert(header::AGE, HeaderValue::from(entry.age(now).as_secs()));
+    upstream::append_via(&mut headers);
+    let forwarded = match served {
+        Served::Miss {
+            revalidated: true, ..
+        } => Some(304),
+        Served::Miss { .. } => Some(entry.status().as_u16()),
+        _ => None,
+    };
+    served.annotate(&mut headers, Some(entry.ttl_secs(now)), forwarded);
+    headers
+}
+
 /// The byte range a GET asks of a stored full 200 (RFC 9110 §14): `None`
 /// to send the whole body (no range, several ranges, an unparsable one, or
 /// an `If-Range` that does not match); `Err(len)` when unsatisfiable.
@@ -1700,50 +1716,37 @@ fn requested_range(
     if request.method != Method::GET || entry.status() != StatusCode::OK {
         return None;
     }
-    let spec = request.headers.get(header::RANGE)?.to_str().ok()?.trim();
-    if let Some(condition) = request
-        .headers
-        .get(header::IF_RANGE)
-        .and_then(|v| v.to_str().ok())
-    {
-        // A strong ETag match, or the exact Last-Modified date.
-        let matches = if condition.starts_with('"') {
-            !condition.starts_with("W/")
-                && entry.upstream_etag()
-                && entry.etag_bytes() == condition.as_bytes()
-        } else {
-            entry
-                .header(&header::LAST_MODIFIED)
-                .is_some_and(|lm| lm.as_bytes() == condition.as_bytes())
-        };
-        if !matches {
-            return None;
-        }
-    }
-    let ranges = spec.strip_prefix("bytes=")?;
-    if ranges.contains(',') {
+    let asked = ranges::asked(request.headers.get(header::RANGE)?.to_str().ok()?)?;
+    if !if_range_holds(&request.headers, entry) {
         return None;
     }
-    let (first, last) = ranges.trim().split_once('-')?;
-    let (start, end) = match (first.trim(), last.trim()) {
-        ("", suffix) => {
-            let suffix: usize = suffix.parse().ok()?;
-            if suffix == 0 {
-                return Some(Err(len));
-            }
-            (len.saturating_sub(suffix), len.checked_sub(1)?)
-        }
-        (first, "") => (first.parse().ok()?, len.saturating_sub(1)),
-        (first, last) => {
-            let (first, last): (usize, usize) = (first.parse().ok()?, last.parse().ok()?);
-            if last < first {
-                return None;
-            }
-            (first, last.min(len.saturating_sub(1)))
-        }
-    };
-    if start >= len {
-        return Some(Err(len));
+    if len == 0 && matches!(asked, ranges::Asked::Suffix(n) if n > 0) {
+        return None; // satisfiable, but no byte to send: the whole (empty) body
     }
-    Some(Ok((start, end)))
+    match asked.resolve(u64::try_from(len).ok()?) {
+        Ok((first, last)) => Some(Ok((
+            usize::try_from(first).ok()?,
+            usize::try_from(last).ok()?,
+        ))),
+        Err(ranges::Unsatisfiable) => Some(Err(len)),
+    }
+}
+
+/// Whether the request's `If-Range`, if any, names the stored
+/// representation: a strong ETag match, or exactly its `Last-Modified`
+/// (RFC 9110 §13.1.5).
+fn if_range_holds(request: &HeaderMap, entry: &Entry) -> bool {
+    let Some(condition) = request.get(header::IF_RANGE) else {
+        return true;
+    };
+    let Ok(condition) = condition.to_str() else {
+        return false;
+    };
+    if condition.starts_with('"') {
+        entry.upstream_etag() && entry.etag_bytes() == condition.as_bytes()
+    } else {
+        entry
+            .header(&header::LAST_MODIFIED)
+            .is_some_and(|lm| lm.as_bytes() == condition.as_bytes())
+    }
 }

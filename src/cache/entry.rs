@@ -72,7 +72,7 @@ const ENTRY_OVERHEAD: usize = 160;
 pub(crate) struct EntryParts {
     pub(crate) status: StatusCode,
     /// End-to-end headers worth replaying (no hop-by-hop, no `Set-Cookie`,
-    /// no `Age`/`Date`, which are computed per answer).
+    /// no `Age`, which is computed per answer; `Date` is the upstream's).
     pub(crate) headers: HeaderMap,
     pub(crate) body: Bytes,
     pub(crate) etag: HeaderValue,

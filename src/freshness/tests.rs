@@ -121,6 +121,101 @@ mod freshness {
     }
 
     #[test]
+    fn of_several_ages_the_first_counts() {
+        let age = |lines: &[&'static str]| {
+            let mut h = HeaderMap::new();
+            for line in lines {
+                h.append(header::AGE, HeaderValue::from_static(line));
+            }
+            age_value(&h)
+        };
+        assert_eq!(age(&["7200, 0"]), Some(7200));
+        assert_eq!(age(&["0, 7200"]), Some(0));
+        assert_eq!(age(&["7200", "0"]), Some(7200));
+        assert_eq!(age(&["0", "7200"]), Some(0));
+        assert_eq!(age(&[" 30 "]), Some(30));
+        for ignored in ["abc", "-7200", "7200.0", "", "7200;foo=bar", "+5", "1 2"] {
+            assert_eq!(age(&[ignored]), None, "{ignored:?}");
+        }
+        assert_eq!(age(&["2147483648"]), Some(1 << 31));
+        assert_eq!(age(&["99999999999999999999999"]), Some(1 << 31));
+        assert_eq!(age(&[]), None);
+        assert_eq!(
+            fresh_secs(
+                &rfc(),
+                &[("cache-control", "max-age=3600"), ("age", "7200, 0")]
+            ),
+            Err(NotStored::NoLifetime),
+            "stale on arrival"
+        );
+        assert_eq!(
+            fresh_secs(
+                &rfc(),
+                &[("cache-control", "max-age=3600"), ("age", "0, 7200")]
+            ),
+            Ok(3600)
+        );
+        assert_eq!(
+            fresh_secs(
+                &rfc(),
+                &[
+                    ("cache-control", "max-age=3600"),
+                    ("age", "99999999999999999999")
+                ]
+            ),
+            Err(NotStored::NoLifetime),
+            "an overflowing age is old, not absent"
+        );
+    }
+
+    #[test]
+    fn expires_in_obsolete_forms_and_any_case_counts() {
+        let d = date(0);
+        for expires in [
+            "Sunday, 06-Nov-94 08:51:17 GMT",
+            "Sun Nov  6 08:51:17 1994",
+            "SUN, 06 NOV 1994 08:51:17 gmt",
+        ] {
+            assert_eq!(
+                fresh_secs(&rfc(), &[("date", &d), ("expires", expires)]),
+                Ok(100),
+                "{expires}"
+            );
+        }
+        for invalid in [
+            "Sun, 06 Nov 1994 08:51:17 UTC",
+            "Sun, 06 Nov 94 08:51:17 GMT",
+            "Sun, 06 Nov 1994 8:51:17 GMT",
+        ] {
+            assert_eq!(
+                fresh_secs(&rfc(), &[("date", &d), ("expires", invalid)]),
+                Err(NotStored::NoLifetime),
+                "{invalid}: already expired"
+            );
+        }
+    }
+
+    #[test]
+    fn a_response_without_a_valid_date_is_dated_when_received() {
+        let mut h = HeaderMap::new();
+        date_received(&mut h, now());
+        assert_eq!(
+            h.get(header::DATE).unwrap(),
+            "Sun, 06 Nov 1994 08:49:37 GMT"
+        );
+        let mut bad = headers(&[("date", "yesterday")]);
+        date_received(&mut bad, now());
+        assert_eq!(
+            bad.get(header::DATE).unwrap(),
+            "Sun, 06 Nov 1994 08:49:37 GMT"
+        );
+        let earlier = date(-30);
+        let mut kept = headers(&[("date", &earlier)]);
+        date_received(&mut kept, now());
+        assert_eq!(kept.get(header::DATE).unwrap(), earlier.as_str());
+    }
+
+    #[test]
     fn apparent_age_from_date_is_counted_in() {
         let ten_ago = date(-10);
         let s = store(
@@ -198,6 +293,51 @@ mod freshness {
     }
 
     #[test]
+    fn must_understand_stores_understood_statuses_despite_no_store() {
+        let cc = [("cache-control", "max-age=3600, no-store, must-understand")];
+        assert_eq!(fresh_secs(&rfc(), &cc), Ok(3600));
+        for status in [203, 301, 404, 410, 500] {
+            assert!(store(&rfc(), status, &cc).is_ok(), "{status}");
+        }
+        for status in [299, 499, 599] {
+            assert_eq!(
+                store(&rfc(), status, &cc),
+                Err(NotStored::Status),
+                "{status}"
+            );
+            assert!(
+                store(&rfc(), status, &[("cache-control", "max-age=3600")]).is_ok(),
+                "{status} without must-understand"
+            );
+        }
+        assert_eq!(
+            store(
+                &rfc(),
+                599,
+                &[("cache-control", "max-age=3600, must-understand")]
+            ),
+            Err(NotStored::Status),
+            "must-understand alone limits storing to known statuses"
+        );
+        let d = date(0);
+        let e = date(600);
+        assert_eq!(
+            store(
+                &rfc(),
+                200,
+                &[
+                    ("cdn-cache-control", "no-store, must-understand, max-age=60"),
+                    ("date", &d),
+                    ("expires", &e)
+                ]
+            )
+            .map(|s| s.lifetime.fresh_for.as_secs()),
+            Ok(60),
+            "in CDN-Cache-Control too"
+        );
+    }
+
+    #[test]
     fn partial_and_not_modified_answers_are_not_stored_as_such() {
         assert_eq!(
             store(&rfc(), 206, &[("cache-control", "max-age=60")]),
@@ -225,6 +365,10 @@ mod response_directives {
     fn no_cache_is_stored_and_always_revalidated() {
         let s = store(&rfc(), 200, &[("cache-control", "no-cache, max-age=60")]).unwrap();
         assert!(s.revalidate);
+        assert!(
+            s.no_stale && !s.grace && s.lifetime.stale_if_error.is_zero(),
+            "never used without a successful validation, not even on errors"
+        );
     }
 
     #[test]
@@ -401,6 +545,74 @@ mod cdn_cache_control {
                 ]
             ),
             Err(NotStored::NoStore)
+        );
+    }
+
+    #[test]
+    fn an_invalid_cdn_cache_control_is_ignored_as_a_whole() {
+        for invalid in ["max-age=10000, &&&&&", "max-age =100", "MaX-aGe=3600", ""] {
+            assert_eq!(
+                store(
+                    &rfc(),
+                    200,
+                    &[
+                        ("cache-control", "no-store"),
+                        ("cdn-cache-control", invalid)
+                    ]
+                ),
+                Err(NotStored::NoStore),
+                "{invalid:?}: Cache-Control decides"
+            );
+            assert_eq!(
+                fresh_secs(
+                    &rfc(),
+                    &[
+                        ("cache-control", "max-age=60"),
+                        ("cdn-cache-control", invalid)
+                    ]
+                ),
+                Ok(60),
+                "{invalid:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_cdn_max_age_of_the_wrong_type_is_not_consumed() {
+        for wrong in ["max-age=\"10000\"", "max-age=1.5", "max-age=-1"] {
+            assert_eq!(
+                fresh_secs(
+                    &rfc(),
+                    &[
+                        ("cache-control", "max-age=60"),
+                        ("cdn-cache-control", wrong)
+                    ]
+                ),
+                Err(NotStored::NoLifetime),
+                "{wrong}: a valid field, so Cache-Control is ignored; no lifetime left"
+            );
+        }
+    }
+
+    #[test]
+    fn a_valid_cdn_cache_control_ignores_expires_too() {
+        let d = date(0);
+        let e = date(600);
+        assert_eq!(
+            fresh_secs(
+                &rfc(),
+                &[
+                    ("date", &d),
+                    ("expires", &e),
+                    ("cdn-cache-control", "must-revalidate")
+                ]
+            ),
+            Err(NotStored::NoLifetime)
+        );
+        assert_eq!(
+            fresh_secs(&rfc(), &[("date", &d), ("expires", &e)]),
+            Ok(600),
+            "without it Expires counts"
         );
     }
 
@@ -595,9 +807,9 @@ mod conditionals {
     #[test]
     fn if_none_match_uses_weak_comparison_and_wins_over_if_modified_since() {
         let etag = HeaderValue::from_static("\"v1\"");
-        let lm = HeaderValue::from_static("Sun, 06 Nov 1994 08:49:37 GMT");
+        let stored = headers(&[("last-modified", "Sun, 06 Nov 1994 08:49:37 GMT")]);
         let check =
-            |pairs: &[(&'static str, &str)]| not_modified(&headers(pairs), &etag, Some(&lm));
+            |pairs: &[(&'static str, &str)]| not_modified(&headers(pairs), &etag, &stored, now());
         assert!(check(&[("if-none-match", "\"v1\"")]));
         assert!(check(&[("if-none-match", "\"x\", W/\"v1\"")]));
         assert!(check(&[("if-none-match", "*")]));
@@ -615,6 +827,34 @@ mod conditionals {
             ("if-modified-since", "Sun, 06 Nov 1994 08:49:37 GMT")
         ]));
         assert!(!check(&[]));
+    }
+
+    #[test]
+    fn if_modified_since_without_last_modified_compares_the_stored_date() {
+        let etag = HeaderValue::from_static("\"v1\"");
+        let stored = headers(&[("date", "Sun, 06 Nov 1994 08:49:37 GMT")]);
+        let since = |value: &str| {
+            not_modified(
+                &headers(&[("if-modified-since", value)]),
+                &etag,
+                &stored,
+                now(),
+            )
+        };
+        assert!(since("Sun, 06 Nov 1994 08:49:37 GMT"));
+        assert!(
+            since("Sunday, 06-Nov-94 09:00:00 GMT"),
+            "any HTTP-date form"
+        );
+        assert!(!since("Sat, 05 Nov 1994 08:49:37 GMT"));
+        assert!(!since("yesterday"));
+        let neither = HeaderMap::new();
+        assert!(!not_modified(
+            &headers(&[("if-modified-since", "Sun, 06 Nov 1994 08:49:37 GMT")]),
+            &etag,
+            &neither,
+            now()
+        ));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::support::raw::closing_origin;
 use crate::support::{Folio, Reply, TestUpstream, eventually, get};
 
 #[tokio::test]
@@ -68,44 +69,6 @@ async fn stale_if_error_answers_when_the_upstream_fails() {
     );
 }
 
-/// An origin that answers with `cache_control` until `down` is set, then
-/// closes every connection as soon as a request arrives.
-async fn failing_origin(
-    cache_control: &'static str,
-) -> (http::Uri, std::sync::Arc<std::sync::atomic::AtomicBool>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flag = std::sync::Arc::clone(&down);
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let flag = std::sync::Arc::clone(&flag);
-            tokio::spawn(async move {
-                let mut buffer = [0u8; 4096];
-                loop {
-                    match stream.read(&mut buffer).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(_) => {}
-                    }
-                    if flag.load(Ordering::SeqCst) {
-                        return; // closes the connection without an answer
-                    }
-                    let body = r#"{"v":"good"}"#;
-                    let head = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncache-control: {cache_control}\r\ncontent-length: {}\r\n\r\n{body}",
-                        body.len()
-                    );
-                    if stream.write_all(head.as_bytes()).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (format!("http://{addr}").parse().unwrap(), down)
-}
-
 #[tokio::test]
 async fn an_unreachable_upstream_is_covered_by_stale_entries_unless_forbidden() {
     for (cache_control, policy, serves_stale) in [
@@ -115,7 +78,7 @@ async fn an_unreachable_upstream_is_covered_by_stale_entries_unless_forbidden() 
         ("max-age=1, s-maxage=1", "", false),
         ("max-age=1", "  stale_if_error: 0s\n", false),
     ] {
-        let (uri, down) = failing_origin(cache_control).await;
+        let (uri, down) = closing_origin(cache_control).await;
         let folio = Folio::start_with(
             crate::support::settings(uri),
             &format!("\"/s\":\n  methods: [GET]\n{policy}"),

@@ -5,7 +5,7 @@
 //! request declared, on the same keep-alive connection.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -42,7 +42,8 @@ impl RawSeen {
 
 /// An origin on a plain TCP socket: keep-alive, answers each request with
 /// a JSON stamp of the tenant it served (`X-Tenant-ID`, the last one) and
-/// the target, cacheable for a minute, then reads the declared body.
+/// the target, cacheable for a minute (a `206` of it for a GET with one
+/// `bytes=first-last` range), then reads the declared body.
 #[derive(Debug)]
 pub(crate) struct RawOrigin {
     pub(crate) addr: SocketAddr,
@@ -119,13 +120,22 @@ async fn serve_connection(
             serde_json::Value::from(seen.last("x-tenant-id")),
             serde_json::Value::from(seen.target.as_str()),
         );
+        let whole = body.as_bytes();
+        let (status, content_range, body) = match byte_range(&seen, whole.len()) {
+            Some((first, last)) => (
+                "206 Partial Content",
+                format!("content-range: bytes {first}-{last}/{}\r\n", whole.len()),
+                &whole[first..=last],
+            ),
+            None => ("200 OK", String::new(), whole),
+        };
         let head = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncache-control: max-age=60\r\ncontent-length: {}\r\n\r\n",
+            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncache-control: max-age=60\r\n{content_range}content-length: {}\r\n\r\n",
             body.len()
         );
         write.write_all(head.as_bytes()).await?;
         if seen.method != "HEAD" {
-            write.write_all(body.as_bytes()).await?;
+            write.write_all(body).await?;
         }
         write.flush().await?;
         // Then the body the request declared, as Go, nginx and Node do.
@@ -137,6 +147,15 @@ async fn serve_connection(
             read_chunked(&mut reader).await?;
         }
     }
+}
+
+/// The one `bytes=first-last` range of a GET, within `len` bytes.
+fn byte_range(seen: &RawSeen, len: usize) -> Option<(usize, usize)> {
+    let (first, last) = seen.last("range").strip_prefix("bytes=")?.split_once('-')?;
+    let (first, last): (usize, usize) = (first.parse().ok()?, last.parse().ok()?);
+    (seen.method == "GET" && first <= last)
+        .then_some((first, last.min(len.checked_sub(1)?)))
+        .filter(|(first, last)| first <= last)
 }
 
 pub(crate) async fn read_head<R: AsyncBufReadExt + Unpin>(
@@ -269,6 +288,43 @@ async fn read_response<R: AsyncBufReadExt + Unpin>(reader: &mut R) -> RawGot {
         headers,
         body,
     }
+}
+
+/// An origin on a plain TCP socket that answers every request with a
+/// JSON body and `cache_control` until the flag it returns is set, then
+/// closes each connection as soon as a request arrives, without a word:
+/// an upstream that cannot be reached, as a client sees one.
+pub(crate) async fn closing_origin(cache_control: &'static str) -> (Uri, Arc<AtomicBool>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let down = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&down);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let flag = Arc::clone(&flag);
+            tokio::spawn(async move {
+                let mut buffer = [0u8; 4096];
+                loop {
+                    match stream.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => {}
+                    }
+                    if flag.load(Ordering::SeqCst) {
+                        return; // closes the connection without an answer
+                    }
+                    let body = r#"{"v":"good"}"#;
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncache-control: {cache_control}\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if stream.write_all(head.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (format!("http://{addr}").parse().unwrap(), down)
 }
 
 /// Whether the server closes an idle connection on its own within `limit`.
