@@ -1,6 +1,7 @@
 //! The cache tiers behind one face: look up in L1 then L2 (filling L1 from an
 //! L2 hit), store in both, remove from both.
 
+pub(crate) mod encryption;
 pub(crate) mod entry;
 pub(crate) mod l1;
 pub(crate) mod l2;
@@ -11,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use entry::Entry;
 use l1::L1;
 use l2::L2;
-pub(crate) use l2::RedisTarget;
+pub(crate) use l2::{Protection, RedisTarget};
 
 use crate::key::CacheKey;
 use crate::metrics::Metrics;
@@ -45,10 +46,11 @@ impl Cache {
         redis: Option<&RedisTarget>,
         l2_timeout: Duration,
         metrics: &Arc<Metrics>,
+        protection: Protection,
     ) -> Result<Self, redis::RedisError> {
         let l1 = (l1_capacity > 0).then(|| L1::new(l1_capacity, Arc::clone(metrics)));
         let l2 = redis
-            .map(|target| L2::new(target, l2_timeout, Arc::clone(metrics)))
+            .map(|target| L2::new(target, l2_timeout, Arc::clone(metrics), protection))
             .transpose()?;
         Ok(Self { l1, l2 })
     }

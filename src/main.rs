@@ -81,12 +81,24 @@ struct ServeArgs {
     /// Operator config file: health thresholds, warming (see docs/operations.md).
     #[arg(long, env = "FOLIO_CONFIG")]
     config: Option<PathBuf>,
-    /// Redis URL for the shared L2 tier (redis://host:port, redis+unix:///path). Off when absent.
+    /// Redis URL for the shared L2 tier (redis://host:port, rediss://user:pass@host:port over TLS, redis+unix:///path). Off when absent.
     #[arg(long, env = "FOLIO_REDIS", conflicts_with = "redis_cluster")]
     redis: Option<String>,
-    /// Redis Cluster nodes for L2, comma-separated (redis://host:port,...).
+    /// Redis Cluster nodes for L2, comma-separated (redis://host:port,... or rediss://...).
     #[arg(long, env = "FOLIO_REDIS_CLUSTER", value_delimiter = ',')]
     redis_cluster: Vec<String>,
+    /// Extra certificate authorities (PEM), trusted beside the system's roots for an https:// upstream and rediss:// Redis.
+    #[arg(long, env = "FOLIO_CA_FILE")]
+    ca_file: Option<PathBuf>,
+    /// Certificate chain (PEM) to serve clients over TLS (HTTP/2 and HTTP/1.1 by ALPN); needs --tls-key. Re-read on SIGHUP.
+    #[arg(long, env = "FOLIO_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, env = "FOLIO_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Key file sealing every entry written to Redis (AES-256-GCM): lines of KEY_ID BASE64_32_BYTES; the first key encrypts, all decrypt.
+    #[arg(long, env = "FOLIO_ENCRYPTION_KEYS")]
+    encryption_keys: Option<PathBuf>,
     /// L1 (in-process) budget: bytes or 256MB, 1GB; 0 turns L1 off.
     #[arg(long, env = "FOLIO_L1_CAPACITY", default_value = "256MB", value_parser = parse_size)]
     l1_capacity: u64,
@@ -259,6 +271,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     settings.policies_dir = Some(args.policies.clone());
     settings.redis = args.redis;
     settings.redis_cluster = args.redis_cluster;
+    settings.ca_file = args.ca_file;
+    settings.tls_cert = args.tls_cert;
+    settings.tls_key = args.tls_key;
+    settings.encryption_keys = args.encryption_keys;
+    let scheme = if settings.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     settings.admin.operator_token = args.admin_token;
     settings.admin.tenant_tokens = args.tenant_token;
     settings
@@ -315,8 +336,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             }
         };
         println!(
-            "folio listening on http://{address} -> {} ({} policies from {})",
-            settings.upstream,
+            "folio listening on {scheme}://{address} -> {} ({} policies from {})",
+            folio::redact_url(&settings.upstream.to_string()),
             policies.len(),
             args.policies.display()
         );

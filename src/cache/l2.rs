@@ -7,6 +7,11 @@
 //! breaker stops calling Redis for a moment, so a dead Redis costs requests
 //! nothing. The connection is lazy and reconnects by itself, so folio starts
 //! and serves while Redis is down and picks it up when it returns.
+//!
+//! `rediss://` nodes are reached over TLS, verified against folio's
+//! [`Trust`]; with a [`Keyring`], every entry is sealed before it is written
+//! and opened after it is read (see `encryption`), and a value that does not
+//! open is a miss, counted.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -20,9 +25,11 @@ use redis::{Cmd, FromRedisValue, RedisResult};
 use tokio::sync::OnceCell;
 use tracing::{debug, warn};
 
+use super::encryption::{self, Keyring};
 use super::entry::Entry;
 use crate::key::CacheKey;
 use crate::metrics::Metrics;
+use crate::tls::Trust;
 
 /// Failures in a row that open the breaker.
 const BREAKER_THRESHOLD: u32 = 3;
@@ -46,6 +53,36 @@ impl RedisTarget {
             Self::Cluster(urls) => urls,
         }
     }
+}
+
+/// How L2 protects what it sends to Redis and what it leaves there.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Protection {
+    /// The roots `rediss://` nodes are verified against; required for them.
+    pub(crate) trust: Option<Trust>,
+    /// Seals entries at rest (`--encryption-keys`).
+    pub(crate) keyring: Option<Arc<Keyring>>,
+}
+
+/// Whether a Redis URL asks for TLS.
+fn is_tls(url: &str) -> bool {
+    let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
+    scheme.eq_ignore_ascii_case("rediss") || scheme.eq_ignore_ascii_case("valkeys")
+}
+
+/// A client for one node: over TLS, verified against `trust`, when the URL
+/// says `rediss://`.
+fn node_client(url: &str, trust: Option<&Trust>) -> RedisResult<redis::Client> {
+    if !is_tls(url) {
+        return redis::Client::open(url);
+    }
+    let Some(trust) = trust else {
+        return Err(redis::RedisError::from((
+            redis::ErrorKind::InvalidClientConfig,
+            "a rediss:// URL needs TLS roots, and none were loaded",
+        )));
+    };
+    redis::Client::build_with_tls(url, trust.redis_certificates())
 }
 
 #[derive(Clone)]
@@ -72,6 +109,7 @@ pub(crate) struct L2 {
     timeout: Duration,
     breaker: Arc<Breaker>,
     metrics: Arc<Metrics>,
+    protection: Protection,
 }
 
 impl std::fmt::Debug for L2 {
@@ -79,6 +117,7 @@ impl std::fmt::Debug for L2 {
         f.debug_struct("L2")
             .field("prefix", &self.prefix)
             .field("timeout", &self.timeout)
+            .field("protection", &self.protection)
             .finish()
     }
 }
@@ -90,11 +129,12 @@ impl L2 {
         target: &RedisTarget,
         timeout: Duration,
         metrics: Arc<Metrics>,
+        protection: Protection,
     ) -> Result<Self, redis::RedisError> {
         let connect_timeout = Duration::from_secs(1).max(timeout);
         let backend = match target {
             RedisTarget::Single(url) => {
-                let client = redis::Client::open(url.as_str())?;
+                let client = node_client(url, protection.trust.as_ref())?;
                 let config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(connect_timeout))
                     .set_response_timeout(Some(timeout))
@@ -104,11 +144,27 @@ impl L2 {
                 Backend::Single(ConnectionManager::new_lazy_with_config(client, config)?)
             }
             RedisTarget::Cluster(urls) => {
-                let client = ClusterClient::builder(urls.iter().map(String::as_str))
+                let mut builder = ClusterClient::builder(urls.iter().map(String::as_str))
                     .connection_timeout(connect_timeout)
                     .response_timeout(timeout)
-                    .retries(1)
-                    .build()?;
+                    .retries(1);
+                let tls = urls.iter().filter(|url| is_tls(url)).count();
+                if tls > 0 && tls < urls.len() {
+                    return Err(redis::RedisError::from((
+                        redis::ErrorKind::InvalidClientConfig,
+                        "the cluster's nodes are given partly as rediss:// and partly as redis://: give them all one way",
+                    )));
+                }
+                if tls > 0 {
+                    let Some(trust) = &protection.trust else {
+                        return Err(redis::RedisError::from((
+                            redis::ErrorKind::InvalidClientConfig,
+                            "rediss:// URLs need TLS roots, and none were loaded",
+                        )));
+                    };
+                    builder = builder.certs(trust.redis_certificates());
+                }
+                let client = builder.build()?;
                 Backend::Cluster(Box::new(ClusterBackend {
                     client,
                     conn: Arc::default(),
@@ -122,7 +178,14 @@ impl L2 {
             timeout,
             breaker: Arc::default(),
             metrics,
+            protection,
         })
+    }
+
+    /// A client of its own for one node (a pub/sub connection), reached the
+    /// way L2 reaches it.
+    pub(crate) fn node_client(&self, url: &str) -> RedisResult<redis::Client> {
+        node_client(url, self.protection.trust.as_ref())
     }
 
     pub(crate) fn target(&self) -> &RedisTarget {
@@ -170,37 +233,61 @@ impl L2 {
         format!("{}{}", self.prefix, key.hex())
     }
 
-    /// The entry stored under `key`, or `None` on a miss, an error, a timeout
-    /// or an undecodable value.
+    /// The entry stored under `key`, or `None` on a miss, an error, a timeout,
+    /// a value that does not open, or an undecodable value.
     pub(crate) async fn get(&self, key: &CacheKey) -> Option<Entry> {
+        let name = self.redis_key(key);
         let mut cmd = redis::cmd("GET");
-        cmd.arg(self.redis_key(key));
-        match self.guarded::<Option<Vec<u8>>>(&cmd, "GET").await {
-            Some(Some(value)) => {
-                let entry = Entry::decode(Bytes::from(value));
-                if entry.is_none() {
-                    debug!(key = %key.short(), "L2 value could not be decoded; treated as a miss");
-                }
-                entry
-            }
+        cmd.arg(&name);
+        let value = self.guarded::<Option<Vec<u8>>>(&cmd, "GET").await??;
+        let sealed = encryption::is_sealed(&value);
+        let plain = match &self.protection.keyring {
+            Some(keyring) if sealed => keyring.open(name.as_bytes(), value),
+            None if !sealed => Some(Bytes::from(value)),
+            // Sealed and no keys, or plain where every entry must be
+            // sealed (whoever wrote it could not seal it).
             _ => None,
+        };
+        let Some(plain) = plain else {
+            self.metrics
+                .l2_decrypt_failures
+                .fetch_add(1, Ordering::Relaxed);
+            debug!(key = %key.short(), sealed, "L2 value did not open; treated as a miss");
+            return None;
+        };
+        let entry = Entry::decode(plain);
+        if entry.is_none() {
+            debug!(key = %key.short(), "L2 value could not be decoded; treated as a miss");
         }
+        entry
     }
 
-    /// Stores `entry` for `ttl` in the background: the response never waits
-    /// for Redis.
+    /// Stores `entry` for `ttl` in the background, sealed when there are
+    /// keys: the response never waits for Redis or the cipher.
     pub(crate) fn put(&self, key: &CacheKey, entry: &Entry, ttl: Duration) {
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
         if ttl_ms == 0 || !self.breaker.allows() {
             return;
         }
         let this = self.clone();
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(self.redis_key(key))
-            .arg(entry.encoded().as_ref())
-            .arg("PX")
-            .arg(ttl_ms);
-        tokio::spawn(async move { this.guarded::<()>(&cmd, "SET").await });
+        let name = self.redis_key(key);
+        let entry = entry.clone();
+        tokio::spawn(async move {
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(&name);
+            match &this.protection.keyring {
+                Some(keyring) => match keyring.seal(name.as_bytes(), entry.encoded()) {
+                    Some(sealed) => cmd.arg(sealed),
+                    None => {
+                        warn!("the system's random source failed; the entry is not stored in L2");
+                        return;
+                    }
+                },
+                None => cmd.arg(entry.encoded().as_ref()),
+            };
+            cmd.arg("PX").arg(ttl_ms);
+            this.guarded::<()>(&cmd, "SET").await;
+        });
     }
 
     fn lease_key(&self, key: &CacheKey) -> String {

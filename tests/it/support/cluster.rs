@@ -34,7 +34,7 @@ pub(crate) struct NodeView {
 
 /// A free loopback port at most 55535: a cluster node also listens on its
 /// port + 10000 for the cluster bus.
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     loop {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
