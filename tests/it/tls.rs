@@ -426,16 +426,29 @@ async fn a_tampered_or_moved_entry_is_a_miss_never_an_error() {
     redis.set_raw(&names[0], &raw).await;
     redis.set_raw(&names[1], &original).await;
 
+    // A plain entry, as an instance without keys (or anyone who can write
+    // to Redis) leaves it: not served where entries must be sealed.
+    let mut plain_settings = settings(upstream.uri());
+    plain_settings.redis = Some(redis.url.clone());
+    let plain_writer = Folio::start_with(plain_settings, POLICY).await;
+    get(&plain_writer.url("/api/v1/products/3"), ACME).await;
+    eventually(Duration::from_secs(5), "plain entry written", || async {
+        entry_keys(&redis).await.len() == 3
+    })
+    .await;
+
     let reader = start().await;
-    for path in ["/api/v1/products/1", "/api/v1/products/2"] {
+    for path in ["/api/v1/products/1", "/api/v1/products/2", "/api/v1/products/3"] {
         let got = get(&reader.url(path), ACME).await;
         assert_eq!(got.status, 200, "{path}");
         assert_eq!(got.x_cache(), "MISS", "{path}");
     }
-    assert_eq!(metric(&reader, "folio_l2_decrypt_failures_total").await, 2);
-    assert_eq!(upstream.hits("/api/v1/products/1"), 2);
-    assert_eq!(upstream.hits("/api/v1/products/2"), 2);
+    assert_eq!(metric(&reader, "folio_l2_decrypt_failures_total").await, 3);
+    for path in ["/api/v1/products/1", "/api/v1/products/2", "/api/v1/products/3"] {
+        assert_eq!(upstream.hits(path), 2, "{path}");
+    }
     writer.stop().await;
+    plain_writer.stop().await;
     reader.stop().await;
 }
 
