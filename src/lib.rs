@@ -66,7 +66,7 @@ pub use admin::AdminAuth;
 pub use policy::units::{parse_duration, parse_size};
 pub use policy::{PolicyError, PolicyErrors, PolicySet};
 pub use settings::{Cidr, Settings, TenantSource};
-pub use tls::redact_url;
+pub use tls::{redact_url, trusted_client_config};
 pub use warm::{WarmReport, warm};
 
 /// Why folio could not start.
@@ -407,7 +407,7 @@ fn spawn_housekeeping(
     }
 
     #[cfg(unix)]
-    if let Some(served) = served
+    if let Some(served) = served.clone()
         && let Ok(mut hangups) =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
     {
@@ -435,9 +435,17 @@ fn spawn_housekeeping(
     if let (Some(plan), Some(addr)) = (settings.config.warm.clone(), proxy_addr) {
         let tenants = settings.tenant.clone();
         let stop = until_stopped();
+        // Through the listener as clients reach it: over TLS when it
+        // speaks TLS, trusting exactly the certificate it serves.
+        let (base, tls) = match &served {
+            Some(served) => (
+                format!("https://{addr}"),
+                Some(tls::own_listener_client(served)),
+            ),
+            None => (format!("http://{addr}"), None),
+        };
         tokio::spawn(async move {
             tokio::pin!(stop);
-            let base = format!("http://{addr}");
             // The upstream may start alongside folio: give it a moment, and
             // try again (with backoff) while some URLs fail.
             let mut pause = Duration::from_millis(500);
@@ -448,7 +456,7 @@ fn spawn_housekeeping(
                     () = &mut stop => return,
                 }
                 let total = plan.urls.len();
-                let report = warm::warm(&base, &plan, &tenants, move |done, total, failed| {
+                let report = warm::warm(&base, &plan, &tenants, tls.clone(), move |done, total, failed| {
                     if done == total || done % 100 == 0 {
                         tracing::info!("warming: {done}/{total} fetched ({failed} failed)");
                     }

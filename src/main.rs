@@ -53,11 +53,14 @@ enum Command {
     Warm {
         #[arg(long, env = "FOLIO_CONFIG")]
         config: PathBuf,
-        /// The running folio.
+        /// The running folio (https:// is verified against the system's roots plus --ca-file).
         #[arg(long, default_value = "http://127.0.0.1:8080")]
         target: String,
         #[arg(long, env = "FOLIO_TENANT", default_value = "header:X-Tenant-ID")]
         tenant: TenantSource,
+        /// Extra certificate authorities (PEM) for an https:// target.
+        #[arg(long, env = "FOLIO_CA_FILE")]
+        ca_file: Option<PathBuf>,
     },
 }
 
@@ -170,7 +173,8 @@ fn main() -> ExitCode {
             config,
             target,
             tenant,
-        }) => warm(&config, &target, &tenant),
+            ca_file,
+        }) => warm(&config, &target, &tenant, ca_file.as_deref()),
         None => serve(cli.serve),
     };
     match result {
@@ -216,15 +220,25 @@ fn explain(
     Ok(ExitCode::SUCCESS)
 }
 
-fn warm(config: &std::path::Path, target: &str, tenant: &TenantSource) -> anyhow::Result<ExitCode> {
+fn warm(
+    config: &std::path::Path,
+    target: &str,
+    tenant: &TenantSource,
+    ca_file: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
     let config = Config::load(config).map_err(anyhow::Error::msg)?;
+    let tls = if target.starts_with("https://") {
+        Some(folio::trusted_client_config(ca_file).map_err(anyhow::Error::msg)?)
+    } else {
+        None
+    };
     let plan = config
         .warm
         .context("the config file has no warm: section")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let report = runtime.block_on(folio::warm(target, &plan, tenant, |done, total, failed| {
+    let report = runtime.block_on(folio::warm(target, &plan, tenant, tls, |done, total, failed| {
         let width = 30;
         let filled = (done * width).checked_div(total).unwrap_or(width);
         eprint!(

@@ -44,6 +44,14 @@ pub(crate) fn use_ring() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// A client config trusting the system's roots plus `ca_file` (for `folio
+/// warm --target https://…`).
+pub fn trusted_client_config(ca_file: Option<&Path>) -> Result<ClientConfig, String> {
+    Ok(Trust::load(ca_file)
+        .map_err(|e| e.to_string())?
+        .client_config())
+}
+
 /// The certificate authorities folio trusts when it connects out: the
 /// system's roots plus the operator's `--ca-file`.
 #[derive(Clone)]
@@ -201,6 +209,69 @@ impl ServedCertificate {
             .with_cert_resolver(Arc::clone(self) as Arc<dyn ResolvesServerCert>);
         config.alpn_protocols = SERVED_ALPN.iter().map(|p| p.to_vec()).collect();
         Arc::new(config)
+    }
+}
+
+/// A client config for folio's own requests to its own listener (warming):
+/// it accepts exactly the certificate the listener serves at the time, and
+/// nothing else, whatever name it was made for.
+pub(crate) fn own_listener_client(served: &Arc<ServedCertificate>) -> ClientConfig {
+    let algorithms = rustls::crypto::ring::default_provider().signature_verification_algorithms;
+    ClientConfig::builder()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(OwnCertificate {
+            served: Arc::clone(served),
+            algorithms,
+        }))
+        .with_no_client_auth()
+}
+
+/// Verifies that the peer is folio's own listener: its certificate is the
+/// one served, and the handshake is signed by its key.
+#[derive(Debug)]
+struct OwnCertificate {
+    served: Arc<ServedCertificate>,
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl rustls::client::danger::ServerCertVerifier for OwnCertificate {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        if self.served.current.load().cert.first() == Some(end_entity) {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.algorithms.supported_schemes()
     }
 }
 

@@ -540,3 +540,32 @@ async fn sighup_rereads_the_served_certificate() {
             .is_err()
     );
 }
+
+#[tokio::test]
+async fn warming_goes_through_a_tls_listener() {
+    let ca = TestCa::new("clients CA");
+    // Not made for 127.0.0.1, which warming connects to: it trusts the
+    // certificate the listener serves, not a name.
+    let leaf = ca.leaf("folio", &["folio.internal", "localhost"]);
+    let upstream = TestUpstream::start(|_| product_upstream_reply()).await;
+    let mut settings = settings(upstream.uri());
+    settings.tls_cert = Some(leaf.cert_path.clone());
+    settings.tls_key = Some(leaf.key_path.clone());
+    settings.config.warm = Some(folio::config::WarmPlan {
+        every: None,
+        concurrency: 1,
+        urls: vec![folio::config::WarmUrl {
+            url: "/api/v1/products/9".into(),
+            tenant: Some("acme".into()),
+            headers: Default::default(),
+        }],
+    });
+    let folio = Folio::start_with(settings, POLICY).await;
+    eventually(Duration::from_secs(10), "warmed over TLS", || async {
+        upstream.hits("/api/v1/products/9") == 1
+    })
+    .await;
+    let warmed = tls_get(folio.addr, ca.client_config(&[b"h2"]), "/api/v1/products/9", ACME).await;
+    assert_eq!(warmed.got.x_cache(), "HIT");
+    folio.stop().await;
+}

@@ -167,7 +167,7 @@ pub(crate) async fn tls_get(
         let alpn = session.alpn_protocol().map(<[u8]>::to_vec);
         let certificate = session.peer_certificates().unwrap()[0].clone().into_owned();
         let h2 = alpn.as_deref() == Some(b"h2");
-        let mut request = Request::get(format!("https://localhost:{}{path}", addr.port()));
+        let mut request = Request::get(format!("https://127.0.0.1:{}{path}", addr.port()));
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
