@@ -456,11 +456,17 @@ fn spawn_housekeeping(
                     () = &mut stop => return,
                 }
                 let total = plan.urls.len();
-                let report = warm::warm(&base, &plan, &tenants, tls.clone(), move |done, total, failed| {
-                    if done == total || done % 100 == 0 {
-                        tracing::info!("warming: {done}/{total} fetched ({failed} failed)");
-                    }
-                })
+                let report = warm::warm(
+                    &base,
+                    &plan,
+                    &tenants,
+                    tls.clone(),
+                    move |done, total, failed| {
+                        if done == total || done % 100 == 0 {
+                            tracing::info!("warming: {done}/{total} fetched ({failed} failed)");
+                        }
+                    },
+                )
                 .await;
                 tracing::info!(
                     total,

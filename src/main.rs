@@ -85,10 +85,20 @@ struct ServeArgs {
     #[arg(long, env = "FOLIO_CONFIG")]
     config: Option<PathBuf>,
     /// Redis URL for the shared L2 tier (redis://host:port, rediss://user:pass@host:port over TLS, redis+unix:///path). Off when absent.
-    #[arg(long, env = "FOLIO_REDIS", conflicts_with = "redis_cluster")]
+    #[arg(
+        long,
+        env = "FOLIO_REDIS",
+        conflicts_with = "redis_cluster",
+        hide_env_values = true
+    )]
     redis: Option<String>,
     /// Redis Cluster nodes for L2, comma-separated (redis://host:port,... or rediss://...).
-    #[arg(long, env = "FOLIO_REDIS_CLUSTER", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "FOLIO_REDIS_CLUSTER",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     redis_cluster: Vec<String>,
     /// Extra certificate authorities (PEM), trusted beside the system's roots for an https:// upstream and rediss:// Redis.
     #[arg(long, env = "FOLIO_CA_FILE")]
@@ -121,10 +131,10 @@ struct ServeArgs {
     #[arg(long, env = "FOLIO_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
     admin_listen: String,
     /// Bearer token of operators: may purge for any tenant and reload. Without any token, the admin API accepts mutations from loopback only.
-    #[arg(long, env = "FOLIO_ADMIN_TOKEN", value_parser = admin_token)]
+    #[arg(long, env = "FOLIO_ADMIN_TOKEN", value_parser = admin_token, hide_env_values = true)]
     admin_token: Option<String>,
     /// A tenant's own token, TENANT=TOKEN (repeat, or comma-separate in the variable): may purge that tenant only.
-    #[arg(long, env = "FOLIO_TENANT_TOKENS", value_delimiter = ',', value_parser = tenant_token)]
+    #[arg(long, env = "FOLIO_TENANT_TOKENS", value_delimiter = ',', value_parser = tenant_token, hide_env_values = true)]
     tenant_token: Vec<(String, String)>,
     /// Proxies in front of folio whose X-Forwarded-For / Forwarded are believed (CIDR, comma-separated); from other peers those headers are replaced.
     #[arg(long, env = "FOLIO_TRUSTED_PROXIES", value_delimiter = ',')]
@@ -238,16 +248,22 @@ fn warm(
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let report = runtime.block_on(folio::warm(target, &plan, tenant, tls, |done, total, failed| {
-        let width = 30;
-        let filled = (done * width).checked_div(total).unwrap_or(width);
-        eprint!(
-            "\rwarming [{}{}] {done}/{total} ({failed} failed)",
-            "#".repeat(filled),
-            " ".repeat(width - filled)
-        );
-        let _ = std::io::stderr().flush();
-    }));
+    let report = runtime.block_on(folio::warm(
+        target,
+        &plan,
+        tenant,
+        tls,
+        |done, total, failed| {
+            let width = 30;
+            let filled = (done * width).checked_div(total).unwrap_or(width);
+            eprint!(
+                "\rwarming [{}{}] {done}/{total} ({failed} failed)",
+                "#".repeat(filled),
+                " ".repeat(width - filled)
+            );
+            let _ = std::io::stderr().flush();
+        },
+    ));
     eprintln!();
     println!(
         "warmed {} of {} URLs ({} failed)",

@@ -432,7 +432,10 @@ mod tests {
         settings.redis_cluster = vec!["rediss://:hunter2@node:7000".into()];
         let printed = format!("{settings:?}");
         assert!(!printed.contains("hunter2"), "{printed}");
-        assert!(printed.contains("rediss://folio:***@cache:6380"), "{printed}");
+        assert!(
+            printed.contains("rediss://folio:***@cache:6380"),
+            "{printed}"
+        );
     }
 
     #[test]

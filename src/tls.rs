@@ -365,10 +365,8 @@ mod tests {
     #[test]
     fn tls_failures_are_found_inside_wrapped_io_errors() {
         let tls = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
-        let wrapped = std::io::Error::other(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            tls,
-        ));
+        let wrapped =
+            std::io::Error::other(std::io::Error::new(std::io::ErrorKind::InvalidData, tls));
         let found = tls_failure(&wrapped).unwrap();
         assert!(found.contains("UnknownIssuer"), "{found}");
         let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);

@@ -7,9 +7,9 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use futures_util::future::Either;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, Version, header};
-use futures_util::future::Either;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
@@ -187,7 +187,11 @@ impl Upstream {
 
     /// Whether a TCP connection to the upstream opens within `limit`.
     pub(crate) async fn reachable(&self, limit: Duration) -> bool {
-        let default_port = if self.scheme == Scheme::HTTPS { 443 } else { 80 };
+        let default_port = if self.scheme == Scheme::HTTPS {
+            443
+        } else {
+            80
+        };
         let port = self.authority.port_u16().unwrap_or(default_port);
         let connect = tokio::net::TcpStream::connect((self.authority.host(), port));
         matches!(tokio::time::timeout(limit, connect).await, Ok(Ok(_)))

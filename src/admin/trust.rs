@@ -35,7 +35,10 @@ impl std::fmt::Debug for AdminAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Who has a token, never the token.
         f.debug_struct("AdminAuth")
-            .field("operator_token", &self.operator_token.as_ref().map(|_| "***"))
+            .field(
+                "operator_token",
+                &self.operator_token.as_ref().map(|_| "***"),
+            )
             .field(
                 "tenant_tokens",
                 &self

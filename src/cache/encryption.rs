@@ -117,7 +117,9 @@ impl Keyring {
             let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(encoded) else {
                 return Err(fail(
                     number,
-                    format!("the key of '{id}' is not base64 (make one with: openssl rand -base64 32)"),
+                    format!(
+                        "the key of '{id}' is not base64 (make one with: openssl rand -base64 32)"
+                    ),
                 ));
             };
             if bytes.len() != KEY_LEN {

@@ -110,7 +110,13 @@ async fn clients_get_h2_or_http1_by_alpn_and_a_miss_then_a_hit() {
     assert_eq!(h1.got.x_cache(), "HIT");
     assert_eq!(h1.got.text(), ANSWER);
     // A client offering no ALPN speaks HTTP/1.1.
-    let plain_alpn = tls_get(folio.addr, ca.client_config(&[]), "/api/v1/products/42", ACME).await;
+    let plain_alpn = tls_get(
+        folio.addr,
+        ca.client_config(&[]),
+        "/api/v1/products/42",
+        ACME,
+    )
+    .await;
     assert_eq!(plain_alpn.version, Version::HTTP_11);
     assert_eq!(plain_alpn.got.x_cache(), "HIT");
     assert_eq!(upstream.hits("/api/v1/products/42"), 1);
@@ -173,11 +179,10 @@ async fn an_upstream_certificate_that_does_not_verify_is_a_502_that_says_so() {
     let untrusted = TestCa::new("someone else's CA");
     // Signed by a CA folio does not trust.
     let stranger = untrusted.leaf("upstream", &["localhost"]);
-    let upstream =
-        TestUpstream::start_tls(stranger.server_config(&[b"h2", b"http/1.1"]), |_| {
-            product_upstream_reply()
-        })
-        .await;
+    let upstream = TestUpstream::start_tls(stranger.server_config(&[b"h2", b"http/1.1"]), |_| {
+        product_upstream_reply()
+    })
+    .await;
     let mut settings = settings(upstream.uri());
     settings.ca_file = Some(trusted.ca_path());
     let folio = Folio::start_with(settings, POLICY).await;
@@ -232,9 +237,11 @@ async fn redis_over_tls_with_an_acl_user_gives_a_miss_then_an_l2_hit_over_tls_cl
 
     let miss = tls_get(a.addr, client.clone(), "/api/v1/products/42", ACME).await;
     assert_eq!(miss.got.x_cache(), "MISS");
-    eventually(Duration::from_secs(5), "entry written to Redis over TLS", || async {
-        !entry_keys(&redis).await.is_empty()
-    })
+    eventually(
+        Duration::from_secs(5),
+        "entry written to Redis over TLS",
+        || async { !entry_keys(&redis).await.is_empty() },
+    )
     .await;
     let hit = tls_get(b.addr, client, "/api/v1/products/42", ACME).await;
     assert_eq!(hit.got.x_cache(), "HIT");
@@ -242,7 +249,12 @@ async fn redis_over_tls_with_an_acl_user_gives_a_miss_then_an_l2_hit_over_tls_cl
     assert_eq!(hit.got.text(), ANSWER);
     assert_eq!(upstream.hits("/api/v1/products/42"), 1);
     let health = get(&format!("http://{}/_folio/health", b.admin), &[]).await;
-    assert_eq!(health.json()["checks"]["redis"]["reachable"], true, "{}", health.text());
+    assert_eq!(
+        health.json()["checks"]["redis"]["reachable"],
+        true,
+        "{}",
+        health.text()
+    );
     a.stop().await;
     b.stop().await;
 }
@@ -259,10 +271,18 @@ async fn a_redis_password_is_never_printed() {
     let process = FolioProcess::start_with_env(
         &upstream.uri().to_string(),
         &policies,
-        &["--redis", &redis.url, "--ca-file", ca_path.to_str().unwrap()],
+        &[
+            "--redis",
+            &redis.url,
+            "--ca-file",
+            ca_path.to_str().unwrap(),
+        ],
         &[("RUST_LOG", "debug")],
     );
-    assert_eq!(get(&process.url("/api/v1/products/1"), ACME).await.status, 200);
+    assert_eq!(
+        get(&process.url("/api/v1/products/1"), ACME).await.status,
+        200
+    );
     let health = get(&format!("http://{}/_folio/health", process.admin), &[]).await;
     let stats = get(&format!("http://{}/_folio/stats", process.admin), &[]).await;
     let metrics = get(&format!("http://{}/_folio/metrics", process.admin), &[]).await;
@@ -287,14 +307,31 @@ async fn a_redis_password_is_never_printed() {
         ("log", process.lines().join("\n")),
         ("log with a wrong password", wrong.lines().join("\n")),
     ] {
-        assert!(!text.contains(password), "{what} shows the password:\n{text}");
-        assert!(!text.contains("wrong-pass-4242"), "{what} shows a password:\n{text}");
+        assert!(
+            !text.contains(password),
+            "{what} shows the password:\n{text}"
+        );
+        assert!(
+            !text.contains("wrong-pass-4242"),
+            "{what} shows a password:\n{text}"
+        );
     }
     assert!(
         process.lines().iter().any(|l| l.contains("folio started")),
         "the log was read: {:?}",
         process.lines()
     );
+    // `folio --help` shows where each flag's variable is, not its value.
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_folio"))
+        .arg("--help")
+        .env("FOLIO_REDIS", &redis.url)
+        .env("FOLIO_ADMIN_TOKEN", "operator-secret-55")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("FOLIO_REDIS"), "{help}");
+    assert!(!help.contains(password), "{help}");
+    assert!(!help.contains("operator-secret-55"), "{help}");
 }
 
 #[tokio::test]
@@ -311,7 +348,10 @@ async fn entries_are_sealed_in_redis_and_open_only_with_the_key() {
         Folio::start_with(settings, POLICY)
     };
     let a = start(Some(&keys)).await;
-    assert_eq!(get(&a.url("/api/v1/products/42"), ACME).await.x_cache(), "MISS");
+    assert_eq!(
+        get(&a.url("/api/v1/products/42"), ACME).await.x_cache(),
+        "MISS"
+    );
     eventually(Duration::from_secs(5), "entry written to Redis", || async {
         !entry_keys(&redis).await.is_empty()
     })
@@ -328,7 +368,10 @@ async fn entries_are_sealed_in_redis_and_open_only_with_the_key() {
         "/api/v1/products/42",
         "acme",
     ] {
-        assert!(!contains(&raw, readable), "'{readable}' is readable in Redis");
+        assert!(
+            !contains(&raw, readable),
+            "'{readable}' is readable in Redis"
+        );
     }
     assert_eq!(raw[0], 0xA1, "a sealed value, version 1");
 
@@ -390,8 +433,16 @@ async fn a_rotated_key_file_reads_entries_sealed_with_the_old_key() {
     })
     .await;
     let old_only = start(&old).await;
-    assert_eq!(get(&old_only.url("/api/v1/products/2"), ACME).await.x_cache(), "MISS");
-    assert_eq!(metric(&old_only, "folio_l2_decrypt_failures_total").await, 1);
+    assert_eq!(
+        get(&old_only.url("/api/v1/products/2"), ACME)
+            .await
+            .x_cache(),
+        "MISS"
+    );
+    assert_eq!(
+        metric(&old_only, "folio_l2_decrypt_failures_total").await,
+        1
+    );
     assert_eq!(upstream.hits("/api/v1/products/1"), 1);
     before.stop().await;
     after.stop().await;
@@ -438,13 +489,21 @@ async fn a_tampered_or_moved_entry_is_a_miss_never_an_error() {
     .await;
 
     let reader = start().await;
-    for path in ["/api/v1/products/1", "/api/v1/products/2", "/api/v1/products/3"] {
+    for path in [
+        "/api/v1/products/1",
+        "/api/v1/products/2",
+        "/api/v1/products/3",
+    ] {
         let got = get(&reader.url(path), ACME).await;
         assert_eq!(got.status, 200, "{path}");
         assert_eq!(got.x_cache(), "MISS", "{path}");
     }
     assert_eq!(metric(&reader, "folio_l2_decrypt_failures_total").await, 3);
-    for path in ["/api/v1/products/1", "/api/v1/products/2", "/api/v1/products/3"] {
+    for path in [
+        "/api/v1/products/1",
+        "/api/v1/products/2",
+        "/api/v1/products/3",
+    ] {
         assert_eq!(upstream.hits(path), 2, "{path}");
     }
     writer.stop().await;
@@ -471,7 +530,13 @@ async fn a_tls_handshake_that_never_completes_is_closed() {
         .await
         .unwrap();
     // Meanwhile others are served.
-    let served = tls_get(folio.addr, ca.client_config(&[b"h2"]), "/api/v1/products/1", ACME).await;
+    let served = tls_get(
+        folio.addr,
+        ca.client_config(&[b"h2"]),
+        "/api/v1/products/1",
+        ACME,
+    )
+    .await;
     assert_eq!(served.got.status, 200);
     for (what, stream) in [("silent", &mut silent), ("half a hello", &mut halfway)] {
         let mut buffer = [0u8; 64];
@@ -503,7 +568,13 @@ async fn sighup_rereads_the_served_certificate() {
             first.key_path.to_str().unwrap(),
         ],
     );
-    let before = tls_get(process.addr, ca.client_config(&[b"h2"]), "/api/v1/products/1", ACME).await;
+    let before = tls_get(
+        process.addr,
+        ca.client_config(&[b"h2"]),
+        "/api/v1/products/1",
+        ACME,
+    )
+    .await;
     assert_eq!(before.certificate, first.der());
     assert_eq!(before.got.status, 200);
 
@@ -511,17 +582,33 @@ async fn sighup_rereads_the_served_certificate() {
     std::fs::write(&first.cert_path, "not a certificate").unwrap();
     process.signal("HUP");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let kept = tls_get(process.addr, ca.client_config(&[b"h2"]), "/api/v1/products/1", ACME).await;
+    let kept = tls_get(
+        process.addr,
+        ca.client_config(&[b"h2"]),
+        "/api/v1/products/1",
+        ACME,
+    )
+    .await;
     assert_eq!(kept.certificate, first.der());
 
     // The renewed certificate is written over the same files.
     let renewed = ca.leaf("folio", &["localhost"]);
     assert_ne!(renewed.der(), first.der());
     process.signal("HUP");
-    eventually(Duration::from_secs(10), "the renewed certificate served", || async {
-        let now = tls_get(process.addr, ca.client_config(&[b"h2"]), "/api/v1/products/1", ACME).await;
-        now.certificate == renewed.der()
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the renewed certificate served",
+        || async {
+            let now = tls_get(
+                process.addr,
+                ca.client_config(&[b"h2"]),
+                "/api/v1/products/1",
+                ACME,
+            )
+            .await;
+            now.certificate == renewed.der()
+        },
+    )
     .await;
     assert!(
         process
@@ -565,7 +652,13 @@ async fn warming_goes_through_a_tls_listener() {
         upstream.hits("/api/v1/products/9") == 1
     })
     .await;
-    let warmed = tls_get(folio.addr, ca.client_config(&[b"h2"]), "/api/v1/products/9", ACME).await;
+    let warmed = tls_get(
+        folio.addr,
+        ca.client_config(&[b"h2"]),
+        "/api/v1/products/9",
+        ACME,
+    )
+    .await;
     assert_eq!(warmed.got.x_cache(), "HIT");
     folio.stop().await;
 }

@@ -190,9 +190,10 @@ impl TestUpstream {
                             let Ok(stream) = acceptor.accept(stream).await else {
                                 return;
                             };
-                            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                                .serve_connection(TokioIo::new(stream), service)
-                                .await;
+                            let _ =
+                                hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                                    .serve_connection(TokioIo::new(stream), service)
+                                    .await;
                         }
                     }
                 });
