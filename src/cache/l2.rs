@@ -14,7 +14,7 @@
 //! open is a miss, counted.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -22,7 +22,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, FromRedisValue, RedisResult};
-use tokio::sync::OnceCell;
+use tokio::sync::{Notify, OnceCell};
 use tracing::{debug, warn};
 
 use super::encryption::{self, Keyring};
@@ -98,6 +98,42 @@ enum Backend {
 struct ClusterBackend {
     client: ClusterClient,
     conn: Arc<OnceCell<ClusterConnection>>,
+    /// Whether a task is connecting now (one at a time).
+    connecting: Arc<AtomicBool>,
+    /// Woken when a connect attempt ends, made or failed.
+    attempted: Arc<Notify>,
+}
+
+impl ClusterBackend {
+    /// The connection, once made. Connecting takes a handshake with each
+    /// node (several over TLS), longer than one command may wait, so it
+    /// runs in a task of its own, one attempt at a time, which finishes
+    /// even when the command that started it has given up.
+    async fn connection(&self) -> RedisResult<ClusterConnection> {
+        let attempted = self.attempted.notified();
+        tokio::pin!(attempted);
+        attempted.as_mut().enable();
+        if let Some(conn) = self.conn.get() {
+            return Ok(conn.clone());
+        }
+        if !self.connecting.swap(true, Ordering::AcqRel) {
+            let this = self.clone();
+            tokio::spawn(async move {
+                match this.client.get_async_connection().await {
+                    Ok(conn) => {
+                        let _ = this.conn.set(conn);
+                    }
+                    Err(error) => debug!(%error, "cannot connect to the Redis Cluster"),
+                }
+                this.connecting.store(false, Ordering::Release);
+                this.attempted.notify_waiters();
+            });
+        }
+        attempted.await;
+        self.conn.get().cloned().ok_or_else(|| {
+            redis::RedisError::from((redis::ErrorKind::Io, "cannot connect to the Redis Cluster"))
+        })
+    }
 }
 
 #[derive(Clone)]
@@ -168,6 +204,8 @@ impl L2 {
                 Backend::Cluster(Box::new(ClusterBackend {
                     client,
                     conn: Arc::default(),
+                    connecting: Arc::default(),
+                    attempted: Arc::default(),
                 }))
             }
         };
@@ -209,11 +247,8 @@ impl L2 {
         match &self.backend {
             Backend::Single(conn) => cmd.query_async(&mut conn.clone()).await,
             Backend::Cluster(cluster) => {
-                let conn = cluster
-                    .conn
-                    .get_or_try_init(|| cluster.client.get_async_connection())
-                    .await?;
-                cmd.query_async(&mut conn.clone()).await
+                let mut conn = cluster.connection().await?;
+                cmd.query_async(&mut conn).await
             }
         }
     }

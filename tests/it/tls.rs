@@ -13,8 +13,8 @@ use tokio::io::AsyncReadExt as _;
 
 use crate::support::tls::{TestCa, connect, tls_get};
 use crate::support::{
-    ACME, Folio, FolioProcess, Reply, ScratchDir, TestRedis, TestUpstream, eventually, get,
-    settings,
+    ACME, Folio, FolioProcess, Reply, ScratchDir, TestCluster, TestRedis, TestUpstream, eventually,
+    get, settings,
 };
 
 /// Tags the policy gives entries: they must not be readable in Redis.
@@ -661,4 +661,72 @@ async fn warming_goes_through_a_tls_listener() {
     .await;
     assert_eq!(warmed.got.x_cache(), "HIT");
     folio.stop().await;
+}
+
+#[tokio::test]
+async fn a_redis_cluster_over_tls_shares_sealed_entries_and_purges() {
+    let ca = TestCa::new("cluster CA");
+    let cluster = TestCluster::start_tls(&ca).await;
+    assert!(cluster.urls()[0].starts_with("rediss://"));
+    let dir = ScratchDir::new("keys", "cluster");
+    let keys = write_keys(&dir, "keys", &[("k1", 1)]);
+    let upstream = TestUpstream::start(|_| product_upstream_reply()).await;
+    let start = || {
+        let mut settings = settings(upstream.uri());
+        settings.redis_cluster = cluster.urls();
+        settings.ca_file = Some(ca.ca_path());
+        settings.encryption_keys = Some(keys.clone());
+        Folio::start_with(settings, POLICY)
+    };
+    let a = start().await;
+    let b = start().await;
+    for id in 0..20 {
+        let got = get(&a.url(&format!("/api/v1/products/{id}")), ACME).await;
+        assert_eq!(got.x_cache(), "MISS");
+    }
+    eventually(
+        Duration::from_secs(10),
+        "entries on every master",
+        || async { cluster.key_counts().iter().all(|n| *n > 0) },
+    )
+    .await;
+    eventually(Duration::from_secs(10), "all 20 entries in L2", || async {
+        cluster.key_counts().iter().sum::<u64>() >= 20
+    })
+    .await;
+    let hit = get(&b.url("/api/v1/products/3"), ACME).await;
+    assert_eq!(hit.header("x-cache-layer"), "L2");
+    assert_eq!(hit.text(), ANSWER);
+    assert_eq!(
+        get(&b.url("/api/v1/products/3"), ACME)
+            .await
+            .header("x-cache-layer"),
+        "L1"
+    );
+
+    // A purge on A reaches B's L1 through Redis, over TLS.
+    let purge = a
+        .admin_post(
+            "/_folio/purge",
+            &[],
+            r#"{"tags":["sku-tag-3"],"tenant":"acme"}"#,
+        )
+        .await;
+    assert_eq!(purge.status, 200, "{}", purge.text());
+    eventually(Duration::from_secs(5), "the purge reached B", || async {
+        get(&b.url("/api/v1/products/3"), ACME).await.x_cache() == "MISS"
+    })
+    .await;
+    let health = get(&format!("http://{}/_folio/health", b.admin), &[]).await;
+    let checks = &health.json()["checks"];
+    assert_eq!(checks["redis"]["reachable"], true, "{}", health.text());
+    assert_eq!(
+        checks["invalidation"]["subscribed"],
+        true,
+        "{}",
+        health.text()
+    );
+    assert_eq!(metric(&b, "folio_l2_decrypt_failures_total").await, 0);
+    a.stop().await;
+    b.stop().await;
 }
