@@ -255,6 +255,12 @@ async fn redis_over_tls_with_an_acl_user_gives_a_miss_then_an_l2_hit_over_tls_cl
         "{}",
         health.text()
     );
+    // The invalidation subscription logs in as the ACL user over TLS too.
+    eventually(Duration::from_secs(10), "B subscribed", || async {
+        let health = get(&format!("http://{}/_folio/health", b.admin), &[]).await;
+        health.json()["checks"]["invalidation"]["subscribed"] == true
+    })
+    .await;
     a.stop().await;
     b.stop().await;
 }
