@@ -6,12 +6,17 @@ Varnish (each a fair, memory-backed shared cache with the same TTL and key:
 benches/peers/), and runs the same scenarios against each with oha, round
 robin (A B C, A B C, ...) so machine drift hits all alike, then reports
 medians. Servers are pinned to CPU 0 and the load generator to CPU 1.
+Hot hits are driven by wrk (one thread), which stays below its core's
+limit where oha saturated its own; a bare hyper server answering one fixed
+body (examples/bare.rs) is the stack's ceiling. Scenarios with many URLs
+use oha. Each table shows how busy the load generator's core was.
 Everything binds 127.0.0.1 and every run is bounded in requests or seconds.
 
     python3 benches/compare.py                 # the full comparison (~15 min)
     python3 benches/compare.py --quick         # 2 s per run, one round (a smoke run)
+    python3 benches/compare.py --only hot,memory   # some scenarios only
 
-scripts/bench.sh installs what is missing (oha, nginx, varnish, matplotlib)
+scripts/bench.sh installs what is missing (oha, wrk, nginx, varnish, matplotlib)
 and runs this. Results: benches/results/<date>.md, latest.md and chart.png.
 """
 
@@ -146,6 +151,7 @@ class Bench:
         self.origin_port = free_port()
         self.folio_bin = ROOT / "target" / "release" / "folio"
         self.bookstore_bin = ROOT / "target" / "release" / "examples" / "bookstore"
+        self.bare_bin = ROOT / "target" / "release" / "examples" / "bare"
 
     # ----- servers -----
 
@@ -217,6 +223,18 @@ class Bench:
         server.prefix = ""
         return server
 
+    def bare(self):
+        """The stack's ceiling: bare hyper answering the hot product's body."""
+        port = free_port()
+        body = urllib.request.urlopen(urllib.request.Request(
+            f"http://127.0.0.1:{self.origin_port}/api/v1/products/42", headers={"X-Tenant-ID": TENANT})).read()
+        path = self.work / "bare-body.json"
+        path.write_bytes(body)
+        server = self.start("bare hyper", [str(self.bare_bin), "--listen", f"127.0.0.1:{port}", "--body", str(path)],
+                            port)
+        server.prefix = ""
+        return server
+
     def redis(self):
         port = free_port()
         return self.start("redis", ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
@@ -259,6 +277,20 @@ class Bench:
             "load_busy": 100 * (after[0] - before[0]) / max(after[1] - before[1], 1),
         }
 
+    def wrk(self, url, connections, seconds, headers=()):
+        """Runs wrk (one thread) against one URL; returns its figures like oha()."""
+        args = ["wrk", "-t1", "-c", str(connections), "-d", f"{seconds}s", "--latency",
+                "-H", f"X-Tenant-ID: {TENANT}"]
+        for header in headers:
+            args += ["-H", header]
+        args.append(url)
+        before = cpu_ticks(LOAD_CPU)
+        out = subprocess.run(pinned(LOAD_CPU, args), capture_output=True, text=True, timeout=seconds + 60)
+        after = cpu_ticks(LOAD_CPU)
+        if out.returncode != 0:
+            raise RuntimeError(f"wrk failed: {out.stderr[-500:]}")
+        return {**parse_wrk(out.stdout), "load_busy": 100 * (after[0] - before[0]) / max(after[1] - before[1], 1)}
+
     def url_file(self, name, prefix, ids):
         path = self.work / f"{name}.txt"
         path.write_text("".join(f"{prefix}/api/v1/products/{i}\n" for i in ids))
@@ -273,18 +305,49 @@ class Bench:
         return [perm[r - 1] for r in ranks]
 
 
+def parse_wrk(text):
+    """req/s, p50 and p99 (ms), requests and errors from wrk --latency's report."""
+    def ms(value):
+        for unit, scale in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
+            if value.endswith(unit):
+                return float(value[: -len(unit)]) * scale
+        return float(value)
+    figures = {"p999": None, "errors": 0}
+    for line in text.splitlines():
+        words = line.split()
+        if line.startswith("Requests/sec:"):
+            figures["rps"] = float(words[1])
+        elif len(words) == 2 and words[0] in ("50.000%", "50%"):
+            figures["p50"] = ms(words[1])
+        elif len(words) == 2 and words[0] in ("99.000%", "99%"):
+            figures["p99"] = ms(words[1])
+        elif "requests in" in line:
+            figures["requests"] = int(words[0])
+        elif line.strip().startswith("Non-2xx or 3xx responses:"):
+            figures["errors"] += int(words[-1])
+        elif line.strip().startswith("Socket errors:"):
+            # connect, read, write, timeout: counts of each
+            figures["errors"] += sum(int(w.rstrip(",")) for w in words if w.rstrip(",").isdigit())
+    return figures
+
+
 def base(server):
     return f"http://127.0.0.1:{server.port}"
 
 
 def median_of(runs):
     keys = ["rps", "p50", "p99", "p999", "errors", "hit_ratio", "load_busy"]
-    return {k: statistics.median(r[k] for r in runs if r.get(k) is not None) for k in keys if any(k in r for r in runs)}
+    return {k: statistics.median(r[k] for r in runs if r.get(k) is not None)
+            if any(r.get(k) is not None for r in runs) else None
+            for k in keys if any(k in r for r in runs)}
 
 
-def measured(bench, server, urls, connections, seconds, rate=None):
+def measured(bench, server, urls, connections, seconds, rate=None, tool="oha"):
     before = bench.origin_requests()
-    result = bench.oha(urls, connections, seconds=seconds, rate=rate)
+    if tool == "wrk":
+        result = bench.wrk(urls, connections, seconds, headers=getattr(server, "headers", ()))
+    else:
+        result = bench.oha(urls, connections, seconds=seconds, rate=rate)
     origin = bench.origin_requests() - before
     result["hit_ratio"] = max(0.0, 1 - origin / max(result["requests"], 1))
     result["origin_requests"] = origin
@@ -317,14 +380,16 @@ def run(args):
     results = {}
     try:
         print(f"building release binaries…", flush=True)
-        subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "folio", "--example", "bookstore"],
-                       cwd=ROOT, check=True)
+        if not args.no_build:
+            subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "folio", "--example", "bookstore",
+                            "--example", "bare"], cwd=ROOT, check=True)
         bench.origin()
         systems = {"folio": bench.folio(), "nginx": bench.nginx(), "varnish": bench.varnish()}
         static = systems["nginx"].static_port
         hot = "/api/v1/products/42"
+        want = lambda name: not args.only or name in args.only
 
-        def scenario(name, build_urls, connections, warm=None, only=None, extra=None, rate=None):
+        def scenario(name, build_urls, connections, warm=None, only=None, extra=None, rate=None, tool="oha"):
             names = only or list(systems)
             runs = {n: [] for n in names}
             for round_ in range(rounds):
@@ -333,89 +398,105 @@ def run(args):
                     urls = build_urls(server)
                     if warm:
                         warm(server)
-                    r = measured(bench, server, urls, connections, seconds, rate)
+                    r = measured(bench, server, urls, connections, seconds, rate, tool)
                     runs[n].append(r)
-                    print(f"  {name:<18} round {round_ + 1}  {n:<14} {r['rps']:>10.0f} req/s  p99 {r['p99']:.2f} ms"
-                          f"  hit {r['hit_ratio']:.3f}  oha core {r['load_busy']:.0f}%", flush=True)
-            results[name] = {n: median_of(v) for n, v in runs.items()}
+                    print(f"  {name:<18} round {round_ + 1}  {n:<20} {r['rps']:>10.0f} req/s  p99 {r['p99']:.2f} ms"
+                          f"  hit {r['hit_ratio']:.3f}  {tool} core {r['load_busy']:.0f}%", flush=True)
+            results[name] = {n: {**median_of(v), "tool": tool} for n, v in runs.items()}
             if extra:
                 results[name].update(extra)
 
         def warm_url(server):
-            bench.oha(base(server) + hot, 4, requests=50)
+            for _ in range(50):
+                request = urllib.request.Request(base(server) + hot, headers={"X-Tenant-ID": TENANT})
+                urllib.request.urlopen(request, timeout=10).read()
 
-        print("scenario: hot hit (50 connections)", flush=True)
+        # The same folio, asked by a client that takes brotli: the stored
+        # bytes as they are.
+        systems["folio, br client"] = type("S", (), {"port": systems["folio"].port, "prefix": "",
+                                                     "headers": ("Accept-Encoding: br",)})()
         systems["static file (nginx)"] = type("S", (), {"port": static, "prefix": ""})()
+        systems["bare hyper"] = bench.bare()
         systems["origin direct"] = type("S", (), {"port": bench.origin_port, "prefix": ""})()
-        scenario("hot hit", lambda s: base(s) + hot, 50, warm=warm_url)
-        print("scenario: hot hit (500 connections)", flush=True)
-        scenario("hot hit, 500 conn", lambda s: base(s) + hot, 500, warm=warm_url,
-                 only=["folio", "nginx", "varnish", "static file (nginx)"])
+        if want("hot"):
+            print("scenario: hot hit (50 connections, wrk)", flush=True)
+            scenario("hot hit", lambda s: base(s) + hot, 50, warm=warm_url, tool="wrk")
+        if want("hot500"):
+            print("scenario: hot hit (500 connections, wrk)", flush=True)
+            scenario("hot hit, 500 conn", lambda s: base(s) + hot, 500, warm=warm_url, tool="wrk",
+                     only=["folio", "folio, br client", "nginx", "varnish", "static file (nginx)", "bare hyper"])
 
-        print("scenario: catalogue (10,000 URLs, Zipf, warm)", flush=True)
         zipf = bench.zipf_ids(200_000)
-        files = {n: bench.url_file(f"zipf-{n.split()[0]}", base(systems[n]), zipf) for n in ["folio", "nginx", "varnish"]}
-        for n in ["folio", "nginx", "varnish"]:
-            uniform = bench.url_file(f"all-{n}", base(systems[n]), range(1, PRODUCTS + 1))
-            bench.oha(uniform, 50, requests=PRODUCTS * 3)
-        scenario("catalogue", lambda s: files[next(n for n in files if systems[n] is s)], 50,
-                 only=["folio", "nginx", "varnish"])
+        if want("catalogue") or want("rate"):
+            print("scenario: catalogue (10,000 URLs, Zipf, warm; oha)", flush=True)
+            files = {n: bench.url_file(f"zipf-{n.split()[0]}", base(systems[n]), zipf) for n in ["folio", "nginx", "varnish"]}
+            for n in ["folio", "nginx", "varnish"]:
+                uniform = bench.url_file(f"all-{n}", base(systems[n]), range(1, PRODUCTS + 1))
+                bench.oha(uniform, 50, requests=PRODUCTS * 3)
+            scenario("catalogue", lambda s: files[next(n for n in files if systems[n] is s)], 50,
+                     only=["folio", "nginx", "varnish"])
 
-        # At full speed the load generator's core saturates too (with the
-        # fastest system first), so its queueing shows in every percentile.
         # The same offered load, within every cache's capacity, compares
         # the latency the caches themselves add.
         caches = ["folio", "nginx", "varnish"]
-        for name, urls in [("hot hit", lambda s: base(s) + hot),
-                           ("catalogue", lambda s: files[next(n for n in files if systems[n] is s)])]:
-            rate = max(1000, int(0.8 * min(results[name][n]["rps"] for n in caches) / 1000) * 1000)
-            print(f"scenario: {name} at a fixed {rate:,} req/s (80% of the slowest cache's rate)", flush=True)
-            scenario(f"{name} at {rate:,} req/s", urls, 50, only=caches, rate=rate)
+        if want("rate"):
+            for name, urls in [("hot hit", lambda s: base(s) + hot),
+                               ("catalogue", lambda s: files[next(n for n in files if systems[n] is s)])]:
+                if name not in results:
+                    continue
+                rate = max(1000, int(0.8 * min(results[name][n]["rps"] for n in caches) / 1000) * 1000)
+                print(f"scenario: {name} at a fixed {rate:,} req/s (80% of the slowest cache's rate; oha)", flush=True)
+                scenario(f"{name} at {rate:,} req/s", urls, 50, only=caches, rate=rate)
 
-        print("scenario: cold start (same URLs, empty cache)", flush=True)
-        cold = {n: [] for n in ["folio", "nginx", "varnish"]}
         starters = {"folio": bench.folio, "nginx": bench.nginx, "varnish": bench.varnish}
-        for round_ in range(rounds):
-            for n in cold:
+        if want("cold"):
+            print("scenario: cold start (same URLs, empty cache; oha)", flush=True)
+            cold = {n: [] for n in ["folio", "nginx", "varnish"]}
+            for round_ in range(rounds):
+                for n in cold:
+                    fresh = starters[n]()
+                    urls = bench.url_file(f"cold-{n}", base(fresh), zipf)
+                    r = measured(bench, fresh, urls, 50, seconds)
+                    cold[n].append(r)
+                    print(f"  cold start         round {round_ + 1}  {n:<14} {r['rps']:>10.0f} req/s  hit {r['hit_ratio']:.3f}"
+                          f"  origin {r['origin_requests']}", flush=True)
+                    bench.stop(fresh)
+            results["cold start"] = {n: {**median_of(v), "origin_requests": statistics.median(x["origin_requests"] for x in v),
+                                         "tool": "oha"} for n, v in cold.items()}
+
+        if want("l2"):
+            print("scenario: L2 hit (folio with no L1, local Redis; wrk)", flush=True)
+            redis = bench.redis()
+            systems["folio L2 only"] = bench.folio(l1="0", extra=["--redis", f"redis://127.0.0.1:{redis.port}"])
+            scenario("L2 hit", lambda s: base(s) + hot, 50, warm=lambda s: (warm_url(s), time.sleep(0.5)),
+                     only=["folio", "folio L2 only"], tool="wrk")
+
+        if want("miss"):
+            print("scenario: miss path (nothing cached; oha)", flush=True)
+            systems["folio (no cache)"] = bench.folio(policies="folio-nocache")
+            nocache = {"nginx": "/nocache", "varnish": "/nocache"}
+            scenario("miss path", lambda s: base(s) + nocache.get(next((n for n, v in systems.items() if v is s), ""), "") + hot,
+                     50, only=["folio (no cache)", "nginx", "varnish", "origin direct"])
+
+        if want("memory"):
+            memory = {}
+            count = 5_000 if args.quick else 100_000
+            print(f"scenario: memory ({count:,} distinct 1 KB entries)", flush=True)
+            starters["folio, compress: false"] = lambda: bench.folio(policies="folio-policies-uncompressed")
+            for n in ["folio", "folio, compress: false", "nginx", "varnish"]:
                 fresh = starters[n]()
-                urls = bench.url_file(f"cold-{n}", base(fresh), zipf)
-                r = measured(bench, fresh, urls, 50, seconds)
-                cold[n].append(r)
-                print(f"  cold start         round {round_ + 1}  {n:<14} {r['rps']:>10.0f} req/s  hit {r['hit_ratio']:.3f}"
-                      f"  origin {r['origin_requests']}", flush=True)
+                time.sleep(0.5)
+                baseline = fresh.rss_kb() + (dir_kb(fresh.cache_dir) if n == "nginx" else 0)
+                began = time.time()
+                asyncio.run(store_distinct(fresh.port, count))
+                time.sleep(1.0)
+                after = fresh.rss_kb() + (dir_kb(fresh.cache_dir) if n == "nginx" else 0)
+                memory[n] = {"baseline_kb": baseline, "after_kb": after, "per_entry_kb": (after - baseline) / count,
+                             "entries": count, "fill_s": time.time() - began}
+                print(f"  memory             {n:<22} {memory[n]['per_entry_kb']:.2f} KB per entry "
+                      f"({baseline} -> {after} KB)", flush=True)
                 bench.stop(fresh)
-        results["cold start"] = {n: {**median_of(v), "origin_requests": statistics.median(x["origin_requests"] for x in v)}
-                                 for n, v in cold.items()}
-
-        print("scenario: L2 hit (folio with no L1, local Redis)", flush=True)
-        redis = bench.redis()
-        systems["folio L2 only"] = bench.folio(l1="0", extra=["--redis", f"redis://127.0.0.1:{redis.port}"])
-        scenario("L2 hit", lambda s: base(s) + hot, 50, warm=lambda s: (warm_url(s), time.sleep(0.5)),
-                 only=["folio", "folio L2 only"])
-
-        print("scenario: miss path (nothing cached)", flush=True)
-        systems["folio (no cache)"] = bench.folio(policies="folio-nocache")
-        nocache = {"nginx": "/nocache", "varnish": "/nocache"}
-        scenario("miss path", lambda s: base(s) + nocache.get(next((n for n, v in systems.items() if v is s), ""), "") + hot,
-                 50, only=["folio (no cache)", "nginx", "varnish", "origin direct"])
-
-        memory = {}
-        count = 5_000 if args.quick else 100_000
-        print(f"scenario: memory ({count:,} distinct 1 KB entries)", flush=True)
-        for n, start in starters.items():
-            fresh = start()
-            time.sleep(0.5)
-            baseline = fresh.rss_kb() + (dir_kb(fresh.cache_dir) if n == "nginx" else 0)
-            began = time.time()
-            asyncio.run(store_distinct(fresh.port, count))
-            time.sleep(1.0)
-            after = fresh.rss_kb() + (dir_kb(fresh.cache_dir) if n == "nginx" else 0)
-            memory[n] = {"baseline_kb": baseline, "after_kb": after, "per_entry_kb": (after - baseline) / count,
-                         "entries": count, "fill_s": time.time() - began}
-            print(f"  memory             {n:<14} {memory[n]['per_entry_kb']:.2f} KB per entry "
-                  f"({baseline} -> {after} KB)", flush=True)
-            bench.stop(fresh)
-        results["memory"] = memory
+            results["memory"] = memory
     finally:
         bench.close()
     return results
@@ -436,6 +517,7 @@ def machine():
         "kernel": platform.release(), "nginx": cmd("nginx", "-v").replace("nginx version: ", ""),
         "varnish": cmd("varnishd", "-V").splitlines()[0] if cmd("varnishd", "-V") else "?",
         "oha": cmd("oha", "--version"), "folio": cmd(str(ROOT / "target/release/folio"), "--version"),
+        "wrk": (cmd("wrk", "--version").splitlines() or ["wrk ?"])[0].split(" [")[0],
     }
 
 
@@ -444,24 +526,28 @@ def report(results, args, info):
     seconds, rounds = (2, 1) if args.quick else (args.duration, args.rounds)
     lines = [f"# folio vs nginx proxy_cache vs Varnish — {date}", "",
              f"Machine: {info['cpu']}, {info['memory']}, Linux {info['kernel']}. "
-             f"Servers pinned to CPU {SERVER_CPU}, the load generator (oha) to CPU {LOAD_CPU} (`taskset`).",
-             f"Versions: {info['folio']}; nginx {info['nginx']}; {info['varnish']}; {info['oha']}.",
+             f"Servers pinned to CPU {SERVER_CPU}, the load generator (wrk with one thread for single-URL "
+             f"scenarios, oha for URL lists and fixed rates) to CPU {LOAD_CPU} (`taskset`).",
+             f"Versions: {info['folio']}; nginx {info['nginx']}; {info['varnish']}; {info['oha']}; {info['wrk']}.",
              f"Each run {seconds} s; {rounds} round(s), systems alternating A B C; medians shown. "
              f"Origin: the example bookstore API with {ORIGIN_LATENCY_MS} ms latency, {PRODUCTS:,} products. "
              "Hit ratio = 1 − origin requests / requests. Ratios are each system's req/s over folio's. "
-             "oha core: how busy the load generator's CPU was; near 100% its own queueing is part of every latency.",
+             "load core: how busy the load generator's CPU was; near 100% it measures itself, and its "
+             "queueing is part of every latency. Differences within the run-to-run spread are ties.",
              ""]
     for name, systems in results.items():
         if name == "memory":
             continue
         lines += [f"## {name}", "",
-                  "| system | req/s | p50 ms | p99 ms | p99.9 ms | hit ratio | errors | oha core | × folio |",
+                  "| system | req/s | p50 ms | p99 ms | p99.9 ms | hit ratio | errors | load core | × folio |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         ref = next((v["rps"] for k, v in systems.items() if k.startswith("folio")), None)
         for system, r in systems.items():
             ratio = f"{r['rps'] / ref:.2f}" if ref else "–"
-            lines.append(f"| {system} | {r['rps']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['p999']:.2f} | "
-                         f"{r.get('hit_ratio', 0):.3f} | {r['errors']:.0f} | {r.get('load_busy', 0):.0f}% | {ratio} |")
+            p999 = f"{r['p999']:.2f}" if r.get("p999") is not None else "–"
+            lines.append(f"| {system} | {r['rps']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {p999} | "
+                         f"{r.get('hit_ratio', 0):.3f} | {r['errors']:.0f} | {r.get('load_busy', 0):.0f}% "
+                         f"({r.get('tool', 'oha')}) | {ratio} |")
         lines.append("")
     memory = results.get("memory", {})
     if memory:
@@ -515,18 +601,22 @@ def main():
     parser.add_argument("--duration", type=int, default=12, help="seconds per run (default 12)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds (default 3)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where results go")
+    parser.add_argument("--no-build", action="store_true", help="use the release binaries already built")
+    parser.add_argument("--only", type=lambda v: set(v.split(",")), default=None,
+                        help="comma-separated scenarios: hot, hot500, catalogue, rate, cold, l2, miss, memory")
     args = parser.parse_args()
-    for tool in ["oha", "nginx", "varnishd", "redis-server"]:
+    needs_oha = not args.only or bool(args.only & {"catalogue", "rate", "cold", "miss"})
+    for tool in ["oha"] * needs_oha + ["wrk", "nginx", "varnishd", "redis-server"]:
         if not shutil.which(tool):
             sys.exit(f"{tool} is missing: run scripts/bench.sh, which installs it")
     results = run(args)
     info = machine()
     args.out.mkdir(parents=True, exist_ok=True)
     text = report(results, args, info)
-    name = "quick" if args.quick else datetime.date.today().isoformat()
+    name = "quick" if args.quick else datetime.date.today().isoformat() + ("-" + "-".join(sorted(args.only)) if args.only else "")
     (args.out / f"{name}.md").write_text(text)
     (args.out / f"{name}.json").write_text(json.dumps({"machine": info, "results": results}, indent=2))
-    if not args.quick:
+    if not args.quick and not args.only:
         (args.out / "latest.md").write_text(text)
     chart(results, args.out / ("quick.png" if args.quick else "chart.png"))
     print(text)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole comparison, on this machine, loopback only, bounded in time
 # (about 15 minutes; --quick: about 2): folio against nginx proxy_cache and
-# Varnish. Installs what is missing first: oha (cargo, with the system's
+# Varnish. Installs what is missing first: wrk, oha (cargo, with the system's
 # OpenSSL rather than its default rustls, whose crypto needs a CMake build),
 # nginx, varnish and redis-server (Debian packages), matplotlib (for the
 # chart). Results go to benches/results/.
@@ -18,6 +18,7 @@ command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 command -v varnishd >/dev/null 2>&1 || [ -x /usr/sbin/varnishd ] || missing+=(varnish)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v taskset >/dev/null 2>&1 || missing+=(util-linux)
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 command -v oha >/dev/null 2>&1 || missing+=(libssl-dev pkg-config)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing ${missing[*]} (Debian packages)"

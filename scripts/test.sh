@@ -2,7 +2,8 @@
 # The whole test suite, on a fresh machine: installs what the tests need when
 # it is missing (redis-server, which the integration tests start themselves;
 # Chromium and the playwright-core driver, for the dashboard's browser test),
-# then checks formatting and lints, and runs every test.
+# then checks formatting and lints, that the Dockerfile's build stage
+# compiles from exactly the files it copies, and runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +28,8 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
+echo "==> the Docker image's build stage compiles what the Dockerfile copies"
+bash scripts/check-docker-context.sh
 echo "==> cargo test"
 cargo test --locked
 echo "==> benches, smoke run (small sizes, debug build)"

@@ -1,12 +1,14 @@
 //! The admin API, on its own listener: the dashboard (`/_folio/`), metrics,
-//! stats, health, explain (read-only); purges, events and reload (mutations).
+//! stats, health, explain and the API's own description (`openapi.json`),
+//! read-only; purges, events and reload (mutations). `docs/admin-api.yaml`
+//! describes every route, body and answer; `route.rs` lists them.
 //!
 //! Who may do what (`trust.rs` has the checks):
 //! - with tokens configured, `Authorization: Bearer <token>`: the operator
 //!   token (`--admin-token`) reads everything and acts for any tenant or all
 //!   of them; a tenant token (`--tenant-token acme=…`) reads its tenant's
-//!   figures and acts for its tenant only. Health and the dashboard's page,
-//!   script and style need no token;
+//!   figures and acts for its tenant only. Health, the dashboard's page,
+//!   script and style, and `openapi.json` need no token;
 //! - with no token configured, loopback may do everything, and the API only
 //!   answers requests that name it as localhost, a loopback address or its
 //!   own address (DNS rebinding);
@@ -30,8 +32,12 @@ use crate::invalidation::{Mark, NotPropagated, Scope, scopes_for_event};
 use crate::key::{CacheKey, normalize_path};
 use crate::proxy::State;
 
+mod openapi;
+mod route;
 mod trust;
 
+use route::Route;
+pub use route::routes;
 pub use trust::AdminAuth;
 use trust::{Caller, Credential, authorize, check_mutation, reader, trusted_name};
 
@@ -148,8 +154,9 @@ pub(crate) async fn handle(
 
 async fn answer(admin: &Admin, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     let credential = Credential::of(&admin.auth, &request);
+    let route = Route::of(request.uri().path());
     if !matches!(credential, Credential::Valid(_))
-        && needs_trusted_name(&admin.auth, request.uri().path())
+        && route.is_none_or(|route| route.needs_trusted_name(&admin.auth))
         && !trusted_name(&request, admin.listen)
     {
         return Refusal::new(
@@ -161,41 +168,68 @@ async fn answer(admin: &Admin, request: Request<Incoming>, peer: SocketAddr) -> 
         )
         .into_response();
     }
-    let outcome = match (request.method(), request.uri().path()) {
-        (&Method::GET | &Method::HEAD, "/_folio" | "/_folio/") => {
+    let Some(route) = route else {
+        return Refusal::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no admin endpoint {}", request.uri().path()),
+        )
+        .into_response();
+    };
+    if !route.allows(request.method()) {
+        let mut response = Refusal::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("use {}", route.allow_header()),
+        )
+        .into_response();
+        response.headers_mut().insert(
+            header::ALLOW,
+            HeaderValue::from_static(route.allow_header()),
+        );
+        return response;
+    }
+    let outcome = match route {
+        Route::Dashboard => {
             return text(StatusCode::OK, "text/html; charset=utf-8", DASHBOARD_HTML);
         }
-        (&Method::GET | &Method::HEAD, "/_folio/dashboard.js") => {
+        Route::DashboardScript => {
             return text(
                 StatusCode::OK,
                 "text/javascript; charset=utf-8",
                 DASHBOARD_JS,
             );
         }
-        (&Method::GET | &Method::HEAD, "/_folio/dashboard.css") => {
+        Route::DashboardStyle => {
             return text(StatusCode::OK, "text/css; charset=utf-8", DASHBOARD_CSS);
         }
-        (&Method::GET | &Method::HEAD, "/_folio/metrics") => {
-            match reader(&admin.auth, &credential) {
-                Ok(Caller::Operator) => {
-                    return text(
-                        StatusCode::OK,
-                        "text/plain; version=0.0.4",
-                        crate::ops::metrics_text(&admin.state).await,
-                    );
-                }
-                Ok(Caller::Tenant(_)) => Err(Refusal::forbidden(
-                    "the metrics are the operator's; a tenant token reads /_folio/stats",
-                )),
-                Err(refusal) => Err(refusal),
+        Route::OpenApi => match openapi::json() {
+            Ok(spec) => return text(StatusCode::OK, "application/json", spec),
+            Err(error) => Err(Refusal::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                error,
+            )),
+        },
+        Route::Metrics => match reader(&admin.auth, &credential) {
+            Ok(Caller::Operator) => {
+                return text(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4",
+                    crate::ops::metrics_text(&admin.state).await,
+                );
             }
-        }
-        (&Method::GET | &Method::HEAD, "/_folio/stats") => match reader(&admin.auth, &credential) {
+            Ok(Caller::Tenant(_)) => Err(Refusal::forbidden(
+                "the metrics are the operator's; a tenant token reads /_folio/stats",
+            )),
+            Err(refusal) => Err(refusal),
+        },
+        Route::Stats => match reader(&admin.auth, &credential) {
             Ok(Caller::Operator) => Ok(crate::ops::stats(&admin.state, None).await),
             Ok(Caller::Tenant(own)) => Ok(crate::ops::stats(&admin.state, Some(&own)).await),
             Err(refusal) => Err(refusal),
         },
-        (&Method::GET | &Method::HEAD, "/_folio/health") => {
+        Route::Health => {
             let (level, body) = crate::ops::health(&admin.state, &admin.thresholds).await;
             let status = if level == crate::ops::Level::Critical {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -204,62 +238,28 @@ async fn answer(admin: &Admin, request: Request<Incoming>, peer: SocketAddr) -> 
             };
             return json_response(status, &body);
         }
-        (&Method::GET | &Method::HEAD, "/_folio/explain") => {
+        Route::Explain => {
             reader(&admin.auth, &credential).and_then(|_| explain(admin, request.uri().query()))
         }
-        (&Method::POST, "/_folio/reload") => match check_mutation(&request, admin.listen)
+        Route::Reload => match check_mutation(&request, admin.listen)
             .and_then(|()| authorize(&admin.auth, &credential, peer))
         {
             Ok(Caller::Operator) => reload(admin).await,
             Ok(Caller::Tenant(_)) => Err(Refusal::forbidden("reloading needs the operator token")),
             Err(refusal) => Err(refusal),
         },
-        (&Method::POST, "/_folio/purge") => {
-            match authorized_body(admin, request, &credential, peer).await {
-                Ok((caller, body)) => purge(admin, &caller, body).await,
-                Err(refusal) => Err(refusal),
-            }
-        }
-        (&Method::POST, "/_folio/events") => {
-            match authorized_body(admin, request, &credential, peer).await {
-                Ok((caller, body)) => event(admin, &caller, body).await,
-                Err(refusal) => Err(refusal),
-            }
-        }
-        (_, "/_folio/purge" | "/_folio/events" | "/_folio/reload") => {
-            let mut response = Refusal::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "use POST",
-            )
-            .into_response();
-            response
-                .headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("POST"));
-            return response;
-        }
-        (_, path) => Err(Refusal::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no admin endpoint {path}"),
-        )),
+        Route::Purge => match authorized_body(admin, request, &credential, peer).await {
+            Ok((caller, body)) => purge(admin, &caller, body).await,
+            Err(refusal) => Err(refusal),
+        },
+        Route::Events => match authorized_body(admin, request, &credential, peer).await {
+            Ok((caller, body)) => event(admin, &caller, body).await,
+            Err(refusal) => Err(refusal),
+        },
     };
     match outcome {
         Ok(value) => json_response(StatusCode::OK, &value),
         Err(refusal) => refusal.into_response(),
-    }
-}
-
-/// Whether a request to `path` without a token must name the admin API by
-/// a name DNS rebinding cannot forge. Health carries no tenant's figures
-/// and load balancers probe it by any name. With tokens configured,
-/// neither do the dashboard's page, script and style (the figures need the
-/// token), so the dashboard loads under any name and then asks for it.
-fn needs_trusted_name(auth: &AdminAuth, path: &str) -> bool {
-    match path {
-        "/_folio/health" => false,
-        "/_folio" | "/_folio/" | "/_folio/dashboard.js" | "/_folio/dashboard.css" => auth.is_open(),
-        _ => true,
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub(crate) mod encryption;
 pub(crate) mod entry;
+pub(crate) mod forms;
 pub(crate) mod l1;
 pub(crate) mod l2;
 
@@ -10,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use entry::Entry;
+use forms::Forms;
 use l1::L1;
 use l2::L2;
 pub(crate) use l2::{Protection, RedisTarget};
@@ -37,7 +39,11 @@ impl Layer {
 pub(crate) struct Cache {
     l1: Option<L1>,
     l2: Option<L2>,
+    forms: Option<Forms>,
 }
+
+/// The share (1/n) of L1's budget given to decoded forms of compressed entries.
+const FORMS_SHARE: u64 = 16;
 
 impl Cache {
     /// `l1_capacity` 0 turns L1 off; `redis` `None` turns L2 off.
@@ -52,7 +58,8 @@ impl Cache {
         let l2 = redis
             .map(|target| L2::new(target, l2_timeout, Arc::clone(metrics), protection))
             .transpose()?;
-        Ok(Self { l1, l2 })
+        let forms = (l1_capacity > 0).then(|| Forms::new(l1_capacity / FORMS_SHARE));
+        Ok(Self { l1, l2, forms })
     }
 
     /// The entry for `key`, whether fresh or not (the caller decides), and the
@@ -114,6 +121,11 @@ impl Cache {
     /// L1's bytes in use, entries and capacity, when L1 is on.
     pub(crate) fn l1_usage(&self) -> Option<(u64, u64, u64)> {
         self.l1.as_ref().map(L1::usage)
+    }
+
+    /// Decoded and gzip forms of compressed entries, when L1 is on.
+    pub(crate) fn forms(&self) -> Option<&Forms> {
+        self.forms.as_ref()
     }
 
     /// The shared tier, for the invalidation bus.

@@ -218,19 +218,26 @@ impl Invalidator {
             let payload = serde_json::to_string(page).unwrap_or_default();
             let mut publish = redis::cmd("PUBLISH");
             publish.arg(l2.name("invalidate")).arg(payload);
-            // Both are idempotent: a page that timed out is sent again.
-            for command in [&zadd, &publish] {
-                let mut tries = 0;
-                loop {
-                    match l2.bounded::<()>(command).await {
-                        Ok(()) => break,
-                        Err(error) if tries + 1 >= PAGE_TRIES => return Err(error),
-                        Err(_) => tries += 1,
-                    }
-                }
-            }
+            // The message is what other instances act on within
+            // milliseconds, the log is what they replay if they missed it:
+            // neither waits for the other, and both are idempotent, so a
+            // page that timed out is sent again.
+            let (logged, published) = tokio::join!(Self::send(l2, &zadd), Self::send(l2, &publish));
+            logged?;
+            published?;
         }
         Ok(())
+    }
+
+    async fn send(l2: &L2, command: &redis::Cmd) -> redis::RedisResult<()> {
+        let mut tries = 0;
+        loop {
+            match l2.bounded::<()>(command).await {
+                Ok(()) => return Ok(()),
+                Err(error) if tries + 1 >= PAGE_TRIES => return Err(error),
+                Err(_) => tries += 1,
+            }
+        }
     }
 
     /// Starts listening to other instances' purges, for as long as folio runs.

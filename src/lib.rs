@@ -31,6 +31,7 @@ mod access;
 mod admin;
 mod body;
 mod cache;
+mod compression;
 pub mod config;
 mod error;
 mod explain;
@@ -63,6 +64,8 @@ use tokio::net::TcpListener;
 
 pub use access::{AccessFormat, AccessTarget};
 pub use admin::AdminAuth;
+#[doc(hidden)]
+pub use admin::routes as admin_routes;
 pub use policy::units::{parse_duration, parse_size};
 pub use policy::{PolicyError, PolicyErrors, PolicySet};
 pub use settings::{Cidr, Settings, TenantSource};
@@ -557,6 +560,7 @@ pub mod bench {
                 vary_index: false,
                 immutable: false,
                 grace: false,
+                compressed: false,
             })
         }
 

@@ -85,6 +85,8 @@ pub(crate) struct Policy {
     /// Cache even when the upstream says `no-store`, `private` or a shorter
     /// `max-age`.
     pub(crate) override_upstream: bool,
+    /// Store compressible answers compressed (`compress: false` turns it off).
+    pub(crate) compress: bool,
     /// The policy of requests no policy matches: plain RFC 9111, where only
     /// the upstream's headers count.
     pub(crate) implicit: bool,
@@ -124,6 +126,7 @@ impl Policy {
             cache_statuses: Vec::new(),
             max_body: DEFAULT_MAX_BODY,
             override_upstream: false,
+            compress: true,
             implicit: true,
             source: Source {
                 file: PathBuf::new(),

@@ -9,6 +9,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, head
 use proptest::prelude::*;
 
 use crate::cache::entry::Entry;
+use crate::compression::{self, Coding};
 use crate::freshness::{self, Asked, Stored};
 use crate::inbound;
 use crate::key::{CacheKey, canonical_path, canonical_query, kept_query, normalized_header};
@@ -260,5 +261,34 @@ proptest! {
         if let Ok(range) = text.parse::<Cidr>() {
             let _ = range.contains("127.0.0.1".parse().unwrap_or(std::net::IpAddr::from([0, 0, 0, 0])));
         }
+    }
+
+    #[test]
+    fn stored_bodies_decode_whole_or_refuse_within_the_limit(
+        bytes in proptest::collection::vec(any::<u8>(), 0..512),
+        limit in 0usize..4096,
+    ) {
+        for coding in [Coding::Br, Coding::Gzip] {
+            if let Ok(decoded) = compression::decode(coding, &bytes, limit) {
+                prop_assert!(decoded.len() <= limit);
+            }
+        }
+    }
+
+    #[test]
+    fn compressed_bodies_round_trip(body in proptest::collection::vec(any::<u8>(), 0..4096)) {
+        if let Some(stored) = compression::compress(&body) {
+            let decoded = compression::decode(Coding::Br, &stored, body.len()).ok();
+            prop_assert_eq!(decoded.as_deref(), Some(&body[..]));
+        }
+    }
+
+    #[test]
+    fn any_accept_encoding_picks_a_form(value in "[a-zA-Z0-9*;=., ]{0,40}") {
+        let mut headers = HeaderMap::new();
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(header::ACCEPT_ENCODING, value);
+        }
+        let _ = compression::negotiate(&headers, Coding::Br);
     }
 }

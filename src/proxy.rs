@@ -34,7 +34,9 @@ use tracing::warn;
 
 use crate::body::Body;
 use crate::cache::entry::{Entry, EntryParts};
+use crate::cache::forms::{Forms, Made};
 use crate::cache::{Cache, Layer};
+use crate::compression::{self, Coding, Form};
 use crate::error::ProxyError;
 use crate::flight::{Flights, Outcome, Role};
 use crate::freshness::{self, Asked, CDN_CACHE_CONTROL, NotStored, Storage, Stored, Use};
@@ -43,7 +45,7 @@ use crate::invalidation::{Invalidator, Mark, Scope, Verdict, route_tag, scopes_f
 use crate::key::{CacheKey, canonical_path, canonical_query, normalize_path, query_pairs};
 use crate::metrics::{self, Metrics};
 use crate::outcome::{BypassReason, CACHE_STATUS, Forward, Served, X_CACHE, X_CACHE_LAYER};
-use crate::policy::{Match, Policy, PolicySet, TagPart};
+use crate::policy::{DEFAULT_MAX_BODY, Match, Policy, PolicySet, TagPart};
 use crate::rewarm::Hot;
 use crate::settings::TenantSource;
 use crate::upstream::{self, Collected, Upstream};
@@ -320,9 +322,25 @@ async fn serve(
                 usable = Use::StaleWhileRevalidate; // a soft purge
             }
             match usable {
-                Use::Fresh => return respond(&parts, policy, &entry, Served::Hit(layer), now),
+                Use::Fresh => {
+                    return respond(
+                        state.cache.forms(),
+                        &parts,
+                        policy,
+                        &entry,
+                        Served::Hit(layer),
+                        now,
+                    );
+                }
                 Use::StaleAccepted => {
-                    return respond(&parts, policy, &entry, Served::StaleAccepted(layer), now);
+                    return respond(
+                        state.cache.forms(),
+                        &parts,
+                        policy,
+                        &entry,
+                        Served::StaleAccepted(layer),
+                        now,
+                    );
                 }
                 Use::StaleWhileRevalidate => {
                     if !asked.cc.only_if_cached {
@@ -339,6 +357,7 @@ async fn serve(
                         refresh_in_background(state, fill);
                     }
                     return respond(
+                        state.cache.forms(),
                         &parts,
                         policy,
                         &entry,
@@ -803,6 +822,15 @@ async fn fetch(state: &State, fill: &Fill) -> Result<Fetched, ProxyError> {
                         requested_at,
                         now,
                     );
+                    // The stored body is kept in the form it was stored in,
+                    // under the ETag it had.
+                    if let Some(coding) = stale.compressed() {
+                        entry.compressed = true;
+                        entry.etag = stale.etag();
+                        entry
+                            .headers
+                            .insert(header::CONTENT_ENCODING, coding.header_value());
+                    }
                     // A 304 rarely repeats the upstream's tags (Surrogate-Key):
                     // the revalidated entry keeps the ones it had, so a tag
                     // purge still reaches it.
@@ -816,7 +844,21 @@ async fn fetch(state: &State, fill: &Fill) -> Result<Fetched, ProxyError> {
                     sealed(entry, true)
                 }
                 Err(reason) => {
-                    let mut response = Response::new(Body::full(stale.body()));
+                    let mut merged = merged;
+                    let body = match stale.compressed() {
+                        None => stale.body(),
+                        // Sent once, to this client: decoded, as any client takes it.
+                        Some(coding) => {
+                            merged.remove(header::CONTENT_ENCODING);
+                            compression::decode(
+                                coding,
+                                &stale.body(),
+                                DEFAULT_MAX_BODY.max(fill.policy.max_body),
+                            )
+                            .map_err(|error| ProxyError::UpstreamBody(error.to_string()))?
+                        }
+                    };
+                    let mut response = Response::new(Body::full(body));
                     *response.status_mut() = stale.status();
                     *response.headers_mut() = merged;
                     Fetched::Response(response, reason)
@@ -971,11 +1013,25 @@ fn make_entry(
         })
         .collect();
     let lifetime = storage.lifetime;
+    // The ETag names the decoded body; coded forms get their own from it.
+    let etag = upstream_etag
+        .clone()
+        .unwrap_or_else(|| freshness::etag_for(&body));
+    let mut body = body;
+    let mut compressed = false;
+    if fill.policy.compress
+        && compression::worth_compressing(&headers, &body)
+        && let Some(smaller) = compression::compress(&body)
+    {
+        headers.insert(header::CONTENT_ENCODING, Coding::Br.header_value());
+        body = smaller;
+        compressed = true;
+    }
     EntryParts {
         status,
         headers,
         upstream_etag: upstream_etag.is_some(),
-        etag: upstream_etag.unwrap_or_else(|| freshness::etag_for(&body)),
+        etag,
         body,
         requested_at,
         stored_at: now,
@@ -993,6 +1049,7 @@ fn make_entry(
         vary_index: false,
         immutable: storage.immutable,
         grace: storage.grace,
+        compressed,
     }
 }
 
@@ -1052,6 +1109,7 @@ async fn fill_and_respond(
                     .coalesced
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 return respond(
+                    state.cache.forms(),
                     parts,
                     &fill.policy,
                     &entry,
@@ -1060,7 +1118,14 @@ async fn fill_and_respond(
                 );
             }
             Part::Failed(error) => {
-                return stale_or_error(parts, &fill.policy, stale, &error, forward);
+                return stale_or_error(
+                    state.cache.forms(),
+                    parts,
+                    &fill.policy,
+                    stale,
+                    &error,
+                    forward,
+                );
             }
         }
     };
@@ -1083,7 +1148,14 @@ async fn fill_and_respond(
                         leader.finish(Outcome::Shared(entry.clone()));
                     }
                     let served = miss(false, true, false, Some("collapsed-L2"));
-                    return respond(parts, &fill.policy, &entry, served, SystemTime::now());
+                    return respond(
+                        state.cache.forms(),
+                        parts,
+                        &fill.policy,
+                        &entry,
+                        served,
+                        SystemTime::now(),
+                    );
                 }
             }
             None => {}
@@ -1100,7 +1172,14 @@ async fn fill_and_respond(
                     leader.finish(Outcome::NotShareable);
                 }
                 let served = miss(false, false, revalidated, Some("purged-during-fill"));
-                return respond(parts, &fill.policy, &entry, served, now);
+                return respond(
+                    state.cache.forms(),
+                    parts,
+                    &fill.policy,
+                    &entry,
+                    served,
+                    now,
+                );
             }
             if let Some(leader) = leader {
                 leader.finish(Outcome::Shared(entry.clone()));
@@ -1109,6 +1188,7 @@ async fn fill_and_respond(
                 state.flights.stored(&fill.key);
             }
             respond(
+                state.cache.forms(),
                 parts,
                 &fill.policy,
                 &entry,
@@ -1128,6 +1208,7 @@ async fn fill_and_respond(
                     stale.filter(|(entry, _)| entry.may_serve_on_error(now))
             {
                 return respond(
+                    state.cache.forms(),
                     parts,
                     &fill.policy,
                     &entry,
@@ -1156,7 +1237,14 @@ async fn fill_and_respond(
             if let Some(leader) = leader {
                 leader.finish(Outcome::Failed(error.clone()));
             }
-            stale_or_error(parts, &fill.policy, stale, &error, forward)
+            stale_or_error(
+                state.cache.forms(),
+                parts,
+                &fill.policy,
+                stale,
+                &error,
+                forward,
+            )
         }
     }
 }
@@ -1342,6 +1430,7 @@ fn is_upstream_failure(status: StatusCode) -> bool {
 }
 
 fn stale_or_error(
+    forms: Option<&Forms>,
     parts: &Parts,
     policy: &Policy,
     stale: Option<(Entry, Layer)>,
@@ -1361,7 +1450,14 @@ fn stale_or_error(
         entry.may_serve_on_error(now) || (unreachable && entry.may_serve_when_unreachable(now))
     };
     match stale.filter(|(entry, _)| usable(entry)) {
-        Some((entry, layer)) => respond(parts, policy, &entry, Served::StaleIfError(layer), now),
+        Some((entry, layer)) => respond(
+            forms,
+            parts,
+            policy,
+            &entry,
+            Served::StaleIfError(layer),
+            now,
+        ),
         None => {
             let served = Served::Miss {
                 forward,
@@ -1429,6 +1525,7 @@ const RESPONSE_HEADERS_ADDED: usize = 10;
 /// 206 for a satisfiable byte range, else the stored response (without body
 /// for HEAD).
 fn respond(
+    forms: Option<&Forms>,
     request: &Parts,
     policy: &Policy,
     entry: &Entry,
@@ -1455,6 +1552,24 @@ fn respond(
     };
     served.annotate(&mut headers, Some(entry.ttl_secs(now)), forwarded);
 
+    // A compressed entry answers in the form the client takes, each form
+    // with its own ETag; a range is always a range of the decoded body.
+    let coding = entry.compressed();
+    let ranged = request.method == Method::GET && request.headers.contains_key(header::RANGE);
+    let form = match coding {
+        None => Form::Stored,
+        Some(_) if ranged => Form::Identity,
+        Some(coding) => compression::negotiate(&request.headers, coding),
+    };
+    let etag = match (coding, form) {
+        (Some(coding), Form::Stored) => tagged(&etag, coding),
+        (Some(_), Form::Gzip) => tagged(&etag, Coding::Gzip),
+        _ => etag,
+    };
+    if coding.is_some() {
+        add_vary_accept_encoding(&mut headers);
+    }
+
     let (status, body) = if entry.status().is_success()
         && freshness::not_modified(&request.headers, &etag, headers.get(header::LAST_MODIFIED))
     {
@@ -1466,31 +1581,50 @@ fn respond(
             headers.remove(name);
         }
         (StatusCode::NOT_MODIFIED, Body::Empty)
-    } else if let Some(range) = requested_range(request, entry) {
-        match range {
-            Ok((start, end)) => {
-                let len = entry.body_len();
+    } else {
+        let body = match (coding, form) {
+            (Some(coding), Form::Identity | Form::Gzip) => {
+                match coded_form(forms, entry, coding, form, policy.max_body) {
+                    Ok(body) => {
+                        if form == Form::Gzip {
+                            headers.insert(header::CONTENT_ENCODING, Coding::Gzip.header_value());
+                        } else {
+                            headers.remove(header::CONTENT_ENCODING);
+                        }
+                        body
+                    }
+                    Err(error) => {
+                        warn!(%error, "a stored entry could not be decoded");
+                        return error_response(&ProxyError::Internal, served);
+                    }
+                }
+            }
+            _ => entry.body(),
+        };
+        match requested_range(request, entry, body.len()) {
+            Some(Ok((start, end))) => {
+                let len = body.len();
                 if let Ok(value) = HeaderValue::from_str(&format!("bytes {start}-{end}/{len}")) {
                     headers.insert(header::CONTENT_RANGE, value);
                 }
                 (
                     StatusCode::PARTIAL_CONTENT,
-                    Body::full(entry.body().slice(start..=end)),
+                    Body::full(body.slice(start..=end)),
                 )
             }
-            Err(len) => {
+            Some(Err(len)) => {
                 if let Ok(value) = HeaderValue::from_str(&format!("bytes */{len}")) {
                     headers.insert(header::CONTENT_RANGE, value);
                 }
                 headers.remove(header::CONTENT_TYPE);
                 (StatusCode::RANGE_NOT_SATISFIABLE, Body::Empty)
             }
+            None if request.method == Method::HEAD => {
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+                (entry.status(), Body::Empty)
+            }
+            None => (entry.status(), Body::full(body)),
         }
-    } else if request.method == Method::HEAD {
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(entry.body_len()));
-        (entry.status(), Body::Empty)
-    } else {
-        (entry.status(), Body::full(entry.body()))
     };
     headers.insert(header::ETAG, etag);
     if entry.status() == StatusCode::OK {
@@ -1502,10 +1636,67 @@ fn respond(
     response
 }
 
+/// The decoded body of a compressed entry, or its gzip, kept in `forms`
+/// so a hot entry is decoded once.
+fn coded_form(
+    forms: Option<&Forms>,
+    entry: &Entry,
+    coding: Coding,
+    form: Form,
+    max_body: usize,
+) -> Result<Bytes, compression::DecodeError> {
+    let stored = entry.body();
+    let limit = max_body.max(DEFAULT_MAX_BODY);
+    let decode = || compression::decode(coding, &stored, limit);
+    let Some(forms) = forms else {
+        return match form {
+            Form::Gzip => decode().map(|decoded| compression::gzip(&decoded)),
+            _ => decode(),
+        };
+    };
+    let decoded = forms.get_or_make(&stored, Made::Decoded, decode)?;
+    match form {
+        Form::Gzip => forms.get_or_make(&stored, Made::Gzip, || Ok(compression::gzip(&decoded))),
+        _ => Ok(decoded),
+    }
+}
+
+/// The ETag of a coded form of the representation tagged `etag`:
+/// `"abc"` → `"abc-br"` (a strong ETag names one exact byte sequence).
+fn tagged(etag: &HeaderValue, coding: Coding) -> HeaderValue {
+    let text = etag.as_bytes();
+    let Some(body) = text.strip_suffix(b"\"") else {
+        return etag.clone();
+    };
+    let mut out = Vec::with_capacity(text.len() + 6);
+    out.extend_from_slice(body);
+    out.push(b'-');
+    out.extend_from_slice(coding.as_str().as_bytes());
+    out.push(b'"');
+    HeaderValue::from_bytes(&out).unwrap_or_else(|_| etag.clone())
+}
+
+/// Adds `Accept-Encoding` to `Vary` unless it is named already.
+fn add_vary_accept_encoding(headers: &mut HeaderMap) {
+    let named = headers
+        .get_all(header::VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|name| name.trim().eq_ignore_ascii_case("accept-encoding") || name.trim() == "*");
+    if !named {
+        headers.append(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    }
+}
+
 /// The byte range a GET asks of a stored full 200 (RFC 9110 §14): `None`
 /// to send the whole body (no range, several ranges, an unparsable one, or
 /// an `If-Range` that does not match); `Err(len)` when unsatisfiable.
-fn requested_range(request: &Parts, entry: &Entry) -> Option<Result<(usize, usize), usize>> {
+fn requested_range(
+    request: &Parts,
+    entry: &Entry,
+    len: usize,
+) -> Option<Result<(usize, usize), usize>> {
     if request.method != Method::GET || entry.status() != StatusCode::OK {
         return None;
     }
@@ -1533,7 +1724,6 @@ fn requested_range(request: &Parts, entry: &Entry) -> Option<Result<(usize, usiz
     if ranges.contains(',') {
         return None;
     }
-    let len = entry.body_len();
     let (first, last) = ranges.trim().split_once('-')?;
     let (start, end) = match (first.trim(), last.trim()) {
         ("", suffix) => {

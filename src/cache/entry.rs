@@ -25,6 +25,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
+use crate::compression::Coding;
+
 const VERSION: u8 = 1;
 
 /// Where each fixed-size field lies in the encoding, and the ETag after them.
@@ -52,6 +54,7 @@ const UPSTREAM_ETAG: u8 = 8;
 const VARY_INDEX: u8 = 16;
 const IMMUTABLE: u8 = 32;
 const GRACE: u8 = 64;
+const COMPRESSED: u8 = 128;
 
 /// How long past freshness an entry with the grace flag may answer while
 /// the upstream cannot be reached (RFC 9111 §4.2.4); within
@@ -106,6 +109,9 @@ pub(crate) struct EntryParts {
     /// May answer stale for [`UNREACHABLE_GRACE`] while the upstream
     /// cannot be reached.
     pub(crate) grace: bool,
+    /// The body is folio's compressed form, named by the stored
+    /// `Content-Encoding`: it may be decoded for clients that do not take it.
+    pub(crate) compressed: bool,
 }
 
 impl EntryParts {
@@ -127,6 +133,7 @@ impl EntryParts {
             (self.vary_index, VARY_INDEX),
             (self.immutable, IMMUTABLE),
             (self.grace, GRACE),
+            (self.compressed, COMPRESSED),
         ];
         out.put_u8(
             flags
@@ -459,6 +466,14 @@ impl Entry {
     }
 
     /// `immutable`: while fresh, client reloads are answered from here.
+    /// The coding folio stored the body in, when it compressed it.
+    pub(crate) fn compressed(&self) -> Option<Coding> {
+        if !self.flag(COMPRESSED) {
+            return None;
+        }
+        Coding::from_content_encoding(self.header(&http::header::CONTENT_ENCODING)?.as_bytes())
+    }
+
     pub(crate) fn immutable(&self) -> bool {
         self.flag(IMMUTABLE)
     }
@@ -561,6 +576,7 @@ impl Entry {
             vary_index: true,
             immutable: false,
             grace: false,
+            compressed: false,
         }
         .seal()
     }
@@ -748,6 +764,7 @@ pub(crate) mod tests {
             vary_index: false,
             immutable: false,
             grace: false,
+            compressed: false,
         }
     }
 

@@ -1,12 +1,11 @@
-//! L1: the in-process tier, bounded in bytes.
+//! L1: the in-process tier, bounded in bytes: moka, as the design names it.
 //!
-//! quick_cache (sharded S3-FIFO, scan resistant like moka's TinyLFU) keeps
-//! an entry in a 96-byte slot of a slab, the `Entry` (a buffer and four
-//! offsets) inline, where moka kept about 500 bytes per entry (an `Arc`'d
-//! key, deque and timer-wheel nodes); and a hit takes a shard's read lock
-//! instead of queueing a record for batched housekeeping. With 1 KB answers
-//! that was a third of the memory.
-//! It has no expiry of its own: whether an entry may answer a request is
+//! `moka::sync`, not `moka::future`: a lookup never waits on anything, so a
+//! hit stays a plain function call with no future to poll. Entries are
+//! weighed by the memory they hold (their encoding plus what moka and the
+//! allocator add per entry), and moka's TinyLFU admission keeps a scan of
+//! one-off keys from flushing the hot ones.
+//! moka is given no expiry: whether an entry may answer a request is
 //! decided on read from the entry's own timestamps (so L1 and L2 agree),
 //! and an entry past every window is dropped when read or evicted for room.
 
@@ -14,93 +13,62 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
-use quick_cache::sync::Cache;
-use quick_cache::{DefaultHashBuilder, Lifecycle, OptionsBuilder, Weighter};
+use moka::notification::RemovalCause;
+use moka::ops::compute::Op;
+use moka::sync::Cache;
 
 use super::entry::Entry;
 use crate::key::CacheKey;
 use crate::metrics::Metrics;
 
-/// Shards never smaller than this: an entry larger than its shard's share
-/// of the budget cannot be kept. That covers the default `max_body` (8 MiB)
-/// eight times over; a body over 64 MiB (a policy may allow up to 1 GB)
-/// fits L1 only with a budget that leaves a shard room for it, and is
-/// otherwise kept in L2 alone (counted as an eviction).
-const MIN_SHARD_BYTES: u64 = 64 << 20;
-/// What an average entry weighs, to size quick_cache's tables up front.
-const TYPICAL_ENTRY_BYTES: u64 = 4 << 10;
+/// What moka keeps beside each entry (its hash-table slot, the `Arc`'d key
+/// and value records, the access-order node) and the allocator's headers
+/// for them, measured with `benches/memory.rs`: weighed with the entry so
+/// the byte budget is a budget of memory, not of payload.
+const MOKA_OVERHEAD: u32 = 200;
 
 #[derive(Clone)]
 pub(crate) struct L1 {
-    cache: Arc<Cache<CacheKey, Entry, ByWeight, DefaultHashBuilder, CountEvictions>>,
+    cache: Cache<CacheKey, Entry>,
     capacity: u64,
 }
 
 impl std::fmt::Debug for L1 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("L1")
-            .field("entries", &self.cache.len())
-            .field("bytes", &self.cache.weight())
+            .field("entries", &self.cache.entry_count())
+            .field("bytes", &self.cache.weighted_size())
             .field("capacity", &self.capacity)
             .finish()
-    }
-}
-
-/// Weighs an entry by the memory it holds.
-#[derive(Clone)]
-struct ByWeight;
-
-impl Weighter<CacheKey, Entry> for ByWeight {
-    fn weight(&self, _: &CacheKey, entry: &Entry) -> u64 {
-        entry.weight().into()
-    }
-}
-
-/// Counts entries evicted for room (`folio_evictions_total`).
-#[derive(Clone)]
-struct CountEvictions(Arc<Metrics>);
-
-impl Lifecycle<CacheKey, Entry> for CountEvictions {
-    type RequestState = ();
-
-    fn on_evict(&self, (): &mut (), _: CacheKey, _: Entry) {
-        self.0.evictions.fetch_add(1, Ordering::Relaxed);
     }
 }
 
 impl L1 {
     /// An L1 holding at most `capacity` bytes of entries.
     pub(crate) fn new(capacity: u64, metrics: Arc<Metrics>) -> Self {
-        let parallelism = std::thread::available_parallelism().map_or(1, usize::from);
-        let shards = usize::try_from(capacity / MIN_SHARD_BYTES)
-            .unwrap_or(usize::MAX)
-            .clamp(1, parallelism * 4);
-        let items = usize::try_from((capacity / TYPICAL_ENTRY_BYTES).max(16)).unwrap_or(usize::MAX);
-        let lifecycle = CountEvictions(metrics);
-        let hasher = DefaultHashBuilder::default();
-        let cache = match OptionsBuilder::new()
-            .shards(shards)
-            .weight_capacity(capacity)
-            .estimated_items_capacity(items)
-            .build()
-        {
-            Ok(options) => Cache::with_options(options, ByWeight, hasher, lifecycle),
-            // Not reached (both required settings are given): the defaults.
-            Err(_) => Cache::with(items, capacity, ByWeight, hasher, lifecycle),
-        };
-        // Room for the expected entries up front: growing the tables by
-        // doubling would copy them and leave half of each copy unused.
-        cache.reserve(items);
-        Self {
-            cache: Arc::new(cache),
-            capacity,
-        }
+        let cache = Cache::builder()
+            .max_capacity(capacity)
+            .weigher(|_: &CacheKey, entry: &Entry| entry.weight().saturating_add(MOKA_OVERHEAD))
+            .eviction_listener(move |_, _, cause| {
+                // Replaced and explicitly removed entries are not evictions.
+                if cause == RemovalCause::Size {
+                    metrics.evictions.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+            .build();
+        Self { cache, capacity }
     }
 
-    /// Bytes in use, entries, and the byte budget.
+    /// Bytes in use, entries, and the byte budget. moka counts lazily:
+    /// pending inserts and removals are applied first, so the figures are
+    /// those of the entries held now.
     pub(crate) fn usage(&self) -> (u64, u64, u64) {
-        let entries = u64::try_from(self.cache.len()).unwrap_or(u64::MAX);
-        (self.cache.weight(), entries, self.capacity)
+        self.cache.run_pending_tasks();
+        (
+            self.cache.weighted_size(),
+            self.cache.entry_count(),
+            self.capacity,
+        )
     }
 
     /// The entry under `key`, unless it is past every window at `now`
@@ -108,8 +76,11 @@ impl L1 {
     pub(crate) fn get(&self, key: &CacheKey, now: SystemTime) -> Option<Entry> {
         let entry = self.cache.get(key)?;
         if entry.retain_for(now).is_zero() {
-            self.cache
-                .remove_if(key, |held| held.shares_buffer_with(&entry));
+            // Only the entry read: one stored meanwhile stays.
+            self.cache.entry(*key).and_compute_with(|held| match held {
+                Some(held) if held.value().shares_buffer_with(&entry) => Op::Remove,
+                _ => Op::Nop,
+            });
             return None;
         }
         Some(entry)

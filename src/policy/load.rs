@@ -75,6 +75,7 @@ const FIELDS: &[&str] = &[
     "events",
     "rewarm",
     "cdn_cache_control",
+    "compress",
 ];
 
 pub(super) fn load_dir(dir: &Path) -> Result<PolicySet, PolicyErrors> {
@@ -324,6 +325,7 @@ impl Ctx<'_> {
                 "override_upstream" => {
                     policy.override_upstream = self.boolean(&name, &value).unwrap_or(false);
                 }
+                "compress" => policy.compress = self.boolean(&name, &value).unwrap_or(true),
                 "methods" => {
                     if methods.is_some() {
                         self.fail(

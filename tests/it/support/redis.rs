@@ -191,6 +191,23 @@ impl TestRedis {
             .unwrap();
     }
 
+    /// Every value Redis holds under a `folio:v1:` entry key, as stored.
+    pub(crate) async fn entry_values(&self) -> Vec<Vec<u8>> {
+        let mut conn = self.connection().await.expect("redis is not reachable");
+        let mut values = Vec::new();
+        for key in self.keys().await {
+            if key.starts_with("folio:v1:") && key.len() == "folio:v1:".len() + 64 {
+                let value: Vec<u8> = redis::cmd("GET")
+                    .arg(&key)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                values.push(value);
+            }
+        }
+        values
+    }
+
     /// Empties every database, as an operator's `FLUSHALL` would.
     pub(crate) async fn flushall(&self) {
         let mut conn = self.connection().await.expect("redis is not reachable");
