@@ -1,6 +1,7 @@
 //! The cache tiers behind one face: look up in L1 then L2 (filling L1 from an
 //! L2 hit), store in both, remove from both.
 
+pub(crate) mod encryption;
 pub(crate) mod entry;
 pub(crate) mod forms;
 pub(crate) mod l1;
@@ -13,7 +14,7 @@ use entry::Entry;
 use forms::Forms;
 use l1::L1;
 use l2::L2;
-pub(crate) use l2::RedisTarget;
+pub(crate) use l2::{Protection, RedisTarget};
 
 use crate::key::CacheKey;
 use crate::metrics::Metrics;
@@ -51,10 +52,11 @@ impl Cache {
         redis: Option<&RedisTarget>,
         l2_timeout: Duration,
         metrics: &Arc<Metrics>,
+        protection: Protection,
     ) -> Result<Self, redis::RedisError> {
         let l1 = (l1_capacity > 0).then(|| L1::new(l1_capacity, Arc::clone(metrics)));
         let l2 = redis
-            .map(|target| L2::new(target, l2_timeout, Arc::clone(metrics)))
+            .map(|target| L2::new(target, l2_timeout, Arc::clone(metrics), protection))
             .transpose()?;
         let forms = (l1_capacity > 0).then(|| Forms::new(l1_capacity / FORMS_SHARE));
         Ok(Self { l1, l2, forms })

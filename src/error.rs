@@ -13,6 +13,10 @@ pub(crate) enum ProxyError {
     /// Connection refused, reset, or closed before a response.
     #[error("the upstream could not be reached: {0}")]
     UpstreamUnavailable(String),
+    /// TLS with an `https://` upstream failed: its certificate did not
+    /// verify, or the handshake did not complete. Nothing was sent.
+    #[error("TLS with the upstream failed, so nothing was sent to it: {0}")]
+    UpstreamTls(String),
     /// No response headers within the upstream timeout.
     #[error("the upstream did not answer within {0:?}")]
     UpstreamTimeout(Duration),
@@ -36,7 +40,9 @@ pub(crate) enum ProxyError {
 impl ProxyError {
     pub(crate) fn status(&self) -> StatusCode {
         match self {
-            Self::UpstreamUnavailable(_) | Self::UpstreamBody(_) => StatusCode::BAD_GATEWAY,
+            Self::UpstreamUnavailable(_) | Self::UpstreamTls(_) | Self::UpstreamBody(_) => {
+                StatusCode::BAD_GATEWAY
+            }
             Self::UpstreamTimeout(_) | Self::NotCached => StatusCode::GATEWAY_TIMEOUT,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Loop => StatusCode::LOOP_DETECTED,
@@ -48,6 +54,7 @@ impl ProxyError {
     pub(crate) fn code(&self) -> &'static str {
         match self {
             Self::UpstreamUnavailable(_) => "upstream_unavailable",
+            Self::UpstreamTls(_) => "upstream_tls",
             Self::UpstreamTimeout(_) => "upstream_timeout",
             Self::UpstreamBody(_) => "upstream_body",
             Self::NotCached => "only_if_cached",

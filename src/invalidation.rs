@@ -477,7 +477,7 @@ async fn subscribe(l2: &L2) -> redis::RedisResult<redis::aio::PubSub> {
     let mut last_error = None;
     for url in l2.target().urls() {
         let attempt = async {
-            let client = redis::Client::open(url.as_str())?;
+            let client = l2.node_client(url)?;
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(l2.name("invalidate")).await?;
             Ok::<_, redis::RedisError>(pubsub)

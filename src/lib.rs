@@ -2,14 +2,16 @@
 //!
 //! # Reading order
 //! The modules in the order a request meets them:
-//! - `server`: accept loop, HTTP/1.1 + h2c, graceful shutdown;
+//! - `server`: accept loop, HTTP/1.1 + h2c (or TLS with h2 and HTTP/1.1 by
+//!   ALPN), graceful shutdown;
 //! - `proxy`: the pipeline, top to bottom (start here);
 //! - `inbound`: the client's request made into the one canonical request
 //!   folio decides on and forwards (hostile headers refused or removed);
 //! - `policy`: endpoint policies from YAML, route matching;
 //! - `settings`: process settings, where the tenant comes from;
 //! - `key`: the cache key;
-//! - `cache`: the tiers (`l1` in process, `l2` Redis) and the stored `entry`;
+//! - `cache`: the tiers (`l1` in process, `l2` Redis), the stored `entry`,
+//!   and the `encryption` of entries at rest in Redis;
 //! - `flight`: one upstream fetch per key;
 //! - `invalidation`: purge marks, checked on every read and shared by every
 //!   instance through Redis; `admin`: the purge and event API; `rewarm`:
@@ -18,7 +20,8 @@
 //!   and stored parts;
 //! - `upstream`: the pooled client and proxy header hygiene;
 //! - `outcome`: `X-Cache` / `Cache-Status` vocabulary;
-//! - `body`, `error`: the body type and request errors.
+//! - `body`, `error`: the body type and request errors;
+//! - `tls`: rustls (on ring) for the listener, the upstream and Redis.
 //!
 //! Around it, for operators: `access` (the access log, written off the
 //! request path), `metrics` (counters, Prometheus text), `ops`
@@ -50,6 +53,7 @@ mod reload;
 mod rewarm;
 mod server;
 mod settings;
+mod tls;
 mod upstream;
 mod warm;
 
@@ -67,6 +71,7 @@ pub use admin::routes as admin_routes;
 pub use policy::units::{parse_duration, parse_size};
 pub use policy::{PolicyError, PolicyErrors, PolicySet};
 pub use settings::{Cidr, Settings, TenantSource};
+pub use tls::{redact_url, trusted_client_config};
 pub use warm::{WarmReport, warm};
 
 /// Why folio could not start.
@@ -120,10 +125,12 @@ pub async fn run(
     )
     .map_err(|e| Error::Config(format!("cannot open the access log: {e}")))?
     .map(Arc::new);
+    let security = Security::load(&settings)?;
     let upstream = upstream::Upstream::new(
         &settings.upstream,
         settings.connect_timeout,
         settings.upstream_timeout,
+        security.trust.as_ref(),
     )
     .map_err(Error::Upstream)?
     .with_metrics(Arc::clone(&metrics));
@@ -142,7 +149,16 @@ pub async fn run(
         redis.as_ref(),
         settings.l2_timeout,
         &metrics,
+        cache::Protection {
+            trust: security.trust.clone(),
+            keyring: security.keyring.clone(),
+        },
     )?;
+    if security.keyring.is_some() && redis.is_none() {
+        tracing::warn!(
+            "--encryption-keys is set but there is no Redis: L1 holds plain entries, so nothing is encrypted"
+        );
+    }
     let invalidator = Arc::new(invalidation::Invalidator::new(
         cache.clone(),
         Arc::clone(&metrics),
@@ -164,8 +180,10 @@ pub async fn run(
         started: std::time::Instant::now(),
     });
     tracing::info!(
-        upstream = %settings.upstream,
+        upstream = %tls::redact_url(&settings.upstream.to_string()),
         cache = %state.cache.describe(),
+        tls = security.served.is_some(),
+        encrypted_l2 = security.keyring.is_some(),
         policies = state.policies.load().len(),
         "folio started"
     );
@@ -180,7 +198,13 @@ pub async fn run(
         idle: settings.idle_timeout,
         grace: settings.shutdown_grace,
     };
-    spawn_housekeeping(&state, &settings, listener.local_addr().ok(), stopping());
+    spawn_housekeeping(
+        &state,
+        &settings,
+        security.served.clone(),
+        listener.local_addr().ok(),
+        stopping(),
+    );
     let admin_server = admin_listener.map(|listener| {
         let listen = listener.local_addr().ok();
         if settings.admin.operator_token.is_none() && !settings.admin.is_open() {
@@ -201,10 +225,14 @@ pub async fn run(
             listen,
         });
         let handler = move |request, peer| admin::handle(Arc::clone(&admin), request, peer);
-        tokio::spawn(server::serve(listener, handler, stopping(), limits))
+        tokio::spawn(server::serve(listener, handler, stopping(), limits, None))
     });
     let handler = move |request, peer| proxy::handle(Arc::clone(&state), request, peer);
-    let proxy_server = server::serve(listener, handler, stopping(), limits);
+    let acceptor = security
+        .served
+        .as_ref()
+        .map(|served| tokio_rustls::TlsAcceptor::from(served.server_config()));
+    let proxy_server = server::serve(listener, handler, stopping(), limits, acceptor);
     tokio::pin!(proxy_server);
     tokio::select! {
         () = &mut proxy_server => {}
@@ -221,6 +249,68 @@ pub async fn run(
         access.close();
     }
     Ok(())
+}
+
+/// The TLS and encryption material of a run, read once at start.
+struct Security {
+    /// Roots for an `https://` upstream and `rediss://` Redis, loaded only
+    /// when one of them is used.
+    trust: Option<tls::Trust>,
+    /// The listener's certificate, when it speaks TLS.
+    served: Option<Arc<tls::ServedCertificate>>,
+    /// The keys sealing entries in Redis.
+    keyring: Option<Arc<cache::encryption::Keyring>>,
+}
+
+impl Security {
+    fn load(settings: &Settings) -> Result<Self, Error> {
+        let config = |e: &dyn std::fmt::Display| Error::Config(format!("refusing to start: {e}"));
+        let tls_redis = settings
+            .redis
+            .iter()
+            .chain(&settings.redis_cluster)
+            .any(|url| {
+                let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
+                scheme.eq_ignore_ascii_case("rediss") || scheme.eq_ignore_ascii_case("valkeys")
+            });
+        let tls_upstream = settings.upstream.scheme() == Some(&http::uri::Scheme::HTTPS);
+        let trust = if tls_redis || tls_upstream {
+            Some(tls::Trust::load(settings.ca_file.as_deref()).map_err(|e| config(&e))?)
+        } else {
+            if settings.ca_file.is_some() {
+                tracing::warn!(
+                    "--ca-file is set, but neither the upstream (https://) nor Redis (rediss://) uses TLS"
+                );
+            }
+            None
+        };
+        let served = match (&settings.tls_cert, &settings.tls_key) {
+            (Some(cert), Some(key)) => {
+                Some(tls::ServedCertificate::load(cert, key).map_err(|e| config(&e))?)
+            }
+            (None, None) => None,
+            (Some(_), None) => return Err(config(&"--tls-cert needs --tls-key")),
+            (None, Some(_)) => return Err(config(&"--tls-key needs --tls-cert")),
+        };
+        let keyring = settings
+            .encryption_keys
+            .as_deref()
+            .map(cache::encryption::Keyring::load)
+            .transpose()
+            .map_err(|e| config(&e))?
+            .map(Arc::new);
+        if let Some(keyring) = &keyring {
+            tracing::info!(
+                sealing_key = keyring.sealing_id(),
+                "L2 entries are encrypted"
+            );
+        }
+        Ok(Self {
+            trust,
+            served,
+            keyring,
+        })
+    }
 }
 
 /// What `folio explain` prints for a request (see `explain.rs`).
@@ -253,6 +343,7 @@ const WARM_ATTEMPTS: u32 = 3;
 fn spawn_housekeeping(
     state: &Arc<proxy::State>,
     settings: &Settings,
+    served: Option<Arc<tls::ServedCertificate>>,
     proxy_addr: Option<std::net::SocketAddr>,
     stopping: impl Future<Output = ()> + Send + 'static,
 ) {
@@ -320,12 +411,46 @@ fn spawn_housekeeping(
         });
     }
 
-    if let (Some(plan), Some(addr)) = (settings.config.warm.clone(), proxy_addr) {
-        let tenants = settings.tenant.clone();
+    #[cfg(unix)]
+    if let Some(served) = served.clone()
+        && let Ok(mut hangups) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    {
+        // A renewed certificate: new handshakes use it, open connections
+        // keep theirs.
         let stop = until_stopped();
         tokio::spawn(async move {
             tokio::pin!(stop);
-            let base = format!("http://{addr}");
+            loop {
+                tokio::select! {
+                    _ = hangups.recv() => {
+                        let served = Arc::clone(&served);
+                        match tokio::task::spawn_blocking(move || served.reload()).await {
+                            Ok(Ok(())) => tracing::info!("SIGHUP: the TLS certificate was reloaded"),
+                            Ok(Err(error)) => tracing::error!(%error, "SIGHUP: the TLS certificate was not reloaded; the running one stays"),
+                            Err(_) => {}
+                        }
+                    }
+                    () = &mut stop => return,
+                }
+            }
+        });
+    }
+
+    if let (Some(plan), Some(addr)) = (settings.config.warm.clone(), proxy_addr) {
+        let tenants = settings.tenant.clone();
+        let stop = until_stopped();
+        // Through the listener as clients reach it: over TLS when it
+        // speaks TLS, trusting exactly the certificate it serves.
+        let (base, tls) = match &served {
+            Some(served) => (
+                format!("https://{addr}"),
+                Some(tls::own_listener_client(served)),
+            ),
+            None => (format!("http://{addr}"), None),
+        };
+        tokio::spawn(async move {
+            tokio::pin!(stop);
             // The upstream may start alongside folio: give it a moment, and
             // try again (with backoff) while some URLs fail.
             let mut pause = Duration::from_millis(500);
@@ -336,11 +461,17 @@ fn spawn_housekeeping(
                     () = &mut stop => return,
                 }
                 let total = plan.urls.len();
-                let report = warm::warm(&base, &plan, &tenants, move |done, total, failed| {
-                    if done == total || done % 100 == 0 {
-                        tracing::info!("warming: {done}/{total} fetched ({failed} failed)");
-                    }
-                })
+                let report = warm::warm(
+                    &base,
+                    &plan,
+                    &tenants,
+                    tls.clone(),
+                    move |done, total, failed| {
+                        if done == total || done % 100 == 0 {
+                            tracing::info!("warming: {done}/{total} fetched ({failed} failed)");
+                        }
+                    },
+                )
                 .await;
                 tracing::info!(
                     total,
@@ -524,6 +655,7 @@ pub mod bench {
                     idle: Duration::from_secs(75),
                     grace: Duration::from_secs(1),
                 },
+                None,
             ));
 
             let proxy = TcpListener::bind("127.0.0.1:0").await?;

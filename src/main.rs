@@ -53,11 +53,14 @@ enum Command {
     Warm {
         #[arg(long, env = "FOLIO_CONFIG")]
         config: PathBuf,
-        /// The running folio.
+        /// The running folio (https:// is verified against the system's roots plus --ca-file).
         #[arg(long, default_value = "http://127.0.0.1:8080")]
         target: String,
         #[arg(long, env = "FOLIO_TENANT", default_value = "header:X-Tenant-ID")]
         tenant: TenantSource,
+        /// Extra certificate authorities (PEM) for an https:// target.
+        #[arg(long, env = "FOLIO_CA_FILE")]
+        ca_file: Option<PathBuf>,
     },
 }
 
@@ -81,12 +84,34 @@ struct ServeArgs {
     /// Operator config file: health thresholds, warming (see docs/operations.md).
     #[arg(long, env = "FOLIO_CONFIG")]
     config: Option<PathBuf>,
-    /// Redis URL for the shared L2 tier (redis://host:port, redis+unix:///path). Off when absent.
-    #[arg(long, env = "FOLIO_REDIS", conflicts_with = "redis_cluster")]
+    /// Redis URL for the shared L2 tier (redis://host:port, rediss://user:pass@host:port over TLS, redis+unix:///path). Off when absent.
+    #[arg(
+        long,
+        env = "FOLIO_REDIS",
+        conflicts_with = "redis_cluster",
+        hide_env_values = true
+    )]
     redis: Option<String>,
-    /// Redis Cluster nodes for L2, comma-separated (redis://host:port,...).
-    #[arg(long, env = "FOLIO_REDIS_CLUSTER", value_delimiter = ',')]
+    /// Redis Cluster nodes for L2, comma-separated (redis://host:port,... or rediss://...).
+    #[arg(
+        long,
+        env = "FOLIO_REDIS_CLUSTER",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     redis_cluster: Vec<String>,
+    /// Extra certificate authorities (PEM), trusted beside the system's roots for an https:// upstream and rediss:// Redis.
+    #[arg(long, env = "FOLIO_CA_FILE")]
+    ca_file: Option<PathBuf>,
+    /// Certificate chain (PEM) to serve clients over TLS (HTTP/2 and HTTP/1.1 by ALPN); needs --tls-key. Re-read on SIGHUP.
+    #[arg(long, env = "FOLIO_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, env = "FOLIO_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Key file sealing every entry written to Redis (AES-256-GCM): lines of KEY_ID BASE64_32_BYTES; the first key encrypts, all decrypt.
+    #[arg(long, env = "FOLIO_ENCRYPTION_KEYS")]
+    encryption_keys: Option<PathBuf>,
     /// L1 (in-process) budget: bytes or 256MB, 1GB; 0 turns L1 off.
     #[arg(long, env = "FOLIO_L1_CAPACITY", default_value = "256MB", value_parser = parse_size)]
     l1_capacity: u64,
@@ -106,10 +131,10 @@ struct ServeArgs {
     #[arg(long, env = "FOLIO_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
     admin_listen: String,
     /// Bearer token of operators: may purge for any tenant and reload. Without any token, the admin API accepts mutations from loopback only.
-    #[arg(long, env = "FOLIO_ADMIN_TOKEN", value_parser = admin_token)]
+    #[arg(long, env = "FOLIO_ADMIN_TOKEN", value_parser = admin_token, hide_env_values = true)]
     admin_token: Option<String>,
     /// A tenant's own token, TENANT=TOKEN (repeat, or comma-separate in the variable): may purge that tenant only.
-    #[arg(long, env = "FOLIO_TENANT_TOKENS", value_delimiter = ',', value_parser = tenant_token)]
+    #[arg(long, env = "FOLIO_TENANT_TOKENS", value_delimiter = ',', value_parser = tenant_token, hide_env_values = true)]
     tenant_token: Vec<(String, String)>,
     /// Proxies in front of folio whose X-Forwarded-For / Forwarded are believed (CIDR, comma-separated); from other peers those headers are replaced.
     #[arg(long, env = "FOLIO_TRUSTED_PROXIES", value_delimiter = ',')]
@@ -158,7 +183,8 @@ fn main() -> ExitCode {
             config,
             target,
             tenant,
-        }) => warm(&config, &target, &tenant),
+            ca_file,
+        }) => warm(&config, &target, &tenant, ca_file.as_deref()),
         None => serve(cli.serve),
     };
     match result {
@@ -204,24 +230,40 @@ fn explain(
     Ok(ExitCode::SUCCESS)
 }
 
-fn warm(config: &std::path::Path, target: &str, tenant: &TenantSource) -> anyhow::Result<ExitCode> {
+fn warm(
+    config: &std::path::Path,
+    target: &str,
+    tenant: &TenantSource,
+    ca_file: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
     let config = Config::load(config).map_err(anyhow::Error::msg)?;
+    let tls = if target.starts_with("https://") {
+        Some(folio::trusted_client_config(ca_file).map_err(anyhow::Error::msg)?)
+    } else {
+        None
+    };
     let plan = config
         .warm
         .context("the config file has no warm: section")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let report = runtime.block_on(folio::warm(target, &plan, tenant, |done, total, failed| {
-        let width = 30;
-        let filled = (done * width).checked_div(total).unwrap_or(width);
-        eprint!(
-            "\rwarming [{}{}] {done}/{total} ({failed} failed)",
-            "#".repeat(filled),
-            " ".repeat(width - filled)
-        );
-        let _ = std::io::stderr().flush();
-    }));
+    let report = runtime.block_on(folio::warm(
+        target,
+        &plan,
+        tenant,
+        tls,
+        |done, total, failed| {
+            let width = 30;
+            let filled = (done * width).checked_div(total).unwrap_or(width);
+            eprint!(
+                "\rwarming [{}{}] {done}/{total} ({failed} failed)",
+                "#".repeat(filled),
+                " ".repeat(width - filled)
+            );
+            let _ = std::io::stderr().flush();
+        },
+    ));
     eprintln!();
     println!(
         "warmed {} of {} URLs ({} failed)",
@@ -259,6 +301,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     settings.policies_dir = Some(args.policies.clone());
     settings.redis = args.redis;
     settings.redis_cluster = args.redis_cluster;
+    settings.ca_file = args.ca_file;
+    settings.tls_cert = args.tls_cert;
+    settings.tls_key = args.tls_key;
+    settings.encryption_keys = args.encryption_keys;
+    let scheme = if settings.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     settings.admin.operator_token = args.admin_token;
     settings.admin.tenant_tokens = args.tenant_token;
     settings
@@ -315,8 +366,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             }
         };
         println!(
-            "folio listening on http://{address} -> {} ({} policies from {})",
-            settings.upstream,
+            "folio listening on {scheme}://{address} -> {} ({} policies from {})",
+            folio::redact_url(&settings.upstream.to_string()),
             policies.len(),
             args.policies.display()
         );

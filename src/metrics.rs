@@ -233,6 +233,9 @@ pub(crate) struct Metrics {
     /// Access lines dropped because the log's writer fell behind.
     pub(crate) access_log_dropped: AtomicU64,
     pub(crate) l2_errors: AtomicU64,
+    /// L2 values that did not open (sealed with a key not held, altered,
+    /// moved, or plain where entries must be sealed): each was a miss.
+    pub(crate) l2_decrypt_failures: AtomicU64,
     /// Upstream failures: unreachable, timeout, broken body.
     pub(crate) upstream_errors: [AtomicU64; 3],
     /// Purge marks made on this instance, by scope: tag, path, prefix, all, key.
@@ -266,6 +269,7 @@ impl Metrics {
             panics: AtomicU64::new(0),
             access_log_dropped: AtomicU64::new(0),
             l2_errors: AtomicU64::new(0),
+            l2_decrypt_failures: AtomicU64::new(0),
             upstream_errors: Default::default(),
             purges: Default::default(),
             samples: Default::default(),
@@ -613,6 +617,12 @@ impl Metrics {
             "folio_l2_errors_total",
             "Redis (L2) commands that failed or timed out.",
             self.l2_errors.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "folio_l2_decrypt_failures_total",
+            "Redis (L2) values that did not open with the encryption keys (each was a miss).",
+            self.l2_decrypt_failures.load(Ordering::Relaxed),
         );
         out.push_str("# HELP folio_upstream_errors_total Upstream failures by kind.\n# TYPE folio_upstream_errors_total counter\n");
         for (i, kind) in UPSTREAM_ERROR_KINDS.iter().enumerate() {

@@ -426,6 +426,33 @@ proptest! {
     }
 
     #[test]
+    fn opening_takes_any_bytes(
+        bytes in proptest::collection::vec(any::<u8>(), 0..256),
+        id_len in 0u8..8,
+        sealed_prefix in any::<bool>(),
+    ) {
+        let keyring = crate::cache::encryption::tests::keyring(&[("k1", 1), ("k", 2)]);
+        // Arbitrary bytes, and arbitrary bytes behind a plausible header
+        // (version, an id length, a known id).
+        let mut value = bytes.clone();
+        if sealed_prefix {
+            let mut framed = vec![crate::cache::encryption::SEALED_V1, id_len, b'k', b'1'];
+            framed.extend_from_slice(&bytes);
+            value = framed;
+        }
+        prop_assert!(keyring.open(b"folio:v1:aa", value).is_none());
+    }
+
+    #[test]
+    fn a_sealed_value_with_any_byte_changed_does_not_open(at in 0usize..4096, xor in 1u8..=255) {
+        let keyring = crate::cache::encryption::tests::keyring(&[("k1", 1)]);
+        let mut sealed = keyring.seal(b"folio:v1:aa", b"{\"id\":42}").unwrap_or_default();
+        let at = at % sealed.len();
+        sealed[at] ^= xor;
+        prop_assert!(keyring.open(b"folio:v1:aa", sealed).is_none());
+    }
+
+    #[test]
     fn address_ranges_parse_or_refuse(text in "[0-9a-f:./]{0,24}") {
         if let Ok(range) = text.parse::<Cidr>() {
             let _ = range.contains("127.0.0.1".parse().unwrap_or(std::net::IpAddr::from([0, 0, 0, 0])));

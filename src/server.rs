@@ -1,7 +1,8 @@
-//! A listener: accepts connections, speaks HTTP/1.1 and h2c on each, hands
-//! every request to a handler (the proxy, or the admin API), closes
-//! connections left idle, and on shutdown stops accepting and lets in-flight
-//! requests finish (bounded).
+//! A listener: accepts connections, speaks HTTP/1.1 and h2c on each (or,
+//! given a TLS acceptor, TLS with HTTP/2 and HTTP/1.1 by ALPN), hands every
+//! request to a handler (the proxy, or the admin API), closes connections
+//! left idle, and on shutdown stops accepting and lets in-flight requests
+//! finish (bounded).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -17,8 +18,9 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulConnection;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
+use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 use crate::body::Body;
@@ -79,6 +81,7 @@ pub(crate) async fn serve<H, F>(
     handler: H,
     shutdown: impl Future<Output = ()>,
     limits: Limits,
+    tls: Option<TlsAcceptor>,
 ) where
     H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
@@ -96,6 +99,7 @@ pub(crate) async fn serve<H, F>(
         .max_header_list_size(MAX_HEADER_LIST)
         .keep_alive_interval(Some(limits.idle.min(HEADER_READ_TIMEOUT)))
         .keep_alive_timeout(HEADER_READ_TIMEOUT);
+    let builder = Arc::new(builder);
     // Each connection holds a sender; when all are gone, all have closed.
     let (stop, stopping) = watch::channel(false);
     let (open, mut all_closed) = mpsc::channel::<()>(1);
@@ -125,8 +129,25 @@ pub(crate) async fn serve<H, F>(
                         Ok::<_, Infallible>(response)
                     }
                 });
-                let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                tokio::spawn(drive(connection, peer, activity, stopping.clone(), limits, open.clone()));
+                match &tls {
+                    None => {
+                        let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                        tokio::spawn(drive(connection, peer, activity, stopping.clone(), limits, open.clone()));
+                    }
+                    Some(acceptor) => {
+                        // The handshake runs in the connection's own task:
+                        // a slow client never holds up the accept loop.
+                        let (acceptor, builder) = (acceptor.clone(), Arc::clone(&builder));
+                        let (stopping, open) = (stopping.clone(), open.clone());
+                        tokio::spawn(async move {
+                            let Some(stream) = handshake(&acceptor, stream, peer, limits, stopping.clone()).await else {
+                                return;
+                            };
+                            let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                            drive(connection, peer, activity, stopping, limits, open).await;
+                        });
+                    }
+                }
             }
             () = &mut shutdown => break,
         }
@@ -146,6 +167,34 @@ pub(crate) async fn serve<H, F>(
             "requests still in flight after {:?}; closing them",
             limits.grace
         );
+    }
+}
+
+/// The TLS handshake of a new connection, bounded like a request head: a
+/// client that opens a connection and never finishes the handshake is
+/// dropped after the idle timeout (at most [`HEADER_READ_TIMEOUT`]), and so
+/// is one still shaking hands when the server stops.
+async fn handshake(
+    acceptor: &TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+    limits: Limits,
+    mut stopping: watch::Receiver<bool>,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let limit = limits.idle.min(HEADER_READ_TIMEOUT);
+    tokio::select! {
+        accepted = tokio::time::timeout(limit, acceptor.accept(stream)) => match accepted {
+            Ok(Ok(stream)) => Some(stream),
+            Ok(Err(error)) => {
+                debug!(%peer, %error, "TLS handshake failed");
+                None
+            }
+            Err(_) => {
+                debug!(%peer, ?limit, "TLS handshake not finished in time; closed");
+                None
+            }
+        },
+        _ = stopping.wait_for(|stop| *stop) => None,
     }
 }
 

@@ -13,7 +13,7 @@ use http::{HeaderName, Uri, header};
 use crate::error::ProxyError;
 
 /// Everything `folio::run` needs besides the listener and the policies.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Settings {
     /// The API folio fronts, e.g. `http://127.0.0.1:8081` (a path prefix is kept).
     pub upstream: Uri,
@@ -24,10 +24,23 @@ pub struct Settings {
     pub connect_timeout: Duration,
     /// L1 budget in bytes; 0 turns L1 off.
     pub l1_capacity: u64,
-    /// Redis URL for L2 (`redis://…`, `redis+unix:///…`); `None` turns L2 off.
+    /// Redis URL for L2 (`redis://…`, `rediss://…` over TLS,
+    /// `redis+unix:///…`); `None` turns L2 off. May hold a password: never
+    /// printed (see the `Debug` impl).
     pub redis: Option<String>,
     /// Nodes of a Redis Cluster for L2 (instead of `redis`).
     pub redis_cluster: Vec<String>,
+    /// Extra certificate authorities (PEM) trusted, beside the system's, for
+    /// an `https://` upstream and `rediss://` Redis.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// The certificate chain (PEM) the listener serves; with `tls_key`, the
+    /// listener speaks TLS. Re-read on SIGHUP.
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The private key (PEM) of `tls_cert`.
+    pub tls_key: Option<std::path::PathBuf>,
+    /// `KEY_ID BASE64_32_BYTES` lines: entries written to Redis are sealed
+    /// with the first key, and opened with any.
+    pub encryption_keys: Option<std::path::PathBuf>,
     /// Longest wait for one Redis command; then a miss.
     pub l2_timeout: Duration,
     /// Where the tenant of a request comes from.
@@ -70,6 +83,10 @@ impl Settings {
             l1_capacity: 256 << 20,
             redis: None,
             redis_cluster: Vec::new(),
+            ca_file: None,
+            tls_cert: None,
+            tls_key: None,
+            encryption_keys: None,
             l2_timeout: Duration::from_millis(50),
             tenant: TenantSource::default(),
             shutdown_grace: Duration::from_secs(10),
@@ -84,6 +101,67 @@ impl Settings {
             policies_dir: None,
             trusted_proxies: Vec::new(),
         }
+    }
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Destructured, so a new field cannot be forgotten here; URLs are
+        // printed without their passwords.
+        let Self {
+            upstream,
+            upstream_timeout,
+            connect_timeout,
+            l1_capacity,
+            redis,
+            redis_cluster,
+            ca_file,
+            tls_cert,
+            tls_key,
+            encryption_keys,
+            l2_timeout,
+            tenant,
+            shutdown_grace,
+            idle_timeout,
+            access_log,
+            log_format,
+            access_log_buffer,
+            admin,
+            cdn,
+            metrics_tenants,
+            config,
+            policies_dir,
+            trusted_proxies,
+        } = self;
+        let redact = |url: &String| crate::tls::redact_url(url).into_owned();
+        f.debug_struct("Settings")
+            .field("upstream", &crate::tls::redact_url(&upstream.to_string()))
+            .field("upstream_timeout", upstream_timeout)
+            .field("connect_timeout", connect_timeout)
+            .field("l1_capacity", l1_capacity)
+            .field("redis", &redis.as_ref().map(redact))
+            .field(
+                "redis_cluster",
+                &redis_cluster.iter().map(redact).collect::<Vec<_>>(),
+            )
+            .field("ca_file", ca_file)
+            .field("tls_cert", tls_cert)
+            .field("tls_key", tls_key)
+            .field("encryption_keys", encryption_keys)
+            .field("l2_timeout", l2_timeout)
+            .field("tenant", tenant)
+            .field("shutdown_grace", shutdown_grace)
+            .field("idle_timeout", idle_timeout)
+            .field("access_log", access_log)
+            .field("log_format", log_format)
+            .field("access_log_buffer", access_log_buffer)
+            .field("admin", admin)
+            .field("cdn", cdn)
+            .field("metrics_tenants", metrics_tenants)
+            .field("config", config)
+            .field("policies_dir", policies_dir)
+            .field("trusted_proxies", trusted_proxies)
+            .finish()
     }
 }
 
@@ -345,6 +423,19 @@ mod tests {
             .headers
             .append("host", http::HeaderValue::from_static("b.example"));
         assert!(host.tenant(&two_hosts).is_err());
+    }
+
+    #[test]
+    fn settings_never_print_a_redis_password() {
+        let mut settings = Settings::new("http://127.0.0.1:8081".parse().unwrap());
+        settings.redis = Some("rediss://folio:hunter2@cache:6380".into());
+        settings.redis_cluster = vec!["rediss://:hunter2@node:7000".into()];
+        let printed = format!("{settings:?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(
+            printed.contains("rediss://folio:***@cache:6380"),
+            "{printed}"
+        );
     }
 
     #[test]

@@ -1,14 +1,18 @@
-//! The upstream: a pooled HTTP/1.1 client, and the header hygiene of a proxy
-//! (hop-by-hop headers removed, `X-Forwarded-For` and `Via` added).
+//! The upstream: a pooled client (HTTP/1.1; for an `https://` upstream, TLS
+//! verified against folio's roots, with HTTP/2 when the upstream offers it
+//! by ALPN), and the header hygiene of a proxy (hop-by-hop headers removed,
+//! `X-Forwarded-For` and `Via` added).
 
 use std::net::IpAddr;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use futures_util::future::Either;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, Version, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -16,15 +20,25 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use crate::body::Body;
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
+use crate::tls::Trust;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 /// Idle keep-alive connections kept per upstream host.
 const MAX_IDLE_PER_HOST: usize = 512;
 
+/// The pooled client, by the upstream's scheme (one branch per request,
+/// nothing more, for a plain upstream).
+#[derive(Debug, Clone)]
+enum Transport {
+    Plain(Client<HttpConnector, Body>),
+    /// https only: never a request in clear.
+    Tls(Client<HttpsConnector<HttpConnector>, Body>),
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Upstream {
-    client: Client<HttpConnector, Body>,
+    client: Transport,
     scheme: Scheme,
     authority: Authority,
     /// A path prefix from the upstream URL (`http://api/v2` → `/v2`), or empty.
@@ -34,15 +48,18 @@ pub(crate) struct Upstream {
 }
 
 impl Upstream {
+    /// A client for `base`; an `https://` one verifies the upstream against
+    /// `trust`, which it then needs.
     pub(crate) fn new(
         base: &Uri,
         connect_timeout: Duration,
         timeout: Duration,
+        trust: Option<&Trust>,
     ) -> Result<Self, String> {
         let scheme = base.scheme().cloned().unwrap_or(Scheme::HTTP);
-        if scheme != Scheme::HTTP {
+        if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
             return Err(format!(
-                "upstream '{base}': only http:// upstreams are supported (terminate TLS in front of folio)"
+                "upstream '{base}': only http:// and https:// upstreams are supported"
             ));
         }
         let authority = base
@@ -52,11 +69,27 @@ impl Upstream {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(connect_timeout));
         connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(MAX_IDLE_PER_HOST)
-            .build(connector);
+            .pool_max_idle_per_host(MAX_IDLE_PER_HOST);
+        let client = if scheme == Scheme::HTTPS {
+            let trust = trust.ok_or_else(|| {
+                format!("upstream '{base}': https needs TLS roots, and none were loaded")
+            })?;
+            connector.enforce_http(false);
+            let connector = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(trust.client_config())
+                .https_only()
+                .enable_http1()
+                .enable_http2()
+                .wrap_connector(connector);
+            builder.timer(TokioTimer::new());
+            Transport::Tls(builder.build(connector))
+        } else {
+            Transport::Plain(builder.build(connector))
+        };
         Ok(Self {
             client,
             scheme,
@@ -117,7 +150,11 @@ impl Upstream {
         request: Request<Body>,
     ) -> Result<Response<Incoming>, ProxyError> {
         let started = std::time::Instant::now();
-        let outcome = tokio::time::timeout(self.timeout, self.client.request(request)).await;
+        let exchange = match &self.client {
+            Transport::Plain(client) => Either::Left(client.request(request)),
+            Transport::Tls(client) => Either::Right(client.request(request)),
+        };
+        let outcome = tokio::time::timeout(self.timeout, exchange).await;
         let took = started.elapsed();
         self.metrics.upstream_latency.observe(took);
         let _ = crate::proxy::UPSTREAM_TIME.try_with(|time| time.set(time.get() + took));
@@ -134,6 +171,9 @@ impl Upstream {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(error)) => {
                 self.metrics.upstream_errors[0].fetch_add(1, Ordering::Relaxed);
+                if let Some(problem) = crate::tls::tls_failure(&error) {
+                    return Err(ProxyError::UpstreamTls(problem));
+                }
                 let cause = std::error::Error::source(&error)
                     .map_or_else(|| error.to_string(), ToString::to_string);
                 Err(ProxyError::UpstreamUnavailable(cause))
@@ -147,7 +187,12 @@ impl Upstream {
 
     /// Whether a TCP connection to the upstream opens within `limit`.
     pub(crate) async fn reachable(&self, limit: Duration) -> bool {
-        let port = self.authority.port_u16().unwrap_or(80);
+        let default_port = if self.scheme == Scheme::HTTPS {
+            443
+        } else {
+            80
+        };
+        let port = self.authority.port_u16().unwrap_or(default_port);
         let connect = tokio::net::TcpStream::connect((self.authority.host(), port));
         matches!(tokio::time::timeout(limit, connect).await, Ok(Ok(_)))
     }
@@ -311,15 +356,20 @@ mod tests {
     }
 
     #[test]
-    fn only_plain_http_upstreams() {
+    fn http_and_https_upstreams_only() {
         let t = Duration::from_secs(1);
         assert!(
-            Upstream::new(&"https://x".parse().unwrap(), t, t)
+            Upstream::new(&"ftp://x".parse().unwrap(), t, t, None)
                 .unwrap_err()
-                .contains("only http://")
+                .contains("only http:// and https://")
         );
         assert!(
-            Upstream::new(&"/relative".parse().unwrap(), t, t)
+            Upstream::new(&"https://x".parse().unwrap(), t, t, None)
+                .unwrap_err()
+                .contains("needs TLS roots")
+        );
+        assert!(
+            Upstream::new(&"/relative".parse().unwrap(), t, t, None)
                 .unwrap_err()
                 .contains("no host")
         );

@@ -28,15 +28,33 @@ pub struct WarmReport {
 }
 
 /// Fetches every URL of `plan` through the folio at `base` (e.g.
-/// `http://127.0.0.1:8080`), `plan.concurrency` at a time, calling
-/// `progress(done, total, failed)` after each.
+/// `http://127.0.0.1:8080`, or `https://…` verified with `tls`),
+/// `plan.concurrency` at a time, calling `progress(done, total, failed)`
+/// after each.
 pub async fn warm(
     base: &str,
     plan: &WarmPlan,
     tenants: &TenantSource,
+    tls: Option<rustls::ClientConfig>,
     progress: impl Fn(usize, usize, usize) + Send + Sync + 'static,
 ) -> WarmReport {
-    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    crate::tls::use_ring();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new();
+    let connector = match tls {
+        // No TLS config: plain http (an https:// base verifies nothing
+        // against no roots, so fails).
+        None => connector
+            .with_tls_config(
+                rustls::ClientConfig::builder()
+                    .with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth(),
+            )
+            .https_or_http(),
+        Some(config) => connector.with_tls_config(config).https_or_http(),
+    }
+    .enable_http1()
+    .build();
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
     let permits = Arc::new(Semaphore::new(plan.concurrency.max(1)));
     let (done, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let progress = Arc::new(progress);

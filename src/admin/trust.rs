@@ -23,12 +23,32 @@ use sha2::{Digest, Sha256};
 use super::Refusal;
 
 /// Who may change and read what through the admin API.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct AdminAuth {
     /// May purge for any tenant, or every tenant at once.
     pub operator_token: Option<String>,
     /// `(tenant, token)`: the token may purge for that tenant only.
     pub tenant_tokens: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for AdminAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Who has a token, never the token.
+        f.debug_struct("AdminAuth")
+            .field(
+                "operator_token",
+                &self.operator_token.as_ref().map(|_| "***"),
+            )
+            .field(
+                "tenant_tokens",
+                &self
+                    .tenant_tokens
+                    .iter()
+                    .map(|(tenant, _)| (tenant.as_str(), "***"))
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
+    }
 }
 
 impl AdminAuth {

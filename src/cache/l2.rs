@@ -7,9 +7,14 @@
 //! breaker stops calling Redis for a moment, so a dead Redis costs requests
 //! nothing. The connection is lazy and reconnects by itself, so folio starts
 //! and serves while Redis is down and picks it up when it returns.
+//!
+//! `rediss://` nodes are reached over TLS, verified against folio's
+//! [`Trust`]; with a [`Keyring`], every entry is sealed before it is written
+//! and opened after it is read (see `encryption`), and a value that does not
+//! open is a miss, counted.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -17,12 +22,14 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, FromRedisValue, RedisResult};
-use tokio::sync::OnceCell;
+use tokio::sync::{Notify, OnceCell};
 use tracing::{debug, warn};
 
+use super::encryption::{self, Keyring};
 use super::entry::Entry;
 use crate::key::CacheKey;
 use crate::metrics::Metrics;
+use crate::tls::Trust;
 
 /// Failures in a row that open the breaker.
 const BREAKER_THRESHOLD: u32 = 3;
@@ -48,6 +55,36 @@ impl RedisTarget {
     }
 }
 
+/// How L2 protects what it sends to Redis and what it leaves there.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Protection {
+    /// The roots `rediss://` nodes are verified against; required for them.
+    pub(crate) trust: Option<Trust>,
+    /// Seals entries at rest (`--encryption-keys`).
+    pub(crate) keyring: Option<Arc<Keyring>>,
+}
+
+/// Whether a Redis URL asks for TLS.
+fn is_tls(url: &str) -> bool {
+    let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
+    scheme.eq_ignore_ascii_case("rediss") || scheme.eq_ignore_ascii_case("valkeys")
+}
+
+/// A client for one node: over TLS, verified against `trust`, when the URL
+/// says `rediss://`.
+fn node_client(url: &str, trust: Option<&Trust>) -> RedisResult<redis::Client> {
+    if !is_tls(url) {
+        return redis::Client::open(url);
+    }
+    let Some(trust) = trust else {
+        return Err(redis::RedisError::from((
+            redis::ErrorKind::InvalidClientConfig,
+            "a rediss:// URL needs TLS roots, and none were loaded",
+        )));
+    };
+    redis::Client::build_with_tls(url, trust.redis_certificates())
+}
+
 #[derive(Clone)]
 enum Backend {
     /// Multiplexed, lazy, reconnecting by itself.
@@ -61,6 +98,42 @@ enum Backend {
 struct ClusterBackend {
     client: ClusterClient,
     conn: Arc<OnceCell<ClusterConnection>>,
+    /// Whether a task is connecting now (one at a time).
+    connecting: Arc<AtomicBool>,
+    /// Woken when a connect attempt ends, made or failed.
+    attempted: Arc<Notify>,
+}
+
+impl ClusterBackend {
+    /// The connection, once made. Connecting takes a handshake with each
+    /// node (several over TLS), longer than one command may wait, so it
+    /// runs in a task of its own, one attempt at a time, which finishes
+    /// even when the command that started it has given up.
+    async fn connection(&self) -> RedisResult<ClusterConnection> {
+        let attempted = self.attempted.notified();
+        tokio::pin!(attempted);
+        attempted.as_mut().enable();
+        if let Some(conn) = self.conn.get() {
+            return Ok(conn.clone());
+        }
+        if !self.connecting.swap(true, Ordering::AcqRel) {
+            let this = self.clone();
+            tokio::spawn(async move {
+                match this.client.get_async_connection().await {
+                    Ok(conn) => {
+                        let _ = this.conn.set(conn);
+                    }
+                    Err(error) => debug!(%error, "cannot connect to the Redis Cluster"),
+                }
+                this.connecting.store(false, Ordering::Release);
+                this.attempted.notify_waiters();
+            });
+        }
+        attempted.await;
+        self.conn.get().cloned().ok_or_else(|| {
+            redis::RedisError::from((redis::ErrorKind::Io, "cannot connect to the Redis Cluster"))
+        })
+    }
 }
 
 #[derive(Clone)]
@@ -72,6 +145,7 @@ pub(crate) struct L2 {
     timeout: Duration,
     breaker: Arc<Breaker>,
     metrics: Arc<Metrics>,
+    protection: Protection,
 }
 
 impl std::fmt::Debug for L2 {
@@ -79,6 +153,7 @@ impl std::fmt::Debug for L2 {
         f.debug_struct("L2")
             .field("prefix", &self.prefix)
             .field("timeout", &self.timeout)
+            .field("protection", &self.protection)
             .finish()
     }
 }
@@ -90,11 +165,12 @@ impl L2 {
         target: &RedisTarget,
         timeout: Duration,
         metrics: Arc<Metrics>,
+        protection: Protection,
     ) -> Result<Self, redis::RedisError> {
         let connect_timeout = Duration::from_secs(1).max(timeout);
         let backend = match target {
             RedisTarget::Single(url) => {
-                let client = redis::Client::open(url.as_str())?;
+                let client = node_client(url, protection.trust.as_ref())?;
                 let config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(connect_timeout))
                     .set_response_timeout(Some(timeout))
@@ -104,14 +180,32 @@ impl L2 {
                 Backend::Single(ConnectionManager::new_lazy_with_config(client, config)?)
             }
             RedisTarget::Cluster(urls) => {
-                let client = ClusterClient::builder(urls.iter().map(String::as_str))
+                let mut builder = ClusterClient::builder(urls.iter().map(String::as_str))
                     .connection_timeout(connect_timeout)
                     .response_timeout(timeout)
-                    .retries(1)
-                    .build()?;
+                    .retries(1);
+                let tls = urls.iter().filter(|url| is_tls(url)).count();
+                if tls > 0 && tls < urls.len() {
+                    return Err(redis::RedisError::from((
+                        redis::ErrorKind::InvalidClientConfig,
+                        "the cluster's nodes are given partly as rediss:// and partly as redis://: give them all one way",
+                    )));
+                }
+                if tls > 0 {
+                    let Some(trust) = &protection.trust else {
+                        return Err(redis::RedisError::from((
+                            redis::ErrorKind::InvalidClientConfig,
+                            "rediss:// URLs need TLS roots, and none were loaded",
+                        )));
+                    };
+                    builder = builder.certs(trust.redis_certificates());
+                }
+                let client = builder.build()?;
                 Backend::Cluster(Box::new(ClusterBackend {
                     client,
                     conn: Arc::default(),
+                    connecting: Arc::default(),
+                    attempted: Arc::default(),
                 }))
             }
         };
@@ -122,7 +216,14 @@ impl L2 {
             timeout,
             breaker: Arc::default(),
             metrics,
+            protection,
         })
+    }
+
+    /// A client of its own for one node (a pub/sub connection), reached the
+    /// way L2 reaches it.
+    pub(crate) fn node_client(&self, url: &str) -> RedisResult<redis::Client> {
+        node_client(url, self.protection.trust.as_ref())
     }
 
     pub(crate) fn target(&self) -> &RedisTarget {
@@ -146,11 +247,8 @@ impl L2 {
         match &self.backend {
             Backend::Single(conn) => cmd.query_async(&mut conn.clone()).await,
             Backend::Cluster(cluster) => {
-                let conn = cluster
-                    .conn
-                    .get_or_try_init(|| cluster.client.get_async_connection())
-                    .await?;
-                cmd.query_async(&mut conn.clone()).await
+                let mut conn = cluster.connection().await?;
+                cmd.query_async(&mut conn).await
             }
         }
     }
@@ -170,37 +268,61 @@ impl L2 {
         format!("{}{}", self.prefix, key.hex())
     }
 
-    /// The entry stored under `key`, or `None` on a miss, an error, a timeout
-    /// or an undecodable value.
+    /// The entry stored under `key`, or `None` on a miss, an error, a timeout,
+    /// a value that does not open, or an undecodable value.
     pub(crate) async fn get(&self, key: &CacheKey) -> Option<Entry> {
+        let name = self.redis_key(key);
         let mut cmd = redis::cmd("GET");
-        cmd.arg(self.redis_key(key));
-        match self.guarded::<Option<Vec<u8>>>(&cmd, "GET").await {
-            Some(Some(value)) => {
-                let entry = Entry::decode(Bytes::from(value));
-                if entry.is_none() {
-                    debug!(key = %key.short(), "L2 value could not be decoded; treated as a miss");
-                }
-                entry
-            }
+        cmd.arg(&name);
+        let value = self.guarded::<Option<Vec<u8>>>(&cmd, "GET").await??;
+        let sealed = encryption::is_sealed(&value);
+        let plain = match &self.protection.keyring {
+            Some(keyring) if sealed => keyring.open(name.as_bytes(), value),
+            None if !sealed => Some(Bytes::from(value)),
+            // Sealed and no keys, or plain where every entry must be
+            // sealed (whoever wrote it could not seal it).
             _ => None,
+        };
+        let Some(plain) = plain else {
+            self.metrics
+                .l2_decrypt_failures
+                .fetch_add(1, Ordering::Relaxed);
+            debug!(key = %key.short(), sealed, "L2 value did not open; treated as a miss");
+            return None;
+        };
+        let entry = Entry::decode(plain);
+        if entry.is_none() {
+            debug!(key = %key.short(), "L2 value could not be decoded; treated as a miss");
         }
+        entry
     }
 
-    /// Stores `entry` for `ttl` in the background: the response never waits
-    /// for Redis.
+    /// Stores `entry` for `ttl` in the background, sealed when there are
+    /// keys: the response never waits for Redis or the cipher.
     pub(crate) fn put(&self, key: &CacheKey, entry: &Entry, ttl: Duration) {
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
         if ttl_ms == 0 || !self.breaker.allows() {
             return;
         }
         let this = self.clone();
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(self.redis_key(key))
-            .arg(entry.encoded().as_ref())
-            .arg("PX")
-            .arg(ttl_ms);
-        tokio::spawn(async move { this.guarded::<()>(&cmd, "SET").await });
+        let name = self.redis_key(key);
+        let entry = entry.clone();
+        tokio::spawn(async move {
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(&name);
+            match &this.protection.keyring {
+                Some(keyring) => match keyring.seal(name.as_bytes(), entry.encoded()) {
+                    Some(sealed) => cmd.arg(sealed),
+                    None => {
+                        warn!("the system's random source failed; the entry is not stored in L2");
+                        return;
+                    }
+                },
+                None => cmd.arg(entry.encoded().as_ref()),
+            };
+            cmd.arg("PX").arg(ttl_ms);
+            this.guarded::<()>(&cmd, "SET").await;
+        });
     }
 
     fn lease_key(&self, key: &CacheKey) -> String {

@@ -27,3 +27,4 @@ mod operations;
 mod policies_cli;
 mod shared_l2;
 mod stale;
+mod tls;

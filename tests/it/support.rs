@@ -5,6 +5,7 @@ pub(crate) mod process;
 pub(crate) mod raw;
 pub(crate) mod redis;
 pub(crate) mod schema;
+pub(crate) mod tls;
 pub(crate) mod upstream;
 
 use std::net::SocketAddr;

@@ -1,6 +1,6 @@
 //! `TestCluster`: a real Redis Cluster on free loopback ports, joined with
 //! `redis-cli --cluster create`: three masters, with or without a replica
-//! each. Killed on drop.
+//! each, in clear or over TLS. Killed on drop.
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -16,6 +16,8 @@ pub(crate) struct TestCluster {
     dir: ScratchDir,
     /// Every node's port, masters and replicas alike.
     pub(crate) ports: Vec<u16>,
+    /// The CA file clients must trust, when the nodes speak only TLS.
+    tls_ca: Option<std::path::PathBuf>,
 }
 
 /// One line of `CLUSTER NODES`, as the node asked sees its peers.
@@ -34,7 +36,7 @@ pub(crate) struct NodeView {
 
 /// A free loopback port at most 55535: a cluster node also listens on its
 /// port + 10000 for the cluster bus.
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     loop {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -44,27 +46,37 @@ fn free_port() -> u16 {
     }
 }
 
-/// Runs `redis-cli` against one node; its stdout, or "" when it failed.
-fn cli(port: u16, args: &[&str]) -> String {
-    Command::new("redis-cli")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(args)
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default()
-}
-
 impl TestCluster {
+    /// Runs `redis-cli` against one node; its stdout, or "" when it failed.
+    fn cli(&self, port: u16, args: &[&str]) -> String {
+        let mut command = Command::new("redis-cli");
+        command.args(["-h", "127.0.0.1", "-p", &port.to_string()]);
+        if let Some(ca) = &self.tls_ca {
+            command.arg("--tls").arg("--cacert").arg(ca);
+        }
+        command
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    }
+
     /// Three masters, no replicas.
     pub(crate) async fn start() -> Self {
-        Self::launch(3, 0, None).await
+        Self::launch(3, 0, None, None).await
+    }
+
+    /// Three masters, no replicas, speaking only TLS (clients, the cluster
+    /// bus), with certificates for 127.0.0.1 from `ca`.
+    pub(crate) async fn start_tls(ca: &super::tls::TestCa) -> Self {
+        Self::launch(3, 0, None, Some(ca)).await
     }
 
     /// Three masters with one replica each. A node is judged failed after
     /// `node_timeout` without an answer, and its replica then takes over,
     /// so a failover takes about twice that plus an election (~1 s).
     pub(crate) async fn start_with_replicas(node_timeout: Duration) -> Self {
-        let cluster = Self::launch(3, 1, Some(node_timeout)).await;
+        let cluster = Self::launch(3, 1, Some(node_timeout), None).await;
         for view in cluster.view().into_iter().filter(|v| !v.master) {
             cluster
                 .wait_for(view.port, "INFO replication", "master_link_status:up")
@@ -73,22 +85,45 @@ impl TestCluster {
         cluster
     }
 
-    async fn launch(masters: usize, replicas: usize, node_timeout: Option<Duration>) -> Self {
+    async fn launch(
+        masters: usize,
+        replicas: usize,
+        node_timeout: Option<Duration>,
+        tls: Option<&super::tls::TestCa>,
+    ) -> Self {
         let dir = ScratchDir::unique("cluster");
+        let leaf = tls.map(|ca| ca.leaf("cluster-node", &["127.0.0.1", "localhost"]));
         let mut cluster = Self {
             nodes: Vec::new(),
             dir,
             ports: Vec::new(),
+            tls_ca: tls.map(super::tls::TestCa::ca_path),
         };
         let node_timeout = node_timeout.map_or(15_000, |t| t.as_millis()).to_string();
         for i in 0..masters * (1 + replicas) {
             let port = free_port();
             let node_dir = cluster.dir.join(format!("node{i}"));
             std::fs::create_dir_all(&node_dir).unwrap();
-            let child = Command::new("redis-server")
+            let mut command = Command::new("redis-server");
+            match (&leaf, &cluster.tls_ca) {
+                (Some(leaf), Some(ca)) => {
+                    command
+                        .args(["--port", "0", "--tls-port", &port.to_string()])
+                        .args(["--tls-cluster", "yes", "--tls-replication", "yes"])
+                        .arg("--tls-cert-file")
+                        .arg(&leaf.cert_path)
+                        .arg("--tls-key-file")
+                        .arg(&leaf.key_path)
+                        .arg("--tls-ca-cert-file")
+                        .arg(ca)
+                        .args(["--tls-auth-clients", "no"]);
+                }
+                _ => {
+                    command.args(["--port", &port.to_string()]);
+                }
+            }
+            let child = command
                 .args([
-                    "--port",
-                    &port.to_string(),
                     "--bind",
                     "127.0.0.1",
                     "--cluster-enabled",
@@ -123,7 +158,11 @@ impl TestCluster {
             .iter()
             .map(|p| format!("127.0.0.1:{p}"))
             .collect();
-        let created = Command::new("redis-cli")
+        let mut create = Command::new("redis-cli");
+        if let Some(ca) = &cluster.tls_ca {
+            create.arg("--tls").arg("--cacert").arg(ca);
+        }
+        let created = create
             .args(["--cluster", "create"])
             .args(&nodes)
             .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
@@ -146,7 +185,7 @@ impl TestCluster {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
             let args: Vec<&str> = command.split(' ').collect();
-            if cli(port, &args).contains(expected) {
+            if self.cli(port, &args).contains(expected) {
                 return;
             }
             assert!(
@@ -157,11 +196,16 @@ impl TestCluster {
         }
     }
 
-    /// Every node's URL, in start order.
+    /// Every node's URL, in start order (`rediss://` over TLS).
     pub(crate) fn urls(&self) -> Vec<String> {
+        let scheme = if self.tls_ca.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
         self.ports
             .iter()
-            .map(|p| format!("redis://127.0.0.1:{p}"))
+            .map(|p| format!("{scheme}://127.0.0.1:{p}"))
             .collect()
     }
 
@@ -169,7 +213,7 @@ impl TestCluster {
     pub(crate) fn key_counts(&self) -> Vec<u64> {
         self.ports
             .iter()
-            .map(|port| cli(*port, &["DBSIZE"]).trim().parse().unwrap_or(0))
+            .map(|port| self.cli(*port, &["DBSIZE"]).trim().parse().unwrap_or(0))
             .collect()
     }
 
@@ -185,7 +229,7 @@ impl TestCluster {
     /// The cluster as the first live node sees it (`CLUSTER NODES`).
     pub(crate) fn view(&self) -> Vec<NodeView> {
         let port = self.live_ports().next().expect("no node is running");
-        cli(port, &["CLUSTER", "NODES"])
+        self.cli(port, &["CLUSTER", "NODES"])
             .lines()
             .filter_map(|line| {
                 let fields: Vec<&str> = line.split_whitespace().collect();
@@ -218,7 +262,8 @@ impl TestCluster {
     /// The port of the master serving `key`'s slot.
     pub(crate) fn master_of(&self, key: &str) -> u16 {
         let port = self.live_ports().next().expect("no node is running");
-        let slot: u16 = cli(port, &["CLUSTER", "KEYSLOT", key])
+        let slot: u16 = self
+            .cli(port, &["CLUSTER", "KEYSLOT", key])
             .trim()
             .parse()
             .expect("CLUSTER KEYSLOT");
@@ -264,9 +309,10 @@ impl TestCluster {
                 .iter()
                 .any(|v| v.port == replica && v.master && !v.slots.is_empty());
             if promoted
-                && self
-                    .live_ports()
-                    .all(|port| cli(port, &["CLUSTER", "INFO"]).contains("cluster_state:ok"))
+                && self.live_ports().all(|port| {
+                    self.cli(port, &["CLUSTER", "INFO"])
+                        .contains("cluster_state:ok")
+                })
             {
                 return;
             }
@@ -281,7 +327,7 @@ impl TestCluster {
 
     /// `keyspace_hits` of the node on `port` (GETs that found their key).
     pub(crate) fn keyspace_hits(&self, port: u16) -> u64 {
-        cli(port, &["INFO", "stats"])
+        self.cli(port, &["INFO", "stats"])
             .lines()
             .find_map(|l| l.trim().strip_prefix("keyspace_hits:")?.parse().ok())
             .unwrap_or(0)

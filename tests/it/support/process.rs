@@ -19,6 +19,16 @@ pub(crate) struct FolioProcess {
 impl FolioProcess {
     /// Starts `folio --upstream <upstream> --policies <dir> <extra…>`.
     pub(crate) fn start(upstream: &str, policies: &Path, extra: &[&str]) -> Self {
+        Self::start_with_env(upstream, policies, extra, &[])
+    }
+
+    /// The same, with environment variables set (`FOLIO_…`, `RUST_LOG`).
+    pub(crate) fn start_with_env(
+        upstream: &str,
+        policies: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_folio"))
             .args([
                 "--listen",
@@ -32,6 +42,7 @@ impl FolioProcess {
             .arg(policies)
             .args(extra)
             .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -60,7 +71,9 @@ impl FolioProcess {
                     .parse()
                     .ok()
             };
-            addr = addr.or_else(|| address("folio listening on http://"));
+            addr = addr
+                .or_else(|| address("folio listening on http://"))
+                .or_else(|| address("folio listening on https://"));
             admin = admin.or_else(|| address("folio admin API on http://"));
         }
         Self {

@@ -1,6 +1,6 @@
 //! `TestRedis`: a real `redis-server` per test, on a unix socket in a fresh
 //! temporary directory (no TCP port, so no port races and nothing off the
-//! machine). Killed on drop.
+//! machine), or over TLS on a free loopback port. Killed on drop.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -13,6 +13,19 @@ pub(crate) struct TestRedis {
     /// Removed after the servers are stopped (fields drop after `drop`).
     dir: ScratchDir,
     pub(crate) url: String,
+    tls: Option<Tls>,
+}
+
+/// How a TLS server listens, and what a client must trust.
+#[derive(Debug)]
+struct Tls {
+    port: u16,
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+    ca: std::path::PathBuf,
+    ca_pem: Vec<u8>,
+    /// An ACL user (`user`, `password`) instead of the default user.
+    user: Option<(String, String)>,
 }
 
 impl TestRedis {
@@ -23,6 +36,36 @@ impl TestRedis {
             child: None,
             dir,
             url,
+            tls: None,
+        };
+        redis.spawn().await;
+        redis
+    }
+
+    /// A server speaking only TLS on a free loopback port, with a
+    /// certificate for 127.0.0.1 and localhost from `ca`; with `user`, the
+    /// default user is off and only that ACL user (`name`, `password`) may
+    /// connect. `url` names the user and password.
+    pub(crate) async fn start_tls(ca: &super::tls::TestCa, user: Option<(&str, &str)>) -> Self {
+        let dir = ScratchDir::unique("redis");
+        let leaf = ca.leaf("redis", &["127.0.0.1", "localhost"]);
+        let port = super::cluster::free_port();
+        let url = match user {
+            Some((name, password)) => format!("rediss://{name}:{password}@127.0.0.1:{port}"),
+            None => format!("rediss://127.0.0.1:{port}"),
+        };
+        let mut redis = Self {
+            child: None,
+            dir,
+            url,
+            tls: Some(Tls {
+                port,
+                cert: leaf.cert_path,
+                key: leaf.key_path,
+                ca: ca.ca_path(),
+                ca_pem: ca.pem.clone().into_bytes(),
+                user: user.map(|(n, p)| (n.to_owned(), p.to_owned())),
+            }),
         };
         redis.spawn().await;
         redis
@@ -31,10 +74,36 @@ impl TestRedis {
     async fn spawn(&mut self) {
         let socket = self.dir.join("redis.sock");
         let _ = std::fs::remove_file(&socket);
-        let child = Command::new("redis-server")
-            .args(["--port", "0", "--unixsocket"])
-            .arg(&socket)
-            .args(["--unixsocketperm", "700", "--save", "", "--appendonly", "no", "--dir"])
+        let mut command = Command::new("redis-server");
+        match &self.tls {
+            None => {
+                command
+                    .args(["--port", "0", "--unixsocket"])
+                    .arg(&socket)
+                    .args(["--unixsocketperm", "700"]);
+            }
+            Some(tls) => {
+                command
+                    .args(["--port", "0", "--bind", "127.0.0.1", "--tls-port"])
+                    .arg(tls.port.to_string())
+                    .arg("--tls-cert-file")
+                    .arg(&tls.cert)
+                    .arg("--tls-key-file")
+                    .arg(&tls.key)
+                    .arg("--tls-ca-cert-file")
+                    .arg(&tls.ca)
+                    .args(["--tls-auth-clients", "no"]);
+                if let Some((name, password)) = &tls.user {
+                    command
+                        .args(["--user", name, "on"])
+                        .arg(format!(">{password}"))
+                        .args(["~*", "&*", "+@all"])
+                        .args(["--user", "default", "off"]);
+                }
+            }
+        }
+        let child = command
+            .args(["--save", "", "--appendonly", "no", "--dir"])
             .arg(&*self.dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -61,7 +130,17 @@ impl TestRedis {
     }
 
     async fn connection(&self) -> Option<redis::aio::MultiplexedConnection> {
-        let client = redis::Client::open(self.url.as_str()).ok()?;
+        let client = match &self.tls {
+            None => redis::Client::open(self.url.as_str()).ok()?,
+            Some(tls) => {
+                super::tls::use_ring();
+                let certificates = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(tls.ca_pem.clone()),
+                };
+                redis::Client::build_with_tls(self.url.as_str(), certificates).ok()?
+            }
+        };
         tokio::time::timeout(
             Duration::from_secs(1),
             client.get_multiplexed_async_connection(),
@@ -89,6 +168,27 @@ impl TestRedis {
             .query_async(&mut conn)
             .await
             .unwrap()
+    }
+
+    /// The raw value stored under `key`.
+    pub(crate) async fn get_raw(&self, key: &str) -> Option<Vec<u8>> {
+        let mut conn = self.connection().await.expect("redis is not reachable");
+        redis::cmd("GET")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .unwrap()
+    }
+
+    /// Stores a raw value under `key` (as someone with access to Redis could).
+    pub(crate) async fn set_raw(&self, key: &str, value: &[u8]) {
+        let mut conn = self.connection().await.expect("redis is not reachable");
+        redis::cmd("SET")
+            .arg(key)
+            .arg(value)
+            .query_async::<()>(&mut conn)
+            .await
+            .unwrap();
     }
 
     /// Every value Redis holds under a `folio:v1:` entry key, as stored.

@@ -8,11 +8,11 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, Response, Uri};
+use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
@@ -21,6 +21,8 @@ use tokio::sync::oneshot;
 pub(crate) struct Seen {
     pub(crate) method: Method,
     pub(crate) uri: Uri,
+    /// The HTTP version it came in.
+    pub(crate) version: Version,
     pub(crate) headers: HeaderMap,
     pub(crate) body: Bytes,
 }
@@ -76,6 +78,8 @@ pub(crate) struct TestUpstream {
     pub(crate) addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
     handler: Arc<RwLock<Handler>>,
+    /// Whether it speaks TLS (`https://`).
+    tls: bool,
     _stop: Arc<oneshot::Sender<()>>,
 }
 
@@ -115,6 +119,25 @@ impl TestUpstream {
         addr: SocketAddr,
         handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static,
     ) -> Self {
+        Self::launch(addr, None, handler).await
+    }
+
+    /// An upstream speaking TLS with `config` (its certificate and ALPN),
+    /// HTTP/2 or HTTP/1.1 as the client begins.
+    pub(crate) async fn start_tls(
+        config: Arc<rustls::ServerConfig>,
+        handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static,
+    ) -> Self {
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        Self::launch("127.0.0.1:0".parse().unwrap(), Some(acceptor), handler).await
+    }
+
+    async fn launch(
+        addr: SocketAddr,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static,
+    ) -> Self {
+        let is_tls = tls.is_some();
         let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -140,6 +163,7 @@ impl TestUpstream {
                         let request = Seen {
                             method: head.method,
                             uri: head.uri,
+                            version: head.version,
                             headers: head.headers,
                             body,
                         };
@@ -154,10 +178,24 @@ impl TestUpstream {
                         Ok::<_, Infallible>(response.body(Full::new(reply.body)).unwrap())
                     }
                 });
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    match tls {
+                        None => {
+                            let _ = hyper::server::conn::http1::Builder::new()
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                        }
+                        Some(acceptor) => {
+                            let Ok(stream) = acceptor.accept(stream).await else {
+                                return;
+                            };
+                            let _ =
+                                hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                                    .serve_connection(TokioIo::new(stream), service)
+                                    .await;
+                        }
+                    }
                 });
             }
         });
@@ -165,6 +203,7 @@ impl TestUpstream {
             addr,
             seen,
             handler,
+            tls: is_tls,
             _stop: Arc::new(stop),
         }
     }
@@ -179,8 +218,16 @@ impl TestUpstream {
         *self.handler.write().unwrap() = Arc::new(handler);
     }
 
+    /// Its URL: `http://127.0.0.1:PORT`, or `https://localhost:PORT` for a
+    /// TLS one (the name its certificate is made for).
     pub(crate) fn uri(&self) -> Uri {
-        format!("http://{}", self.addr).parse().unwrap()
+        if self.tls {
+            format!("https://localhost:{}", self.addr.port())
+        } else {
+            format!("http://{}", self.addr)
+        }
+        .parse()
+        .unwrap()
     }
 
     /// How many requests for `path` (query ignored) arrived.
