@@ -178,7 +178,7 @@ pub(crate) fn negotiate(headers: &HeaderMap, stored: Coding) -> Form {
             let q = params
                 .filter_map(|p| p.trim().split_once('='))
                 .find(|(name, _)| name.trim().eq_ignore_ascii_case("q"))
-                .map_or(Some(1000), |(_, q)| quality(q.trim()));
+                .map_or(Some(1000), |(_, q)| qvalue(q.trim()));
             let Some(q) = q else {
                 continue;
             };
@@ -204,8 +204,9 @@ pub(crate) fn negotiate(headers: &HeaderMap, stored: Coding) -> Form {
     }
 }
 
-/// A qvalue (`0`, `0.5`, `1.000`) in thousandths; `None` when malformed.
-fn quality(q: &str) -> Option<u16> {
+/// A qvalue (`0`, `0.5`, `1.000`) in thousandths; `None` when malformed
+/// (RFC 9110 §12.4.2: `( "0" [ "." 0*3DIGIT ] ) / ( "1" [ "." 0*3("0") ] )`).
+pub(crate) fn qvalue(q: &str) -> Option<u16> {
     let (whole, fraction) = q.split_once('.').unwrap_or((q, ""));
     if fraction.len() > 3 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
         return None;

@@ -69,18 +69,9 @@ fn is_language_range(range: &str) -> bool {
     alpha(first) && subtags.all(alphanum)
 }
 
-/// RFC 9110 §12.4.2: `( "0" [ "." 0*3DIGIT ] ) / ( "1" [ "." 0*3("0") ] )`.
+/// RFC 9110 §12.4.2 qvalue, in thousandths.
 fn weight(qvalue: &str) -> Option<u16> {
-    let (whole, fraction) = qvalue.split_once('.').unwrap_or((qvalue, ""));
-    if fraction.len() > 3 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let thousandths = format!("{fraction:0<3}").parse::<u16>().ok()?;
-    match whole {
-        "0" => Some(thousandths),
-        "1" if thousandths == 0 => Some(1000),
-        _ => None,
-    }
+    crate::compression::qvalue(qvalue)
 }
 
 #[cfg(test)]
