@@ -31,6 +31,7 @@ use crate::body::Body;
 use crate::invalidation::{Mark, NotPropagated, Scope, scopes_for_event};
 use crate::key::{CacheKey, normalize_path};
 use crate::proxy::State;
+use crate::settings::AdminAuth;
 
 mod openapi;
 mod route;
@@ -38,7 +39,6 @@ mod trust;
 
 use route::Route;
 pub use route::routes;
-pub use trust::AdminAuth;
 use trust::{Caller, Credential, authorize, check_mutation, reader, trusted_name};
 
 /// Largest admin request body.
@@ -393,7 +393,7 @@ async fn purge(admin: &Admin, caller: &Caller, request: PurgeRequest) -> Result<
     } else {
         invalidator.purge_keys(&keys, at).await?
     };
-    crate::rewarm::after_purge(&admin.state, &marks);
+    crate::proxy::rewarm::after_purge(&admin.state, &marks);
     Ok(json!({
         "tenant": tenant.as_deref(),
         "soft": request.soft,
@@ -443,7 +443,7 @@ async fn event(admin: &Admin, caller: &Caller, request: EventRequest) -> Result<
         })
         .collect();
     admin.state.invalidator.purge(&marks).await?;
-    crate::rewarm::after_purge(&admin.state, &marks);
+    crate::proxy::rewarm::after_purge(&admin.state, &marks);
     let purged: Vec<Value> = scopes
         .iter()
         .map(|s| serde_json::to_value(s).unwrap_or(Value::Null))

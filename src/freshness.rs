@@ -12,8 +12,7 @@ use std::time::{Duration, SystemTime};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use sha2::{Digest, Sha256};
 
-use crate::invalidation::MAX_ENTRY_LIFETIME;
-use crate::policy::Policy;
+use crate::policy::{MAX_ENTRY_LIFETIME, Policy};
 
 pub(crate) mod date;
 pub(crate) mod structured;

@@ -50,7 +50,6 @@ mod properties;
 mod proxy;
 mod ranges;
 mod reload;
-mod rewarm;
 mod server;
 mod settings;
 mod tls;
@@ -65,12 +64,11 @@ use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 
 pub use access::{AccessFormat, AccessTarget};
-pub use admin::AdminAuth;
 #[doc(hidden)]
 pub use admin::routes as admin_routes;
 pub use policy::units::{parse_duration, parse_size};
 pub use policy::{PolicyError, PolicyErrors, PolicySet};
-pub use settings::{Cidr, Settings, TenantSource};
+pub use settings::{AdminAuth, Cidr, Settings, TenantSource};
 pub use tls::{redact_url, trusted_client_config};
 pub use warm::{WarmReport, warm};
 
@@ -171,7 +169,7 @@ pub async fn run(
         upstream,
         tenant: settings.tenant.clone(),
         invalidator,
-        hot: rewarm::Hot::default(),
+        hot: proxy::Hot::default(),
         cdn: settings.cdn,
         metrics,
         trusted_proxies: settings.trusted_proxies.clone(),

@@ -47,11 +47,13 @@ use crate::metrics::{self, Metrics};
 use crate::outcome::{BypassReason, CACHE_STATUS, Forward, Served, X_CACHE, X_CACHE_LAYER};
 use crate::policy::{DEFAULT_MAX_BODY, Match, Policy, PolicySet, TagPart};
 use crate::ranges;
-use crate::rewarm::Hot;
 use crate::settings::TenantSource;
-use crate::upstream::{self, Collected, Upstream};
+use crate::upstream::{self, Collected, UPSTREAM_TIME, Upstream};
 
 mod partial;
+pub(crate) mod rewarm;
+
+pub(crate) use rewarm::Hot;
 
 /// How much longer than the upstream timeout a coalesced request waits for
 /// the leader's fetch before fetching itself.
@@ -85,11 +87,6 @@ struct Ctx {
     /// The policy's name (never the raw path: bounded label cardinality).
     endpoint: Arc<str>,
     tenant: Arc<str>,
-}
-
-tokio::task_local! {
-    /// Time spent waiting for the upstream's answer, for the access log.
-    pub(crate) static UPSTREAM_TIME: std::cell::Cell<Duration>;
 }
 
 /// Marks responses folio made up because something failed.

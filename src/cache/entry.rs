@@ -499,7 +499,7 @@ impl Entry {
             .max(self.stale_if_error_s())
             .max(secs32(STALE_RETENTION));
         let lifetime =
-            u64::try_from(crate::invalidation::MAX_ENTRY_LIFETIME.as_millis()).unwrap_or(u64::MAX);
+            u64::try_from(crate::policy::MAX_ENTRY_LIFETIME.as_millis()).unwrap_or(u64::MAX);
         let end = self
             .fresh_until_ms()
             .saturating_add(u64::from(window) * 1000)

@@ -4,7 +4,7 @@
 //! fill that began before a purge can never be served after it: its entry
 //! carries the older request time.
 //!
-//! Marks older than [`MAX_ENTRY_LIFETIME`] cover nothing any tier can still
+//! Marks older than [`MAX_ENTRY_LIFETIME`](crate::policy::MAX_ENTRY_LIFETIME) cover nothing any tier can still
 //! hold, so [`Marks::trim`] drops them. Within that window the marks are
 //! bounded too: per tenant, in tenants, and in the length of a scope; what
 //! outgrows a bound folds into a wider mark, so no purge is ever lost.
@@ -12,15 +12,11 @@
 use std::collections::HashMap;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::cache::entry::Entry;
 use crate::key::CacheKey;
-
-/// No entry lives longer than this in any tier; marks are kept as long.
-pub(crate) const MAX_ENTRY_LIFETIME: Duration = Duration::from_secs(48 * 3600);
 
 /// Scopes one tenant may hold marks for. Past it, the tenant's marks fold
 /// into one tenant-wide mark at the newest of their times: a wider purge,

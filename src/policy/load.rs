@@ -371,7 +371,7 @@ impl Ctx<'_> {
             + policy
                 .stale_while_revalidate
                 .max(policy.stale_if_error.unwrap_or_default());
-        if lifetime > crate::invalidation::MAX_ENTRY_LIFETIME {
+        if lifetime > super::MAX_ENTRY_LIFETIME {
             self.fail(
                 "cache_ttl",
                 "cache_ttl plus the longest stale window must stay within 48h, the longest folio keeps an entry",
