@@ -31,7 +31,7 @@ use crate::body::Body;
 use crate::invalidation::{Mark, NotPropagated, Scope, scopes_for_event};
 use crate::key::{CacheKey, normalize_path};
 use crate::proxy::State;
-use crate::settings::AdminAuth;
+use crate::settings::{AdminAuth, Settings};
 
 mod openapi;
 mod route;
@@ -55,6 +55,28 @@ pub(crate) struct Admin {
     pub(crate) policies_dir: Option<std::path::PathBuf>,
     /// The admin listener's own address: a name pages may use for it.
     pub(crate) listen: Option<SocketAddr>,
+}
+
+impl Admin {
+    pub(crate) fn new(state: Arc<State>, settings: &Settings, listen: Option<SocketAddr>) -> Self {
+        if settings.admin.operator_token.is_none() && !settings.admin.is_open() {
+            tracing::warn!(
+                "admin API: tenant tokens but no --admin-token, so stats and metrics stay readable without a token"
+            );
+        }
+        if settings.admin.is_open() {
+            tracing::warn!(
+                "admin API: no --admin-token configured, so purges and events are accepted from loopback only, and only requests naming localhost, a loopback address or the listener's address are answered"
+            );
+        }
+        Self {
+            state,
+            auth: settings.admin.clone(),
+            thresholds: settings.config.health.clone(),
+            policies_dir: settings.policies_dir.clone(),
+            listen,
+        }
+    }
 }
 
 /// The dashboard: a page, its script and its style, all served from here
