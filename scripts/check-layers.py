@@ -1,18 +1,19 @@
 #!/usr/bin/env python3
 """Checks the shape of the house (docs/ARCHITECTURE.md), so it cannot regress.
 
-Over the library's sources in src/ (main.rs is the binary, and test code is
-left aside: `#[cfg(test)]` items and the files they declare), it fails when
+Over the sources in src/ (test code left aside: `#[cfg(test)]` items and the
+files they declare), it fails when
 
-- two top-level modules reach each other, directly or round a longer loop
-  (a reference is `use crate::x...`, `crate::x::...` or `super::...` that
+- two top-level modules of the library reach each other, directly or round
+  a longer loop (a reference is `use crate::x...`, `crate::x::...` or `super::...` that
   climbs to the crate root, or in lib.rs a module's bare name; `crate::Name`
   re-exported by lib.rs counts as the module it comes from);
 - a source file has more than 600 lines, test code not counted;
 - a file of more than 400 lines does not open with a `//!` line saying why
   it is one idea.
 
-Run by scripts/test.sh; `--graph` prints the module graph it read.
+Run by scripts/test.sh; `--graph` prints the module graph it read, `--sizes`
+the files over 400 lines with their first line.
 """
 
 import re
@@ -196,8 +197,11 @@ def main():
 
     # Walk the module tree from lib.rs, leaving test modules out.
     files, test_only = [], set()
-    queue = [SRC / "lib.rs"]
-    codes, spans_of = {}, {}
+    # main.rs is a crate of its own (the binary): its size counts, its
+    # `crate::` paths are not the library's.
+    binary = SRC / "main.rs"
+    queue = [SRC / "lib.rs", binary]
+    codes, spans_of, sizes = {}, {}, []
     while queue:
         path = queue.pop()
         raw = path.read_text()
@@ -222,7 +226,7 @@ def main():
         raw, code = codes[path]
         here = module_path(path)
         source = top_module(path) if here else "lib"
-        refs = references(code)
+        refs = [] if path == binary else references(code)
         if not here:
             # In lib.rs the modules are in scope by their bare names.
             names = "|".join(sorted(modules))
@@ -261,6 +265,7 @@ def main():
             test_lines.update(range(first, first + code.count("\n", start, end) + 1))
         counted = len(raw.rstrip("\n").split("\n")) - len(test_lines)
         rel = path.relative_to(ROOT)
+        sizes.append((counted, str(rel), raw.split("\n", 1)[0]))
         if counted > MAX_LINES:
             problems.append(f"{rel}: {counted} lines besides tests (at most {MAX_LINES})")
         elif counted > EXPLAIN_OVER and not raw.startswith("//!"):
@@ -288,6 +293,10 @@ def main():
     if graph_wanted:
         for a in sorted(graph):
             print(f"{a} -> {', '.join(sorted(graph[a]))}")
+    if "--sizes" in sys.argv[1:]:
+        for counted, rel, first in sorted(sizes, reverse=True):
+            if counted > EXPLAIN_OVER:
+                print(f"{counted:5} {rel}: {first}")
     if problems:
         for p in problems:
             print(f"check-layers: {p}", file=sys.stderr)

@@ -1,4 +1,6 @@
-//! The admin API, on its own listener: the dashboard (`/_folio/`), metrics,
+//! The admin API in one file: every route shares one dispatcher and refusal.
+//!
+//! On its own listener: the dashboard (`/_folio/`), metrics,
 //! stats, health, explain and the API's own description (`openapi.json`),
 //! read-only; purges, events and reload (mutations). `docs/admin-api.yaml`
 //! describes every route, body and answer; `route.rs` lists them.

@@ -1,4 +1,4 @@
-//! Invalidation on every instance.
+//! Invalidation on every instance, one file: marks travel by one protocol.
 //!
 //! A purge becomes [`Mark`]s (see `marks`): applied here at once, appended
 //! to a sorted set in Redis (`folio:v1:purges`, scored by time), and
