@@ -16,7 +16,8 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tracing::info;
 
-use super::{Fill, State};
+use super::State;
+use super::fill::{Fill, refetch};
 use crate::invalidation::{Covered, Mark, Tags};
 use crate::key::CacheKey;
 
@@ -169,7 +170,7 @@ pub(crate) fn after_purge(state: &Arc<State>, marks: &[Mark]) {
             let (state, permits) = (Arc::clone(&state), Arc::clone(&permits));
             tasks.spawn(async move {
                 let _permit = permits.acquire_owned().await;
-                super::refetch(&state, &fill).await
+                refetch(&state, &fill).await
             });
         }
         let mut stored = 0;
