@@ -140,6 +140,12 @@ def child_file(path, name):
     return None
 
 
+def squeeze(tree):
+    """A use tree on one line, spaces kept only around `as`."""
+    tree = re.sub(r"\s+", " ", tree).strip()
+    return re.sub(r"\s*([{},]|::)\s*", r"\1", tree)
+
+
 def use_paths(tree, prefix=""):
     """Expands a use tree (`crate::{a::b, c::{d, e}}`) into whole paths."""
     tree = tree.strip()
@@ -169,7 +175,7 @@ def references(code):
     """Every path the code names from `crate` or `super`."""
     paths = []
     for m in re.finditer(r"\buse\s+([^;]*);", code):
-        paths.extend(use_paths(re.sub(r"\s+", "", m.group(1))))
+        paths.extend(use_paths(squeeze(m.group(1))))
     no_use = re.sub(r"\buse\s+[^;]*;", "", code)
     paths.extend(re.findall(r"\b(?:crate|super)(?:::\w+)+", re.sub(r"\s*::\s*", "::", no_use)))
     return [p for p in paths if p.startswith(("crate::", "super::"))]
@@ -179,13 +185,12 @@ def lib_reexports(lib_code):
     """Names lib.rs re-exports (`pub use module::{A, B as C}`) -> module."""
     found = {}
     for m in re.finditer(r"\bpub\s+use\s+([^;]*);", lib_code):
-        for path in use_paths(re.sub(r"\s+", "", m.group(1))):
+        for path in use_paths(squeeze(m.group(1))):
+            path, _, alias = path.partition(" as ")
             segments = path.split("::")
             if segments[0] == "crate":
                 segments = segments[1:]
-            name = segments[-1].split("as")[-1] if "as" in segments[-1] else segments[-1]
-            name = re.split(r"\bas\b", path)[-1].split("::")[-1] if " as " in path else name
-            found[name] = segments[0]
+            found[alias or segments[-1]] = segments[0]
     return found
 
 
@@ -287,7 +292,8 @@ def main():
                     example = sorted(edges[a][b])[0]
                     detail.append(f"    {a} -> {b}  ({example})")
         problems.append(
-            "import cycle between " + ", ".join(sorted(cycle)) + ":\n" + "\n".join(detail)
+            "import cycle between " + ", ".join(sorted(cycle)) + " (for one: "
+            + " -> ".join(shortest_loop(graph, cycle)) + "):\n" + "\n".join(detail)
         )
 
     if graph_wanted:
@@ -302,6 +308,22 @@ def main():
             print(f"check-layers: {p}", file=sys.stderr)
         sys.exit(1)
     print(f"check-layers: {len(files)} files, no import cycle between top-level modules, none over {MAX_LINES} lines")
+
+
+def shortest_loop(graph, group):
+    """A shortest loop through the first module of `group`, as a path."""
+    start = sorted(group)[0]
+    paths = {start: [start]}
+    queue = [start]
+    while queue:
+        node = queue.pop(0)
+        for nxt in sorted(graph.get(node, ())):
+            if nxt == start:
+                return paths[node] + [start]
+            if nxt in group and nxt not in paths:
+                paths[nxt] = paths[node] + [nxt]
+                queue.append(nxt)
+    return [start]
 
 
 def strongly_connected(graph):

@@ -6,9 +6,11 @@
 //! - `server`: accept loop, HTTP/1.1 + h2c (or TLS with h2 and HTTP/1.1 by
 //!   ALPN), graceful shutdown;
 //! - `proxy`: the spine, one screen (start here), and its phases under
-//!   `proxy/`: `fill` (single flight, fetch, store), `respond` (answers from
-//!   an entry), `pass` (pass-through and a write's purges), `partial`
-//!   (ranges), `rewarm` (refetching popular entries after a purge);
+//!   `proxy/`: `admit` (the canonical request), `pass` (pass-through and a
+//!   write's purges), `lookup` (look up, decide), `respond` (answers from an
+//!   entry), `miss`, `coalesce`, `fetch` and `fill` (one fetch per key,
+//!   stored), `partial` (ranges), `record` (metrics, access log), `rewarm`
+//!   (refetching popular entries after a purge);
 //! - `inbound`: the client's request made into the one canonical request
 //!   folio decides on and forwards (hostile headers refused or removed);
 //! - `policy`: endpoint policies from YAML, route matching;
