@@ -1,4 +1,6 @@
-//! The admin API, on its own listener: the dashboard (`/_folio/`), metrics,
+//! The admin API in one file: every route shares one dispatcher and refusal.
+//!
+//! On its own listener: the dashboard (`/_folio/`), metrics,
 //! stats, health, explain and the API's own description (`openapi.json`),
 //! read-only; purges, events and reload (mutations). `docs/admin-api.yaml`
 //! describes every route, body and answer; `route.rs` lists them.
@@ -31,6 +33,7 @@ use crate::body::Body;
 use crate::invalidation::{Mark, NotPropagated, Scope, scopes_for_event};
 use crate::key::{CacheKey, normalize_path};
 use crate::proxy::State;
+use crate::settings::{AdminAuth, Settings};
 
 mod openapi;
 mod route;
@@ -38,7 +41,6 @@ mod trust;
 
 use route::Route;
 pub use route::routes;
-pub use trust::AdminAuth;
 use trust::{Caller, Credential, authorize, check_mutation, reader, trusted_name};
 
 /// Largest admin request body.
@@ -55,6 +57,28 @@ pub(crate) struct Admin {
     pub(crate) policies_dir: Option<std::path::PathBuf>,
     /// The admin listener's own address: a name pages may use for it.
     pub(crate) listen: Option<SocketAddr>,
+}
+
+impl Admin {
+    pub(crate) fn new(state: Arc<State>, settings: &Settings, listen: Option<SocketAddr>) -> Self {
+        if settings.admin.operator_token.is_none() && !settings.admin.is_open() {
+            tracing::warn!(
+                "admin API: tenant tokens but no --admin-token, so stats and metrics stay readable without a token"
+            );
+        }
+        if settings.admin.is_open() {
+            tracing::warn!(
+                "admin API: no --admin-token configured, so purges and events are accepted from loopback only, and only requests naming localhost, a loopback address or the listener's address are answered"
+            );
+        }
+        Self {
+            state,
+            auth: settings.admin.clone(),
+            thresholds: settings.config.health.clone(),
+            policies_dir: settings.policies_dir.clone(),
+            listen,
+        }
+    }
 }
 
 /// The dashboard: a page, its script and its style, all served from here
@@ -393,7 +417,7 @@ async fn purge(admin: &Admin, caller: &Caller, request: PurgeRequest) -> Result<
     } else {
         invalidator.purge_keys(&keys, at).await?
     };
-    crate::rewarm::after_purge(&admin.state, &marks);
+    crate::proxy::rewarm::after_purge(&admin.state, &marks);
     Ok(json!({
         "tenant": tenant.as_deref(),
         "soft": request.soft,
@@ -443,7 +467,7 @@ async fn event(admin: &Admin, caller: &Caller, request: EventRequest) -> Result<
         })
         .collect();
     admin.state.invalidator.purge(&marks).await?;
-    crate::rewarm::after_purge(&admin.state, &marks);
+    crate::proxy::rewarm::after_purge(&admin.state, &marks);
     let purged: Vec<Value> = scopes
         .iter()
         .map(|s| serde_json::to_value(s).unwrap_or(Value::Null))

@@ -1,11 +1,23 @@
 //! Errors a request can end in, each knowing its HTTP status and short JSON
-//! body. Cache-tier failures are not here: L2 fails open (see `cache::l2`).
+//! body, and the errors that keep folio from starting. Cache-tier failures
+//! are not here: L2 fails open (see `cache::l2`).
 
 use std::time::Duration;
 
 use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::body::Body;
+
+/// Why folio could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Upstream(String),
+    #[error("invalid Redis URL: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("{0}")]
+    Config(String),
+}
 
 /// Why folio answered with an error instead of the upstream's response.
 #[derive(Debug, Clone, thiserror::Error)]

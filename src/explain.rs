@@ -233,6 +233,28 @@ impl Explanation {
     }
 }
 
+/// What `folio explain` prints for a request.
+pub fn explain_text(
+    policies: &PolicySet,
+    tenants: &TenantSource,
+    method: &str,
+    url: &str,
+    headers: &[(String, String)],
+) -> Result<String, String> {
+    let method = http::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+        .map_err(|_| format!("'{method}' is not an HTTP method"))?;
+    let uri: http::Uri = url.parse().map_err(|_| format!("'{url}' is not a URL"))?;
+    let mut map = http::HeaderMap::new();
+    for (name, value) in headers {
+        let name = http::HeaderName::from_bytes(name.trim().as_bytes())
+            .map_err(|_| format!("'{name}' is not a header name"))?;
+        let value = http::HeaderValue::from_str(value.trim())
+            .map_err(|_| format!("the value of {name} is not valid"))?;
+        map.append(name, value);
+    }
+    Ok(explain(policies, tenants, &method, &uri, &map).to_text())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,7 @@
-//! HTTP caching rules (RFC 9111, 5861, 9213) as pure functions of headers, a
-//! policy and the time: may a response be stored and for how long
+//! HTTP caching rules in one file: one engine, so storing and serving agree.
+//!
+//! RFC 9111, 5861 and 9213 as pure functions of headers, a policy and the
+//! time: may a response be stored and for how long
 //! ([`decide`]), may a stored response answer a request ([`Request`]), and
 //! does a conditional request match ([`not_modified`]).
 //!
@@ -12,8 +14,7 @@ use std::time::{Duration, SystemTime};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use sha2::{Digest, Sha256};
 
-use crate::invalidation::MAX_ENTRY_LIFETIME;
-use crate::policy::Policy;
+use crate::policy::{MAX_ENTRY_LIFETIME, Policy};
 
 pub(crate) mod date;
 pub(crate) mod structured;

@@ -1,4 +1,4 @@
-//! Invalidation on every instance.
+//! Invalidation on every instance, one file: marks travel by one protocol.
 //!
 //! A purge becomes [`Mark`]s (see `marks`): applied here at once, appended
 //! to a sorted set in Redis (`folio:v1:purges`, scored by time), and
@@ -28,8 +28,9 @@ use crate::cache::entry::Entry;
 use crate::cache::l2::L2;
 use crate::key::CacheKey;
 use crate::metrics::Metrics;
+use crate::policy::MAX_ENTRY_LIFETIME;
 pub(crate) use events::{route_tag, scopes_for_event};
-pub(crate) use marks::{Covered, MAX_ENTRY_LIFETIME, Mark, Marks, Scope, Tags, Verdict};
+pub(crate) use marks::{Covered, Mark, Marks, Scope, Tags, Verdict};
 
 /// How often the log is replayed, bounding what a lost message can cost.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);

@@ -1,4 +1,6 @@
-//! The `folio` command: `folio [OPTIONS] --upstream URL` serves; `folio
+//! The `folio` command, one file: the one user of clap and anyhow.
+//!
+//! `folio [OPTIONS] --upstream URL` serves; `folio
 //! check` validates the policies; `folio explain` says what folio would do
 //! with a request; `folio warm` fetches the config's warm list through a
 //! running folio.

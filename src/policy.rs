@@ -101,6 +101,11 @@ pub(crate) const DEFAULT_CACHE_STATUSES: [u16; 11] =
 /// Largest body stored per entry unless a policy says otherwise.
 pub(crate) const DEFAULT_MAX_BODY: usize = 8 << 20;
 
+/// No entry lives longer than this in any tier: a policy may not ask for
+/// more, an upstream's lifetime is cut to it, and purge marks are kept as
+/// long.
+pub(crate) const MAX_ENTRY_LIFETIME: Duration = Duration::from_secs(48 * 3600);
+
 impl Policy {
     /// The implicit policy: a plain RFC 9111 shared cache for any origin.
     pub(crate) fn rfc() -> Self {

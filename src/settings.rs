@@ -12,6 +12,10 @@ use http::{HeaderName, Uri, header};
 
 use crate::error::ProxyError;
 
+mod admin_auth;
+
+pub use admin_auth::AdminAuth;
+
 /// Everything `folio::run` needs besides the listener and the policies.
 #[derive(Clone)]
 pub struct Settings {
@@ -57,7 +61,7 @@ pub struct Settings {
     /// lines are dropped and counted.
     pub access_log_buffer: usize,
     /// Who may purge through the admin API.
-    pub admin: crate::AdminAuth,
+    pub admin: AdminAuth,
     /// Act as a CDN-class cache: `CDN-Cache-Control` from the upstream wins
     /// over `Cache-Control` (RFC 9213).
     pub cdn: bool,
@@ -94,7 +98,7 @@ impl Settings {
             access_log: crate::AccessTarget::Off,
             log_format: crate::AccessFormat::Human,
             access_log_buffer: crate::access::DEFAULT_BUFFER,
-            admin: crate::AdminAuth::default(),
+            admin: AdminAuth::default(),
             cdn: true,
             metrics_tenants: 20,
             config: crate::config::Config::default(),

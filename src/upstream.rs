@@ -27,6 +27,12 @@ use std::sync::atomic::Ordering;
 /// Idle keep-alive connections kept per upstream host.
 const MAX_IDLE_PER_HOST: usize = 512;
 
+tokio::task_local! {
+    /// Time spent waiting for the upstream's answer, for the access log:
+    /// the proxy scopes it around a request, [`Upstream::send`] adds to it.
+    pub(crate) static UPSTREAM_TIME: std::cell::Cell<Duration>;
+}
+
 /// The pooled client, by the upstream's scheme (one branch per request,
 /// nothing more, for a plain upstream).
 #[derive(Debug, Clone)]
@@ -157,7 +163,7 @@ impl Upstream {
         let outcome = tokio::time::timeout(self.timeout, exchange).await;
         let took = started.elapsed();
         self.metrics.upstream_latency.observe(took);
-        let _ = crate::proxy::UPSTREAM_TIME.try_with(|time| time.set(time.get() + took));
+        let _ = UPSTREAM_TIME.try_with(|time| time.set(time.get() + took));
         match outcome {
             // folio asks for no upgrade: a 101 (or any 1xx as the final
             // answer) would hand the client's connection to the upstream.

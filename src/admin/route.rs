@@ -4,7 +4,7 @@
 
 use http::Method;
 
-use super::AdminAuth;
+use crate::settings::AdminAuth;
 
 /// One admin endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

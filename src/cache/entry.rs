@@ -1,11 +1,12 @@
-//! The stored entry: one response as every tier keeps it.
+//! The stored entry, one file because every accessor reads the layout below.
 //!
+//! One response as every tier keeps it.
 //! An [`Entry`] *is* its encoding, the exact bytes L2 stores, plus the
 //! offsets of its variable parts, found once when it is sealed or decoded.
 //! Fields, headers, tags and body share that one buffer, an entry is cheap
 //! to clone (a reference count), an entry in L1 costs its bytes and about
-//! 150 more, and moving it between tiers converts nothing. [`EntryParts`] is the same response field by field, to
-//! build one.
+//! 150 more, and moving it between tiers converts nothing. [`EntryParts`]
+//! is the same response field by field, to build one (`entry/parts.rs`).
 //!
 //! Layout (all integers little-endian), version 1:
 //! `u8 version | u16 status | u8 flags | u64 requested_at_us | u64 stored_at_ms |
@@ -20,12 +21,19 @@
 
 use std::fmt;
 use std::ops::Range;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 use crate::compression::Coding;
+
+mod parts;
+mod wire;
+
+pub(crate) use parts::EntryParts;
+use wire::{Reader, from_unix_ms, secs32};
+pub(crate) use wire::{from_unix_us, unix_ms, unix_us};
 
 const VERSION: u8 = 1;
 
@@ -65,159 +73,6 @@ pub(crate) const UNREACHABLE_GRACE: Duration = Duration::from_secs(300);
 /// [`Entry`] in its slot in L1's table, the buffer's shared count and the
 /// allocator's headers.
 const ENTRY_OVERHEAD: usize = 160;
-
-/// One response to store, field by field; [`EntryParts::seal`] makes the
-/// [`Entry`] the tiers keep.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct EntryParts {
-    pub(crate) status: StatusCode,
-    /// End-to-end headers worth replaying (no hop-by-hop, no `Set-Cookie`,
-    /// no `Age`, which is computed per answer; `Date` is the upstream's).
-    pub(crate) headers: HeaderMap,
-    pub(crate) body: Bytes,
-    pub(crate) etag: HeaderValue,
-    /// When the fill that produced the entry asked the upstream, on the
-    /// shared clock: purge marks at or after it cover the entry.
-    pub(crate) requested_at: SystemTime,
-    pub(crate) stored_at: SystemTime,
-    pub(crate) fresh_until: SystemTime,
-    /// The upstream's `Age` when it answered.
-    pub(crate) initial_age: Duration,
-    pub(crate) stale_while_revalidate: Duration,
-    pub(crate) stale_if_error: Duration,
-    pub(crate) tenant: Box<str>,
-    /// The normalized request path, for path and prefix purges.
-    pub(crate) path: Box<str>,
-    /// The policy's tags, rendered, plus `route:<policy>`.
-    pub(crate) tags: Vec<Box<str>>,
-    /// Request header values the upstream's `Vary` named, beyond those the
-    /// policy keys on: the entry only answers requests with the same values.
-    pub(crate) vary: Vec<(HeaderName, Option<HeaderValue>)>,
-    /// `no-cache`: validate with the upstream before every use.
-    pub(crate) revalidate: bool,
-    /// Never served stale (must-revalidate, proxy-revalidate, s-maxage).
-    pub(crate) no_stale: bool,
-    /// May answer requests carrying `Authorization` (RFC 9111 §3.5).
-    pub(crate) shared_ok: bool,
-    /// The ETag is the upstream's, so it can be sent back as a validator.
-    pub(crate) upstream_etag: bool,
-    /// Not a response: the names in `vary` say which request headers pick
-    /// the variant, stored under its own key.
-    pub(crate) vary_index: bool,
-    /// `immutable`: while fresh, client reloads are answered from here.
-    pub(crate) immutable: bool,
-    /// May answer stale for [`UNREACHABLE_GRACE`] while the upstream
-    /// cannot be reached.
-    pub(crate) grace: bool,
-    /// The body is folio's compressed form, named by the stored
-    /// `Content-Encoding`: it may be decoded for clients that do not take it.
-    pub(crate) compressed: bool,
-}
-
-impl EntryParts {
-    /// The entry, encoded into one exact-size buffer; `None` when a field
-    /// is too long for the encoding (a tag, name, ETag, tenant or path over
-    /// 64 KiB, or over 65,535 of a kind), which is then not stored.
-    /// The fields are typed (valid names, values and UTF-8), so nothing is
-    /// checked again: the offsets are noted as the encoding is written.
-    pub(crate) fn seal(&self) -> Option<Entry> {
-        let offset = |out: &BytesMut| u32::try_from(out.len()).ok();
-        let mut out = BytesMut::with_capacity(self.encoded_len());
-        out.put_u8(VERSION);
-        out.put_u16_le(self.status.as_u16());
-        let flags = [
-            (self.revalidate, REVALIDATE),
-            (self.no_stale, NO_STALE),
-            (self.shared_ok, SHARED_OK),
-            (self.upstream_etag, UPSTREAM_ETAG),
-            (self.vary_index, VARY_INDEX),
-            (self.immutable, IMMUTABLE),
-            (self.grace, GRACE),
-            (self.compressed, COMPRESSED),
-        ];
-        out.put_u8(
-            flags
-                .iter()
-                .filter(|(on, _)| *on)
-                .fold(0, |acc, (_, bit)| acc | bit),
-        );
-        out.put_u64_le(unix_us(self.requested_at));
-        out.put_u64_le(unix_ms(self.stored_at));
-        out.put_u64_le(unix_ms(self.fresh_until));
-        out.put_u32_le(secs32(self.initial_age));
-        out.put_u32_le(secs32(self.stale_while_revalidate));
-        out.put_u32_le(secs32(self.stale_if_error));
-        put_str(&mut out, self.etag.as_bytes())?;
-        put_str(&mut out, self.tenant.as_bytes())?;
-        put_str(&mut out, self.path.as_bytes())?;
-        let tags_at = offset(&out)?;
-        out.put_u16_le(u16::try_from(self.tags.len()).ok()?);
-        for tag in &self.tags {
-            put_str(&mut out, tag.as_bytes())?;
-        }
-        let vary_at = offset(&out)?;
-        out.put_u16_le(u16::try_from(self.vary.len()).ok()?);
-        for (name, value) in &self.vary {
-            put_str(&mut out, name.as_str().as_bytes())?;
-            out.put_u8(u8::from(value.is_some()));
-            put_str(
-                &mut out,
-                value.as_ref().map_or(&[][..], HeaderValue::as_bytes),
-            )?;
-        }
-        let headers_at = offset(&out)?;
-        out.put_u16_le(u16::try_from(self.headers.len()).ok()?);
-        for (name, value) in &self.headers {
-            put_str(&mut out, name.as_str().as_bytes())?;
-            out.put_u32_le(u32::try_from(value.len()).ok()?);
-            out.put_slice(value.as_bytes());
-        }
-        let body_at = offset(&out)?;
-        out.put_slice(&self.body);
-        Some(Entry {
-            encoded: out.freeze(),
-            tags_at,
-            vary_at,
-            headers_at,
-            body_at,
-        })
-    }
-
-    /// The encoding (see the module's documentation).
-    pub(crate) fn encode(&self) -> Option<Bytes> {
-        self.seal().map(|entry| entry.encoded)
-    }
-
-    /// The size of the encoding: the buffer is kept whole by
-    /// the entry, so slack would be kept too.
-    fn encoded_len(&self) -> usize {
-        let tags: usize = self.tags.iter().map(|t| 2 + t.len()).sum();
-        let vary: usize = self
-            .vary
-            .iter()
-            .map(|(n, v)| 2 + n.as_str().len() + 1 + 2 + v.as_ref().map_or(0, HeaderValue::len))
-            .sum();
-        let headers: usize = self
-            .headers
-            .iter()
-            .map(|(n, v)| 2 + n.as_str().len() + 4 + v.len())
-            .sum();
-        ETAG_AT
-            + 2
-            + self.etag.len()
-            + 2
-            + self.tenant.len()
-            + 2
-            + self.path.len()
-            + 2
-            + tags
-            + 2
-            + vary
-            + 2
-            + headers
-            + self.body.len()
-    }
-}
 
 /// One cached response, as every tier keeps it: its encoding, and where
 /// the variable parts start. Cloning shares the buffer.
@@ -499,7 +354,7 @@ impl Entry {
             .max(self.stale_if_error_s())
             .max(secs32(STALE_RETENTION));
         let lifetime =
-            u64::try_from(crate::invalidation::MAX_ENTRY_LIFETIME.as_millis()).unwrap_or(u64::MAX);
+            u64::try_from(crate::policy::MAX_ENTRY_LIFETIME.as_millis()).unwrap_or(u64::MAX);
         let end = self
             .fresh_until_ms()
             .saturating_add(u64::from(window) * 1000)
@@ -619,291 +474,5 @@ impl fmt::Debug for Entry {
     }
 }
 
-/// A cursor over an encoded entry; every read is bounds-checked.
-struct Reader<'a> {
-    buf: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn new(buf: &'a [u8], at: usize) -> Self {
-        Self { buf, at }
-    }
-
-    /// Where the next read starts, as an entry keeps it.
-    fn offset(&self) -> Option<u32> {
-        u32::try_from(self.at).ok()
-    }
-
-    fn take(&mut self, len: usize) -> Option<&'a [u8]> {
-        let end = self.at.checked_add(len)?;
-        let taken = self.buf.get(self.at..end)?;
-        self.at = end;
-        Some(taken)
-    }
-
-    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
-        self.take(N)?.try_into().ok()
-    }
-
-    fn u8(&mut self) -> Option<u8> {
-        self.array().map(u8::from_le_bytes)
-    }
-
-    fn u16(&mut self) -> Option<u16> {
-        self.array().map(u16::from_le_bytes)
-    }
-
-    fn u32(&mut self) -> Option<u32> {
-        self.array().map(u32::from_le_bytes)
-    }
-
-    /// A `u16`-prefixed string.
-    fn str(&mut self) -> Option<&'a [u8]> {
-        let len = self.u16()?;
-        self.take(len.into())
-    }
-
-    /// Where the next `u16`-prefixed string lies, past it.
-    fn str_range(&mut self) -> Option<Range<usize>> {
-        let len = self.u16()?;
-        let start = self.at;
-        self.take(len.into())?;
-        Some(start..self.at)
-    }
-
-    /// A `u32`-prefixed value.
-    fn bytes(&mut self) -> Option<&'a [u8]> {
-        let len = usize::try_from(self.u32()?).ok()?;
-        self.take(len)
-    }
-
-    /// Where the next `u32`-prefixed value lies, past it.
-    fn bytes_range(&mut self) -> Option<Range<usize>> {
-        let len = usize::try_from(self.u32()?).ok()?;
-        let start = self.at;
-        self.take(len)?;
-        Some(start..self.at)
-    }
-}
-
-pub(crate) fn unix_ms(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// Microseconds since the epoch: purge marks and request times must order
-/// events a millisecond apart.
-pub(crate) fn unix_us(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-}
-
-fn from_unix_ms(ms: u64) -> SystemTime {
-    UNIX_EPOCH
-        .checked_add(Duration::from_millis(ms))
-        .unwrap_or(UNIX_EPOCH)
-}
-
-pub(crate) fn from_unix_us(us: u64) -> SystemTime {
-    UNIX_EPOCH
-        .checked_add(Duration::from_micros(us))
-        .unwrap_or(UNIX_EPOCH)
-}
-
-fn secs32(d: Duration) -> u32 {
-    u32::try_from(d.as_secs()).unwrap_or(u32::MAX)
-}
-
-/// Writes a `u16`-prefixed string; `None` when it is too long for one.
-fn put_str(out: &mut BytesMut, bytes: &[u8]) -> Option<()> {
-    out.put_u16_le(u16::try_from(bytes.len()).ok()?);
-    out.put_slice(bytes);
-    Some(())
-}
-
 #[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-
-    pub(crate) fn sample_parts(body: &'static [u8]) -> EntryParts {
-        let now = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
-        let mut headers = HeaderMap::new();
-        headers.insert("content-type", HeaderValue::from_static("application/json"));
-        headers.insert(
-            "last-modified",
-            HeaderValue::from_static("Tue, 14 Nov 2023 22:13:20 GMT"),
-        );
-        headers.append("x-multi", HeaderValue::from_static("a"));
-        headers.append("x-multi", HeaderValue::from_static("b"));
-        EntryParts {
-            status: StatusCode::OK,
-            headers,
-            body: Bytes::from_static(body),
-            etag: HeaderValue::from_static("\"abc\""),
-            requested_at: now - Duration::from_millis(20),
-            stored_at: now,
-            fresh_until: now + Duration::from_secs(60),
-            initial_age: Duration::from_secs(3),
-            stale_while_revalidate: Duration::from_secs(10),
-            stale_if_error: Duration::from_secs(300),
-            tenant: "acme".into(),
-            path: "/api/v1/products/42".into(),
-            tags: vec!["product:42".into(), "products".into()],
-            vary: vec![
-                (
-                    HeaderName::from_static("accept-encoding"),
-                    Some(HeaderValue::from_static("gzip")),
-                ),
-                (HeaderName::from_static("x-absent"), None),
-            ],
-            revalidate: false,
-            no_stale: false,
-            shared_ok: true,
-            upstream_etag: true,
-            vary_index: false,
-            immutable: false,
-            grace: false,
-            compressed: false,
-        }
-    }
-
-    pub(crate) fn sample(body: &'static [u8]) -> Entry {
-        sample_parts(body)
-            .seal()
-            .unwrap_or_else(|| panic!("the sample seals"))
-    }
-
-    #[test]
-    fn every_field_reads_back_as_sealed() {
-        let parts = sample_parts(b"{\"id\":42}");
-        let entry = sample(b"{\"id\":42}");
-        assert_eq!(entry.status(), StatusCode::OK);
-        assert_eq!(entry.etag(), parts.etag);
-        assert_eq!(entry.etag_bytes(), b"\"abc\"");
-        assert_eq!(entry.tenant(), "acme");
-        assert_eq!(entry.path(), "/api/v1/products/42");
-        assert_eq!(entry.tags().collect::<Vec<_>>(), ["product:42", "products"]);
-        assert_eq!(entry.headers(0), parts.headers);
-        assert_eq!(
-            entry.header(&http::header::CONTENT_TYPE),
-            Some(HeaderValue::from_static("application/json"))
-        );
-        assert_eq!(entry.header(&http::header::ETAG), None);
-        assert_eq!(entry.body(), Bytes::from_static(b"{\"id\":42}"));
-        assert_eq!(entry.body_len(), 9);
-        assert_eq!(entry.requested_at_us(), unix_us(parts.requested_at));
-        assert_eq!(entry.stale_while_revalidate(), Duration::from_secs(10));
-        assert_eq!(
-            entry.vary_names(),
-            [
-                HeaderName::from_static("accept-encoding"),
-                HeaderName::from_static("x-absent")
-            ]
-        );
-        assert!(entry.has_vary() && entry.has_validators());
-        assert!(entry.shared_ok() && entry.upstream_etag());
-        assert!(!entry.revalidate() && !entry.no_stale() && !entry.immutable());
-    }
-
-    #[test]
-    fn the_encoding_is_exactly_as_long_as_announced_and_decodes_to_the_same() {
-        let parts = sample_parts(b"{\"id\":42}");
-        let encoded = parts.encode().unwrap_or_default();
-        assert_eq!(encoded.len(), parts.encoded_len());
-        let (decoded, sealed) = (Entry::decode(encoded), parts.seal());
-        assert_eq!(decoded, sealed);
-        let (decoded, sealed) = (decoded.unwrap(), sealed.unwrap());
-        // The offsets sealing notes are the ones decoding finds.
-        assert_eq!(
-            decoded.tags().collect::<Vec<_>>(),
-            sealed.tags().collect::<Vec<_>>()
-        );
-        assert_eq!(decoded.vary_names(), sealed.vary_names());
-        assert_eq!(decoded.headers(0), sealed.headers(0));
-        assert_eq!(decoded.body(), sealed.body());
-        let empty = sample_parts(b"");
-        assert_eq!(empty.seal().map(|e| e.body_len()), Some(0));
-    }
-
-    #[test]
-    fn a_field_too_long_for_the_encoding_is_not_sealed() {
-        let mut parts = sample_parts(b"");
-        parts.tags.push("t".repeat(70_000).into());
-        assert_eq!(parts.seal(), None);
-    }
-
-    #[test]
-    fn damaged_or_foreign_values_decode_to_none() {
-        let encoded = sample_parts(b"body").encode().unwrap_or_default();
-        for cut in [0, 1, 5, 30, 60] {
-            assert_eq!(Entry::decode(encoded.slice(..cut)), None, "cut at {cut}");
-        }
-        let mut wrong_version = encoded.to_vec();
-        wrong_version[0] = 99;
-        assert_eq!(Entry::decode(Bytes::from(wrong_version)), None);
-        let mut bad_tenant = encoded.to_vec();
-        let tenant = ETAG_AT + 2 + 5 + 2;
-        bad_tenant[tenant] = 0xff;
-        assert_eq!(Entry::decode(Bytes::from(bad_tenant)), None, "not UTF-8");
-        assert_eq!(Entry::decode(Bytes::from_static(b"{\"json\":true}")), None);
-    }
-
-    #[test]
-    fn far_future_or_past_times_do_not_overflow() {
-        let mut encoded = sample_parts(b"").encode().unwrap_or_default().to_vec();
-        encoded[4..28].fill(0xff);
-        let entry = Entry::decode(Bytes::from(encoded)).unwrap_or_else(|| panic!("decodes"));
-        let now = SystemTime::now();
-        assert!(entry.retain_for(now) > Duration::ZERO);
-        assert!(entry.ttl_secs(now) > 0);
-        let _ = (entry.age(now), entry.lifetime(), entry.index());
-    }
-
-    #[test]
-    fn lifetimes_ages_and_windows() {
-        let entry = sample(b"");
-        let stored_at = sample_parts(b"").stored_at;
-        let at = |secs| stored_at + Duration::from_secs(secs);
-        assert_eq!(
-            entry.lifetime(),
-            Duration::from_secs(63),
-            "fresh for 60 s after arriving 3 s old"
-        );
-        assert_eq!(entry.age(at(10)), Duration::from_secs(13));
-        assert_eq!(entry.ttl_secs(at(10)), 50);
-        assert!(entry.ttl_secs(at(70)) < 0);
-        assert!(entry.may_serve_on_error(at(100)));
-        assert!(!entry.may_serve_on_error(at(400)));
-        assert_eq!(
-            entry.retain_for(at(0)),
-            Duration::from_secs(660),
-            "validators: kept to revalidate"
-        );
-        assert_eq!(entry.retain_for(at(1000)), Duration::ZERO);
-        let mut strict = sample_parts(b"");
-        strict.no_stale = true;
-        let strict = strict.seal().unwrap_or_else(|| panic!("seals"));
-        assert!(!strict.may_serve_on_error(at(100)));
-    }
-
-    #[test]
-    fn vary_values_must_match() {
-        let entry = sample(b"");
-        let mut headers = HeaderMap::new();
-        assert!(!entry.vary_matches(&headers));
-        headers.insert("accept-encoding", HeaderValue::from_static("gzip"));
-        assert!(entry.vary_matches(&headers));
-        headers.insert("x-absent", HeaderValue::from_static("now present"));
-        assert!(!entry.vary_matches(&headers));
-    }
-
-    #[test]
-    fn the_vary_index_names_the_headers_and_keeps_the_tags() {
-        let index = sample(b"body").index().unwrap_or_else(|| panic!("seals"));
-        assert_eq!(index.vary_names(), sample(b"").vary_names());
-        assert!(index.vary_matches(&HeaderMap::new()), "values are not kept");
-        assert_eq!(index.tags().count(), 2);
-        assert_eq!(index.body_len(), 0);
-    }
-}
+pub(crate) mod tests;

@@ -1,4 +1,6 @@
-//! L2: the Redis tier shared by every folio instance, on one Redis or a
+//! L2 in one file: every Redis call goes through one timeout and breaker.
+//!
+//! The Redis tier shared by every folio instance, on one Redis or a
 //! Redis Cluster through the same code (keys carry no hash tag, so entries
 //! spread over every master).
 //!

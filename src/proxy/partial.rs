@@ -24,17 +24,19 @@ use std::time::SystemTime;
 use http::request::Parts;
 use http::{HeaderValue, Method, Response, StatusCode, header};
 
-use super::{
-    Fill, Forward, State, answer_headers, error_response, forward_range, if_range_holds,
-    make_entry, store_unless_purged, stored_facts,
-};
+use super::State;
+use super::fetch::make_entry;
+use super::fill::{Fill, store_unless_purged};
+use super::lookup::stored_facts;
+use super::pass::forward_range;
+use super::respond::{answer_headers, error_response, if_range_holds};
 use crate::body::Body;
 use crate::cache::Layer;
 use crate::cache::entry::{Entry, EntryParts};
 use crate::error::ProxyError;
 use crate::freshness::{self, Asked, Use};
 use crate::invalidation::Verdict;
-use crate::outcome::{BypassReason, Served};
+use crate::outcome::{BypassReason, Forward, Served};
 use crate::policy::Policy;
 use crate::ranges::{self, Part};
 use crate::upstream::{self, Collected};

@@ -1,5 +1,7 @@
+use http::{HeaderName, Method};
+
 use super::*;
-use crate::policy::PolicySet;
+use crate::policy::{PolicySet, QueryKey};
 
 /// Shared with the CLI test, so both check the same text.
 const OPERATORS_FORMAT: &str = include_str!("../../../tests/fixtures/operators.yaml");

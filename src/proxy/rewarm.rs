@@ -16,9 +16,10 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tracing::info;
 
+use super::State;
+use super::fill::{Fill, refetch};
 use crate::invalidation::{Covered, Mark, Tags};
 use crate::key::CacheKey;
-use crate::proxy::{self, Fill, State};
 
 /// Entries remembered across all rewarm policies.
 pub(crate) const TRACKED: usize = 1024;
@@ -169,7 +170,7 @@ pub(crate) fn after_purge(state: &Arc<State>, marks: &[Mark]) {
             let (state, permits) = (Arc::clone(&state), Arc::clone(&permits));
             tasks.spawn(async move {
                 let _permit = permits.acquire_owned().await;
-                proxy::refetch(&state, &fill).await
+                refetch(&state, &fill).await
             });
         }
         let mut stored = 0;

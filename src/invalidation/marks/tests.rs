@@ -1,0 +1,236 @@
+use super::*;
+
+fn mark(tenant: Option<&str>, scope: Scope, at: u64, soft: bool) -> Mark {
+    Mark {
+        tenant: tenant.map(Into::into),
+        scope,
+        at,
+        soft,
+    }
+}
+
+fn tags(list: &[&str]) -> Vec<Box<str>> {
+    list.iter().map(|t| (*t).into()).collect()
+}
+
+/// The key of the entries `check` asks about, and another.
+const K: CacheKey = CacheKey::from_bytes([7; 32]);
+const OTHER: CacheKey = CacheKey::from_bytes([8; 32]);
+
+/// The verdict for an entry with these tags and path and key `K`.
+fn check(marks: &Marks, tenant: &str, tags: &[Box<str>], path: &str, at: u64) -> Verdict {
+    marks.verdict(
+        tenant,
+        &Covered {
+            tags: Tags::Listed(tags),
+            path,
+            key: &K,
+        },
+        at,
+    )
+}
+
+#[test]
+fn a_tag_purge_covers_entries_requested_at_or_before_it() {
+    let marks = Marks::default();
+    marks.apply(&mark(
+        Some("acme"),
+        Scope::Tag("product:42".into()),
+        1000,
+        false,
+    ));
+    let t = tags(&["product:42", "products"]);
+    assert_eq!(check(&marks, "acme", &t, "/p/42", 999), Verdict::Purged);
+    assert_eq!(
+        check(&marks, "acme", &t, "/p/42", 1000),
+        Verdict::Purged,
+        "same millisecond: purged"
+    );
+    assert_eq!(
+        check(&marks, "acme", &t, "/p/42", 1001),
+        Verdict::Valid,
+        "refetched after the purge"
+    );
+    assert_eq!(
+        check(&marks, "globex", &t, "/p/42", 999),
+        Verdict::Valid,
+        "other tenants untouched"
+    );
+    assert_eq!(
+        check(&marks, "acme", &tags(&["product:7"]), "/p/7", 999),
+        Verdict::Valid
+    );
+}
+
+#[test]
+fn paths_prefixes_tenants_and_every_tenant() {
+    let marks = Marks::default();
+    marks.apply(&mark(Some("acme"), Scope::Path("/p/1".into()), 100, false));
+    marks.apply(&mark(
+        Some("acme"),
+        Scope::Prefix("/api/v1/search".into()),
+        200,
+        false,
+    ));
+    marks.apply(&mark(Some("globex"), Scope::All, 300, false));
+    marks.apply(&mark(None, Scope::Tag("categories".into()), 400, false));
+    assert_eq!(check(&marks, "acme", &[], "/p/1", 50), Verdict::Purged);
+    assert_eq!(
+        check(&marks, "acme", &[], "/p/10", 50),
+        Verdict::Valid,
+        "paths are exact"
+    );
+    assert_eq!(
+        check(&marks, "acme", &[], "/api/v1/search", 150),
+        Verdict::Purged
+    );
+    assert_eq!(
+        check(&marks, "acme", &[], "/api/v1/searchx", 150),
+        Verdict::Purged,
+        "a plain prefix"
+    );
+    assert_eq!(
+        check(&marks, "globex", &[], "/anything", 250),
+        Verdict::Purged
+    );
+    assert_eq!(
+        check(&marks, "initech", &tags(&["categories"]), "/c", 350),
+        Verdict::Purged
+    );
+    assert_eq!(
+        check(&marks, "initech", &tags(&["other"]), "/c", 350),
+        Verdict::Valid
+    );
+}
+
+#[test]
+fn soft_purges_make_entries_stale_and_hard_wins() {
+    let marks = Marks::default();
+    marks.apply(&mark(Some("acme"), Scope::Tag("t".into()), 100, true));
+    assert_eq!(
+        check(&marks, "acme", &tags(&["t"]), "/", 50),
+        Verdict::Stale
+    );
+    marks.apply(&mark(Some("acme"), Scope::Path("/".into()), 100, false));
+    assert_eq!(
+        check(&marks, "acme", &tags(&["t"]), "/", 50),
+        Verdict::Purged
+    );
+}
+
+#[test]
+fn key_purges() {
+    let marks = Marks::default();
+    marks.apply(&mark(None, Scope::Key(K.hex().into()), 100, false));
+    assert_eq!(check(&marks, "any", &[], "/", 50), Verdict::Purged);
+    assert_eq!(
+        marks.verdict(
+            "any",
+            &Covered {
+                tags: Tags::Listed(&[]),
+                path: "/",
+                key: &OTHER
+            },
+            50
+        ),
+        Verdict::Valid
+    );
+}
+
+#[test]
+fn applying_twice_or_out_of_order_keeps_the_latest() {
+    let marks = Marks::default();
+    let late = mark(Some("acme"), Scope::Tag("t".into()), 500, false);
+    marks.apply(&late);
+    marks.apply(&mark(Some("acme"), Scope::Tag("t".into()), 100, false));
+    marks.apply(&late);
+    assert_eq!(
+        check(&marks, "acme", &tags(&["t"]), "/", 400),
+        Verdict::Purged
+    );
+    assert_eq!(marks.len(), 1);
+}
+
+#[test]
+fn old_marks_are_trimmed() {
+    let marks = Marks::default();
+    for i in 0..1000u64 {
+        marks.apply(&mark(
+            Some("acme"),
+            Scope::Tag(format!("product:{i}").into()),
+            i,
+            false,
+        ));
+    }
+    marks.apply(&mark(Some("globex"), Scope::All, 10, false));
+    assert_eq!(marks.len(), 1001);
+    marks.trim(900);
+    assert_eq!(marks.len(), 100);
+}
+
+#[test]
+fn marks_travel_as_compact_json() {
+    let m = mark(Some("acme"), Scope::Tag("product:42".into()), 1234, false);
+    let text = serde_json::to_string(&m).unwrap();
+    assert_eq!(
+        text,
+        r#"{"tenant":"acme","scope":"tag","value":"product:42","at":1234,"soft":false}"#
+    );
+    assert_eq!(serde_json::from_str::<Mark>(&text).unwrap(), m);
+    let all: Mark = serde_json::from_str(r#"{"tenant":null,"scope":"all","at":5}"#).unwrap();
+    assert_eq!(all.scope, Scope::All);
+}
+
+#[test]
+fn marks_are_bounded_and_overflow_widens_never_loses() {
+    let marks = Marks::default();
+    for i in 0..(MAX_SCOPES_PER_TENANT as u64 + 10) {
+        marks.apply(&mark(
+            Some("acme"),
+            Scope::Path(format!("/p/{i}").into()),
+            1000 + i,
+            false,
+        ));
+    }
+    assert!(marks.len() <= MAX_SCOPES_PER_TENANT + 1, "{}", marks.len());
+    assert_eq!(
+        check(&marks, "acme", &[], "/p/3", 500),
+        Verdict::Purged,
+        "an early purge still holds, now tenant-wide"
+    );
+    assert_eq!(
+        check(&marks, "acme", &[], "/never-written", 500),
+        Verdict::Purged,
+        "wider"
+    );
+    assert_eq!(
+        check(&marks, "globex", &[], "/p/3", 500),
+        Verdict::Valid,
+        "other tenants untouched"
+    );
+
+    let long = format!("/p/{}", "x".repeat(5000));
+    marks.apply(&mark(
+        Some("globex"),
+        Scope::Path(long.clone().into()),
+        7000,
+        false,
+    ));
+    assert_eq!(check(&marks, "globex", &[], &long, 6000), Verdict::Purged);
+
+    let many = Marks::default();
+    for i in 0..(MAX_TENANTS as u64 + 5) {
+        many.apply(&mark(
+            Some(&format!("t{i}")),
+            Scope::Tag("x".into()),
+            100 + i,
+            false,
+        ));
+    }
+    assert!(many.len() < 100, "{}", many.len());
+    assert_eq!(
+        check(&many, "t1", &tags(&["y"]), "/", 50),
+        Verdict::Purged,
+        "folded into every tenant"
+    );
+}
