@@ -8,13 +8,15 @@
 //! 150 more, and moving it between tiers converts nothing. [`EntryParts`]
 //! is the same response field by field, to build one (`entry/parts.rs`).
 //!
-//! Layout (all integers little-endian), version 1:
+//! Layout (all integers little-endian), version 2:
 //! `u8 version | u16 status | u8 flags | u64 requested_at_us | u64 stored_at_ms |
 //!  u64 fresh_until_ms | u32 initial_age_s | u32 swr_s | u32 sie_s |
 //!  str etag | str tenant | str path |
 //!  u16 n, str × n tags | u16 n, (str name, u8 present, str value) × n vary |
-//!  u16 n, (str name, bytes value) × n headers | rest: body`
-//! where `str` is `u16 length + bytes` and `bytes` is `u32 length + bytes`.
+//!  u16 n, (name, str value) × n headers | rest: body`
+//! where `str` is `u16 length + bytes`, and a header's `name` is one byte,
+//! its place in [`KNOWN_HEADERS`] counted from 1, or `0` and a `str`: the
+//! headers nearly every answer has cost one byte of name, not a dozen.
 //! Decoding checks everything (lengths, UTF-8, header names and values) and
 //! never panics: a damaged or foreign value is `None`, which the caller
 //! treats as a miss. Accessors then read what decoding already checked.
@@ -35,7 +37,66 @@ pub(crate) use parts::EntryParts;
 use wire::{Reader, from_unix_ms, secs32};
 pub(crate) use wire::{from_unix_us, unix_ms, unix_us};
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+
+/// Header names stored as one byte (their place, from 1). Appending is
+/// safe; reordering or removing needs a new [`VERSION`].
+const KNOWN_HEADERS: [HeaderName; 16] = [
+    http::header::CONTENT_TYPE,
+    http::header::DATE,
+    http::header::CONTENT_ENCODING,
+    http::header::LAST_MODIFIED,
+    http::header::CACHE_CONTROL,
+    http::header::EXPIRES,
+    http::header::CONTENT_LANGUAGE,
+    http::header::CONTENT_DISPOSITION,
+    http::header::LINK,
+    http::header::LOCATION,
+    http::header::SERVER,
+    http::header::X_CONTENT_TYPE_OPTIONS,
+    http::header::ACCESS_CONTROL_ALLOW_ORIGIN,
+    http::header::STRICT_TRANSPORT_SECURITY,
+    http::header::CONTENT_SECURITY_POLICY,
+    http::header::X_FRAME_OPTIONS,
+];
+
+/// A stored header's name: one of [`KNOWN_HEADERS`], or spelled out.
+enum StoredName<'a> {
+    Known(&'static HeaderName),
+    Spelled(&'a [u8]),
+}
+
+impl StoredName<'_> {
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Self::Known(name) => name.as_str().as_bytes(),
+            Self::Spelled(name) => name,
+        }
+    }
+
+    fn to_header_name(&self) -> Option<HeaderName> {
+        match self {
+            Self::Known(name) => Some((*name).clone()),
+            Self::Spelled(name) => HeaderName::from_bytes(name).ok(),
+        }
+    }
+}
+
+/// The header name at the cursor.
+fn read_name<'a>(r: &mut Reader<'a>) -> Option<StoredName<'a>> {
+    match r.u8()? {
+        0 => r.str().map(StoredName::Spelled),
+        n => KNOWN_HEADERS
+            .get(usize::from(n) - 1)
+            .map(StoredName::Known),
+    }
+}
+
+/// The one-byte code of `name`, when it is one of [`KNOWN_HEADERS`].
+fn known_code(name: &HeaderName) -> Option<u8> {
+    let at = KNOWN_HEADERS.iter().position(|known| known == name)?;
+    u8::try_from(at + 1).ok()
+}
 
 /// Where each fixed-size field lies in the encoding, and the ETag after them.
 const STATUS_AT: usize = 1;
@@ -113,8 +174,8 @@ impl Entry {
         }
         let headers_at = r.offset()?;
         for _ in 0..r.u16()? {
-            HeaderName::from_bytes(r.str()?).ok()?;
-            HeaderValue::from_bytes(r.bytes()?).ok()?;
+            read_name(&mut r)?.to_header_name()?;
+            HeaderValue::from_bytes(r.str()?).ok()?;
         }
         let body_at = r.offset()?;
         Some(Self {
@@ -241,17 +302,17 @@ impl Entry {
     }
 
     /// The stored headers: names, and where each value lies in `encoded`.
-    fn stored_headers(&self) -> impl Iterator<Item = (&[u8], Range<usize>)> {
+    fn stored_headers(&self) -> impl Iterator<Item = (StoredName<'_>, Range<usize>)> {
         let mut r = self.reader(self.headers_at);
         let count = r.u16().unwrap_or(0);
-        (0..count).map_while(move |_| Some((r.str()?, r.bytes_range()?)))
+        (0..count).map_while(move |_| Some((read_name(&mut r)?, r.str_range()?)))
     }
 
     /// The first stored value of the header `name`.
     pub(crate) fn header(&self, name: &HeaderName) -> Option<HeaderValue> {
         let (_, value) = self
             .stored_headers()
-            .find(|(stored, _)| *stored == name.as_str().as_bytes())?;
+            .find(|(stored, _)| stored.as_bytes() == name.as_str().as_bytes())?;
         HeaderValue::from_maybe_shared(self.encoded.slice(value)).ok()
     }
 
@@ -261,8 +322,8 @@ impl Entry {
         let count = self.reader(self.headers_at).u16().unwrap_or(0);
         let mut map = HeaderMap::with_capacity(usize::from(count) + more);
         for (name, value) in self.stored_headers() {
-            if let (Ok(name), Ok(value)) = (
-                HeaderName::from_bytes(name),
+            if let (Some(name), Ok(value)) = (
+                name.to_header_name(),
                 HeaderValue::from_maybe_shared(self.encoded.slice(value)),
             ) {
                 map.append(name, value);

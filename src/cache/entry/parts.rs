@@ -9,7 +9,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use super::wire::{put_str, secs32, unix_ms, unix_us};
 use super::{
     COMPRESSED, ETAG_AT, Entry, GRACE, IMMUTABLE, NO_STALE, REVALIDATE, SHARED_OK, UPSTREAM_ETAG,
-    VARY_INDEX, VERSION,
+    VARY_INDEX, VERSION, known_code,
 };
 
 /// One response to store, field by field; [`EntryParts::seal`] makes the
@@ -62,7 +62,7 @@ pub(crate) struct EntryParts {
 
 impl EntryParts {
     /// The entry, encoded into one exact-size buffer; `None` when a field
-    /// is too long for the encoding (a tag, name, ETag, tenant or path over
+    /// is too long for the encoding (a tag, name, header value, ETag, tenant or path over
     /// 64 KiB, or over 65,535 of a kind), which is then not stored.
     /// The fields are typed (valid names, values and UTF-8), so nothing is
     /// checked again: the offsets are noted as the encoding is written.
@@ -114,9 +114,14 @@ impl EntryParts {
         let headers_at = offset(&out)?;
         out.put_u16_le(u16::try_from(self.headers.len()).ok()?);
         for (name, value) in &self.headers {
-            put_str(&mut out, name.as_str().as_bytes())?;
-            out.put_u32_le(u32::try_from(value.len()).ok()?);
-            out.put_slice(value.as_bytes());
+            match known_code(name) {
+                Some(code) => out.put_u8(code),
+                None => {
+                    out.put_u8(0);
+                    put_str(&mut out, name.as_str().as_bytes())?;
+                }
+            }
+            put_str(&mut out, value.as_bytes())?;
         }
         let body_at = offset(&out)?;
         out.put_slice(&self.body);
@@ -146,7 +151,10 @@ impl EntryParts {
         let headers: usize = self
             .headers
             .iter()
-            .map(|(n, v)| 2 + n.as_str().len() + 4 + v.len())
+            .map(|(n, v)| {
+                let name = known_code(n).map_or(1 + 2 + n.as_str().len(), |_| 1);
+                name + 2 + v.len()
+            })
             .sum();
         ETAG_AT
             + 2

@@ -110,6 +110,37 @@ fn a_field_too_long_for_the_encoding_is_not_sealed() {
 }
 
 #[test]
+fn a_header_value_too_long_for_the_encoding_is_not_sealed() {
+    let mut parts = sample_parts(b"");
+    let long = HeaderValue::from_str(&"v".repeat(70_000)).unwrap_or_else(|_| panic!("a value"));
+    parts.headers.insert("x-long", long);
+    assert_eq!(parts.seal(), None);
+}
+
+#[test]
+fn known_header_names_cost_one_byte_and_others_are_spelled_out() {
+    let mut parts = sample_parts(b"");
+    parts.headers.clear();
+    parts.headers.insert("content-type", HeaderValue::from_static("a"));
+    let known = parts.encoded_len();
+    parts.headers.clear();
+    parts.headers.insert("x-custom-type", HeaderValue::from_static("a"));
+    assert_eq!(parts.encoded_len() - known, 2 + "x-custom-type".len());
+    assert_eq!(parts.seal().map(|e| e.headers(0)), Some(parts.headers));
+}
+
+#[test]
+fn a_header_name_code_past_the_known_names_decodes_to_none() {
+    let entry = sample(b"body");
+    let mut encoded = entry.encoded().to_vec();
+    // The first header (content-type) is a one-byte code after the count.
+    let code = usize::try_from(entry.headers_at).unwrap_or(0) + 2;
+    assert_eq!(encoded[code], 1);
+    encoded[code] = u8::try_from(KNOWN_HEADERS.len() + 1).unwrap_or(u8::MAX);
+    assert_eq!(Entry::decode(Bytes::from(encoded)), None);
+}
+
+#[test]
 fn damaged_or_foreign_values_decode_to_none() {
     let encoded = sample_parts(b"body").encode().unwrap_or_default();
     for cut in [0, 1, 5, 30, 60] {

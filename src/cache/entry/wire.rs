@@ -41,10 +41,6 @@ impl<'a> Reader<'a> {
         self.array().map(u16::from_le_bytes)
     }
 
-    pub(super) fn u32(&mut self) -> Option<u32> {
-        self.array().map(u32::from_le_bytes)
-    }
-
     /// A `u16`-prefixed string.
     pub(super) fn str(&mut self) -> Option<&'a [u8]> {
         let len = self.u16()?;
@@ -56,20 +52,6 @@ impl<'a> Reader<'a> {
         let len = self.u16()?;
         let start = self.at;
         self.take(len.into())?;
-        Some(start..self.at)
-    }
-
-    /// A `u32`-prefixed value.
-    pub(super) fn bytes(&mut self) -> Option<&'a [u8]> {
-        let len = usize::try_from(self.u32()?).ok()?;
-        self.take(len)
-    }
-
-    /// Where the next `u32`-prefixed value lies, past it.
-    pub(super) fn bytes_range(&mut self) -> Option<Range<usize>> {
-        let len = usize::try_from(self.u32()?).ok()?;
-        let start = self.at;
-        self.take(len)?;
         Some(start..self.at)
     }
 }
