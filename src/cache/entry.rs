@@ -140,10 +140,12 @@ const ENTRY_OVERHEAD: usize = 160;
 #[derive(Clone)]
 pub(crate) struct Entry {
     encoded: Bytes,
-    tags_at: u32,
-    vary_at: u32,
-    headers_at: u32,
-    body_at: u32,
+    // u16: 8 bytes less per entry make moka's record of it one size class
+    // smaller; what precedes the body is under 64 KiB or not stored.
+    tags_at: u16,
+    vary_at: u16,
+    headers_at: u16,
+    body_at: u16,
 }
 
 impl Entry {
@@ -341,9 +343,7 @@ impl Entry {
     }
 
     fn body_start(&self) -> usize {
-        usize::try_from(self.body_at)
-            .unwrap_or(usize::MAX)
-            .min(self.encoded.len())
+        usize::from(self.body_at).min(self.encoded.len())
     }
 
     /// `requested_at` in microseconds since the epoch, as purge marks count.
@@ -502,8 +502,8 @@ impl Entry {
         u32::try_from(self.encoded.len() + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
     }
 
-    fn reader(&self, at: u32) -> Reader<'_> {
-        Reader::new(&self.encoded, usize::try_from(at).unwrap_or(usize::MAX))
+    fn reader(&self, at: u16) -> Reader<'_> {
+        Reader::new(&self.encoded, usize::from(at))
     }
 
     /// The `nth` string after the ETag (1: tenant, 2: path).

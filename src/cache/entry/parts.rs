@@ -63,11 +63,12 @@ pub(crate) struct EntryParts {
 impl EntryParts {
     /// The entry, encoded into one exact-size buffer; `None` when a field
     /// is too long for the encoding (a tag, name, header value, ETag, tenant or path over
-    /// 64 KiB, or over 65,535 of a kind), which is then not stored.
+    /// 64 KiB, over 65,535 of a kind, or over 64 KiB before the body),
+    /// which is then not stored.
     /// The fields are typed (valid names, values and UTF-8), so nothing is
     /// checked again: the offsets are noted as the encoding is written.
     pub(crate) fn seal(&self) -> Option<Entry> {
-        let offset = |out: &BytesMut| u32::try_from(out.len()).ok();
+        let offset = |out: &BytesMut| u16::try_from(out.len()).ok();
         let mut out = BytesMut::with_capacity(self.encoded_len());
         out.put_u8(VERSION);
         out.put_u16_le(self.status.as_u16());

@@ -110,6 +110,14 @@ fn a_field_too_long_for_the_encoding_is_not_sealed() {
 }
 
 #[test]
+fn fields_over_64_kib_before_the_body_are_not_sealed() {
+    let mut parts = sample_parts(b"body");
+    parts.tags.push("t".repeat(40_000).into());
+    parts.tags.push("u".repeat(40_000).into());
+    assert_eq!(parts.seal(), None);
+}
+
+#[test]
 fn a_header_value_too_long_for_the_encoding_is_not_sealed() {
     let mut parts = sample_parts(b"");
     let long = HeaderValue::from_str(&"v".repeat(70_000)).unwrap_or_else(|_| panic!("a value"));
@@ -134,7 +142,7 @@ fn a_header_name_code_past_the_known_names_decodes_to_none() {
     let entry = sample(b"body");
     let mut encoded = entry.encoded().to_vec();
     // The first header (content-type) is a one-byte code after the count.
-    let code = usize::try_from(entry.headers_at).unwrap_or(0) + 2;
+    let code = usize::from(entry.headers_at) + 2;
     assert_eq!(encoded[code], 1);
     encoded[code] = u8::try_from(KNOWN_HEADERS.len() + 1).unwrap_or(u8::MAX);
     assert_eq!(Entry::decode(Bytes::from(encoded)), None);

@@ -18,8 +18,8 @@ impl<'a> Reader<'a> {
     }
 
     /// Where the next read starts, as an entry keeps it.
-    pub(super) fn offset(&self) -> Option<u32> {
-        u32::try_from(self.at).ok()
+    pub(super) fn offset(&self) -> Option<u16> {
+        u16::try_from(self.at).ok()
     }
 
     pub(super) fn take(&mut self, len: usize) -> Option<&'a [u8]> {
