@@ -84,6 +84,11 @@ impl StoredEntry {
     }
 }
 
+/// `body` compressed as it is for storing (`None`: not worth it).
+pub fn compress(body: &[u8]) -> Option<usize> {
+    crate::compression::compress(body).map(|stored| stored.len())
+}
+
 /// An L1 holding one entry, to time a hit.
 #[derive(Debug)]
 pub struct L1Hit {
