@@ -86,9 +86,7 @@ impl StoredName<'_> {
 fn read_name<'a>(r: &mut Reader<'a>) -> Option<StoredName<'a>> {
     match r.u8()? {
         0 => r.str().map(StoredName::Spelled),
-        n => KNOWN_HEADERS
-            .get(usize::from(n) - 1)
-            .map(StoredName::Known),
+        n => KNOWN_HEADERS.get(usize::from(n) - 1).map(StoredName::Known),
     }
 }
 

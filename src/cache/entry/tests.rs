@@ -129,10 +129,14 @@ fn a_header_value_too_long_for_the_encoding_is_not_sealed() {
 fn known_header_names_cost_one_byte_and_others_are_spelled_out() {
     let mut parts = sample_parts(b"");
     parts.headers.clear();
-    parts.headers.insert("content-type", HeaderValue::from_static("a"));
+    parts
+        .headers
+        .insert("content-type", HeaderValue::from_static("a"));
     let known = parts.encoded_len();
     parts.headers.clear();
-    parts.headers.insert("x-custom-type", HeaderValue::from_static("a"));
+    parts
+        .headers
+        .insert("x-custom-type", HeaderValue::from_static("a"));
     assert_eq!(parts.encoded_len() - known, 2 + "x-custom-type".len());
     assert_eq!(parts.seal().map(|e| e.headers(0)), Some(parts.headers));
 }
