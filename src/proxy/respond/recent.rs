@@ -152,3 +152,71 @@ pub(super) fn keep(asked: &Asked<'_>, status: StatusCode, headers: &HeaderMap, b
         slots[slot] = Some(kept);
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::Layer;
+
+    fn request(headers: &[(&str, &str)], method: Method) -> Parts {
+        let mut builder = http::Request::builder().method(method).uri("/p/1");
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        builder.body(()).unwrap().into_parts().0
+    }
+
+    fn keep_one(asked: &Asked<'_>, body: &'static [u8]) {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AGE, HeaderValue::from(asked.age));
+        keep(asked, StatusCode::OK, &headers, &Bytes::from_static(body));
+    }
+
+    #[test]
+    fn a_kept_answer_is_found_only_for_what_it_was_made_from() {
+        let policy = Policy::rfc();
+        let source = Bytes::from(b"an encoded entry".to_vec());
+        let hit = Served::Hit(Layer::L1);
+        let plain = request(&[("accept-encoding", "br")], Method::GET);
+        let asked = Asked::of(&plain, &source, &policy, hit, 5, 60).unwrap();
+        assert!(find(&asked).is_none(), "nothing kept yet");
+        keep_one(&asked, b"made");
+        let (status, headers, body) = find(&asked).unwrap();
+        assert_eq!(
+            (status, &headers[header::AGE], &body[..]),
+            (StatusCode::OK, &HeaderValue::from(5u64), &b"made"[..])
+        );
+
+        let older = Asked::of(&plain, &source, &policy, hit, 6, 59).unwrap();
+        assert!(find(&older).is_none(), "another Age");
+        let gzip = request(&[("accept-encoding", "gzip")], Method::GET);
+        let other_coding = Asked::of(&gzip, &source, &policy, hit, 5, 60).unwrap();
+        assert!(find(&other_coding).is_none(), "another Accept-Encoding");
+        let l2 = Asked::of(&plain, &source, &policy, Served::Hit(Layer::L2), 5, 60).unwrap();
+        assert!(find(&l2).is_none(), "served another way");
+        let copy = Bytes::from(b"an encoded entry".to_vec());
+        let same_bytes = Asked::of(&plain, &copy, &policy, hit, 5, 60).unwrap();
+        assert!(find(&same_bytes).is_none(), "equal bytes, another entry");
+    }
+
+    #[test]
+    fn ranges_conditionals_and_heads_are_never_kept() {
+        let policy = Policy::rfc();
+        let source = Bytes::from_static(b"entry");
+        let hit = Served::Hit(Layer::L1);
+        for headers in [
+            &[("range", "bytes=0-1")][..],
+            &[("if-none-match", "\"x\"")],
+            &[("if-modified-since", "Tue, 01 Dec 2026 17:58:38 GMT")],
+            &[("accept-encoding", "br"), ("accept-encoding", "gzip")],
+        ] {
+            let asked = request(headers, Method::GET);
+            assert!(
+                Asked::of(&asked, &source, &policy, hit, 0, 1).is_none(),
+                "{headers:?}"
+            );
+        }
+        let head = request(&[], Method::HEAD);
+        assert!(Asked::of(&head, &source, &policy, hit, 0, 1).is_none());
+    }
+}
