@@ -71,7 +71,9 @@ impl Cache {
             return Some((entry, Layer::L1));
         }
         let l2 = self.l2.as_ref()?;
-        let entry = l2.get(key).await?;
+        // Boxed: a round trip's state would otherwise be carried (and
+        // copied as the future moves) by every L1 hit too.
+        let entry = Box::pin(l2.get(key)).await?;
         if entry.retain_for(now).is_zero() {
             return None;
         }

@@ -574,14 +574,17 @@ pub(crate) fn not_modified(
     if saw_if_none_match {
         return false;
     }
-    let since = request
+    let Some(since) = request
         .get(header::IF_MODIFIED_SINCE)
-        .and_then(|since| http_date(since, now));
+        .and_then(|since| http_date(since, now))
+    else {
+        return false;
+    };
     let modified = stored
         .get(header::LAST_MODIFIED)
         .or_else(|| stored.get(header::DATE))
         .and_then(|modified| http_date(modified, now));
-    matches!((since, modified), (Some(since), Some(modified)) if modified <= since)
+    modified.is_some_and(|modified| modified <= since)
 }
 
 /// The opaque part of an entity tag: weak comparison ignores `W/`.

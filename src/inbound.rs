@@ -185,34 +185,37 @@ pub(crate) fn canonical_host(headers: &mut HeaderMap, uri: &Uri) -> Result<(), P
         (None, Some(authority)) => authority.as_bytes(),
         (None, None) => return Ok(()),
     };
-    let Some(name) = host_name(host) else {
-        return bad("is not a host name");
-    };
-    if given.is_some_and(|given| given.as_bytes() == name.as_bytes()) {
-        return Ok(());
-    }
     // Nearly every request of a client names the same host (and port):
-    // the value made for the last one is shared, not made again.
+    // what was made of the last one (the checked name, lower-cased, and
+    // whether it is all the header said) is used again, not made again.
+    type Made = (Box<[u8]>, bool, HeaderValue);
     thread_local! {
-        static LAST: std::cell::RefCell<Option<(Box<[u8]>, HeaderValue)>> =
-            const { std::cell::RefCell::new(None) };
+        static LAST: std::cell::RefCell<Option<Made>> = const { std::cell::RefCell::new(None) };
     }
     let cached = LAST.with_borrow(|last| {
         last.as_ref()
-            .filter(|(sent, _)| **sent == *host)
-            .map(|(_, value)| value.clone())
+            .filter(|(sent, ..)| **sent == *host)
+            .map(|(_, whole, value)| (*whole, value.clone()))
     });
-    let value = match cached {
-        Some(value) => value,
+    let (whole, value) = match cached {
+        Some(made) => made,
         None => {
+            let Some(name) = host_name(host) else {
+                return bad("is not a host name");
+            };
             let lower = name.to_ascii_lowercase();
             let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(lower)) else {
                 return bad("is not a host name");
             };
-            LAST.set(Some((host.into(), value.clone())));
-            value
+            let whole = name.len() == host.len();
+            LAST.set(Some((host.into(), whole, value.clone())));
+            (whole, value)
         }
     };
+    // A Host header that is its name alone, without a port, is kept as sent.
+    if whole && given.is_some() {
+        return Ok(());
+    }
     headers.insert(header::HOST, value);
     Ok(())
 }

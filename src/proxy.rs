@@ -153,20 +153,26 @@ async fn serve(
         Err(error) => return error.to_response(),
     };
 
-    // Writes, and what the cache stays out of, pass to the upstream.
+    // Writes, and what the cache stays out of, pass to the upstream. The
+    // paths that reach the upstream are boxed: unboxed, their state would
+    // make every request's future as large, and a hit would copy it each
+    // time the future moves (measured: about 250 instructions a hit).
     if !is_safe(&parts.method) {
         let effects = WriteEffects::of(&policies, matched.as_ref(), &tenant, &parts);
         let reason = BypassReason::Method;
-        return pass(state, parts, body, client, reason, Some(effects)).await;
+        return Box::pin(pass(state, parts, body, client, reason, Some(effects))).await;
     }
     let cacheable_method = parts.method == Method::GET || parts.method == Method::HEAD;
     let (policy, params) = match matched {
         Some(matched) => (matched.policy, matched.params),
         None if cacheable_method => (policies.rfc(), Vec::new()),
-        None => return pass(state, parts, body, client, BypassReason::NoPolicy, None).await,
+        None => {
+            let reason = BypassReason::NoPolicy;
+            return Box::pin(pass(state, parts, body, client, reason, None)).await;
+        }
     };
     if let Some(reason) = pass::bypass_reason(policy, &parts) {
-        return pass(state, parts, body, client, reason, None).await;
+        return Box::pin(pass(state, parts, body, client, reason, None)).await;
     }
     drop(body); // a GET's body has no meaning for the cache (RFC 9110 §9.3.1)
 
@@ -203,14 +209,17 @@ async fn serve(
         // The whole response could not answer: a stored part may, else the
         // range is asked of the upstream (and a part it sends kept).
         let fill = fill(key, None).asking(asked.cc.no_store);
-        return partial::serve(state, &parts, fill, &asked, forward).await;
+        return Box::pin(partial::serve(state, &parts, fill, &asked, forward)).await;
     }
     if asked.cc.only_if_cached {
         return respond::error_response(&ProxyError::NotCached, Served::OnlyIfCached);
     }
     let validators = stale.as_ref().map(|(entry, _)| entry);
     let fill = fill(key, validators).asking(asked.cc.no_store);
-    miss::fill_and_respond(state, &parts, fill, &asked, forward, stale).await
+    Box::pin(miss::fill_and_respond(
+        state, &parts, fill, &asked, forward, stale,
+    ))
+    .await
 }
 
 pub(crate) fn is_safe(method: &Method) -> bool {

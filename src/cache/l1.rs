@@ -9,6 +9,7 @@
 //! decided on read from the entry's own timestamps (so L1 and L2 agree),
 //! and an entry past every window is dropped when read or evicted for room.
 
+use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
@@ -27,9 +28,42 @@ use crate::metrics::Metrics;
 /// the byte budget is a budget of memory, not of payload.
 const MOKA_OVERHEAD: u32 = 200;
 
+/// Hashes a [`CacheKey`] for moka by taking 8 of its bytes: a key is a
+/// SHA-256 digest, already uniform, so SipHashing it again (moka's default)
+/// would cost every lookup a second hash for nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct KeyHash;
+
+impl BuildHasher for KeyHash {
+    type Hasher = KeyHasher;
+
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher(0)
+    }
+}
+
+/// See [`KeyHash`]. A key hashes as its length, then its bytes; each
+/// write is folded in, so the length is a constant and the first 8 bytes
+/// of the digest are the hash.
+#[derive(Debug)]
+pub(crate) struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut word = [0u8; 8];
+        let n = bytes.len().min(8);
+        word[..n].copy_from_slice(&bytes[..n]);
+        self.0 = self.0.rotate_left(17) ^ u64::from_le_bytes(word);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 #[derive(Clone)]
 pub(crate) struct L1 {
-    cache: Cache<CacheKey, Entry>,
+    cache: Cache<CacheKey, Entry, KeyHash>,
     capacity: u64,
 }
 
@@ -55,7 +89,7 @@ impl L1 {
                     metrics.evictions.fetch_add(1, Ordering::Relaxed);
                 }
             })
-            .build();
+            .build_with_hasher(KeyHash);
         Self { cache, capacity }
     }
 
@@ -144,6 +178,22 @@ mod tests {
         assert!(bytes <= capacity, "{bytes} bytes in a budget of {capacity}");
         assert!(entries > 0 && entries < 200, "{entries} entries");
         assert!(metrics.evictions.load(Ordering::Relaxed) > 0);
+    }
+
+    #[test]
+    fn a_key_hashes_as_its_leading_bytes() {
+        let hash = |key: CacheKey| KeyHash.hash_one(key);
+        assert_eq!(hash(key(1)), hash(key(1)));
+        assert_ne!(hash(key(1)), hash(key(2)));
+        let mut a = [0u8; 32];
+        let mut b = [0u8; 32];
+        a[0] = 1;
+        b[0] = 2;
+        assert_ne!(
+            hash(CacheKey::from_bytes(a)),
+            hash(CacheKey::from_bytes(b)),
+            "the first byte counts"
+        );
     }
 
     #[test]

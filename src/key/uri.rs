@@ -26,8 +26,7 @@ pub(crate) fn kept_query<'a>(
 /// decoded, the remaining ones upper-cased, dot segments removed. These never
 /// change what a path means, so equivalent spellings share one entry.
 pub(crate) fn normalize_path(path: &str) -> Cow<'_, str> {
-    let has_dots = path.split('/').any(|s| s == "." || s == "..");
-    if !path.contains('%') && !has_dots {
+    if !path.as_bytes().contains(&b'%') && !has_dot_segment(path) {
         return Cow::Borrowed(path);
     }
     let mut decoded = String::with_capacity(path.len());
@@ -54,6 +53,13 @@ pub(crate) fn normalize_path(path: &str) -> Cow<'_, str> {
     Cow::Owned(remove_dot_segments(&decoded))
 }
 
+/// Whether a segment of `path` is `.` or `..`.
+fn has_dot_segment(path: &str) -> bool {
+    path.as_bytes()
+        .split(|&b| b == b'/')
+        .any(|segment| segment == b"." || segment == b"..")
+}
+
 /// Why a path has no one meaning: the upstream, a framework or a file
 /// server in front of it may decode it differently from folio.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -76,12 +82,17 @@ pub(crate) enum AmbiguousPath {
 /// whose meaning depends on the decoder are refused instead.
 pub(crate) fn canonical_path(path: &str) -> Result<Cow<'_, str>, AmbiguousPath> {
     let bytes = path.as_bytes();
+    // Nearly every path is already canonical: no escape, no empty or dot
+    // segment. Those are seen in this one pass and returned as they are.
+    let (mut escaped, mut empty_segment) = (false, false);
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
             b'\\' => return Err(AmbiguousPath::Backslash),
             b';' => return Err(AmbiguousPath::PathParameter),
+            b'/' if i > 0 && bytes[i - 1] == b'/' => empty_segment = true,
             b'%' => {
+                escaped = true;
                 let byte = bytes
                     .get(i + 1..i + 3)
                     .and_then(hex_byte)
@@ -95,6 +106,9 @@ pub(crate) fn canonical_path(path: &str) -> Result<Cow<'_, str>, AmbiguousPath> 
             _ => {}
         }
         i += 1;
+    }
+    if !escaped && !empty_segment && !has_dot_segment(path) {
+        return Ok(Cow::Borrowed(path));
     }
     for segment in path.split('/').filter(|s| s.contains('%')) {
         let dots = segment.replace("%2e", ".").replace("%2E", ".");

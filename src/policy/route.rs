@@ -100,7 +100,12 @@ impl Template {
 
 /// Path segments without empty ones, so `/a//b/` is `a`, `b`.
 pub(crate) fn split_path(path: &str) -> impl Iterator<Item = &str> {
-    path.split('/').filter(|s| !s.is_empty())
+    let mut rest = path;
+    std::iter::from_fn(move || {
+        let (segment, after) = next_segment(rest)?;
+        rest = after;
+        Some(segment)
+    })
 }
 
 /// All routes of a policy set, as a trie over path segments.
@@ -156,11 +161,13 @@ fn pick(routes: &[(Vec<Method>, usize)], method: &Method) -> Option<usize> {
 
 /// The next non-empty segment of `rest` and what follows it.
 fn next_segment(rest: &str) -> Option<(&str, &str)> {
-    let rest = rest.trim_start_matches('/');
-    if rest.is_empty() {
-        return None;
-    }
-    Some(rest.split_once('/').unwrap_or((rest, "")))
+    // By bytes: '/' is ASCII, so every cut is at a character boundary.
+    let start = rest.bytes().position(|b| b != b'/')?;
+    let rest = rest.get(start..)?;
+    Some(match rest.bytes().position(|b| b == b'/') {
+        Some(end) => (rest.get(..end)?, rest.get(end + 1..)?),
+        None => (rest, ""),
+    })
 }
 
 fn find_in(

@@ -137,7 +137,8 @@ fn answer(
             Body::Empty,
         ),
     };
-    let mut headers = answer_headers(policy, entry, served, now);
+    let (age, ttl) = (entry.age(now).as_secs(), entry.ttl_secs(now));
+    let mut headers = answer_headers(policy, entry, served, age, ttl);
     headers.insert(
         header::CONTENT_RANGE,
         HeaderValue::from_str(&content_range).ok()?,

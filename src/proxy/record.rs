@@ -43,15 +43,21 @@ pub(super) fn record(
     took: Duration,
     upstream: Duration,
 ) {
-    let header = |name| {
-        response
-            .headers()
-            .get(name)
-            .and_then(|v: &HeaderValue| v.to_str().ok())
-            .unwrap_or("-")
-    };
+    // One pass over the answer's few headers rather than two hashed
+    // lookups of custom names; the first value of each, as `get` gives.
+    let (mut x_cache, mut x_cache_layer) = (None, None);
+    for (name, value) in response.headers() {
+        if x_cache.is_none() && name == X_CACHE {
+            x_cache = Some(value);
+        } else if x_cache_layer.is_none() && name == X_CACHE_LAYER {
+            x_cache_layer = Some(value);
+        }
+    }
+    fn text(value: Option<&HeaderValue>) -> &str {
+        value.and_then(|v| v.to_str().ok()).unwrap_or("-")
+    }
     let failed = response.extensions().get::<Failed>().is_some();
-    let (result, layer) = classify(header(X_CACHE), header(X_CACHE_LAYER), failed);
+    let (result, layer) = classify(text(x_cache), text(x_cache_layer), failed);
     state
         .metrics
         .request(&ctx.endpoint, &ctx.tenant, result, layer, took);

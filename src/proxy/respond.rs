@@ -21,6 +21,8 @@ use crate::policy::{DEFAULT_MAX_BODY, Policy};
 use crate::ranges;
 use crate::upstream;
 
+mod recent;
+
 /// Marks responses folio made up because something failed.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Failed;
@@ -48,7 +50,12 @@ pub(super) fn respond(
     served: Served,
     now: SystemTime,
 ) -> Response<Body> {
-    let mut headers = answer_headers(policy, entry, served, now);
+    let (age, ttl) = (entry.age(now).as_secs(), entry.ttl_secs(now));
+    let plain = recent::Asked::of(request, entry.encoded(), policy, served, age, ttl);
+    if let Some((status, headers, body)) = plain.as_ref().and_then(recent::find) {
+        return answer(status, headers, Body::full(body));
+    }
+    let mut headers = answer_headers(policy, entry, served, age, ttl);
     let etag = entry.etag();
     // A compressed entry answers in the form the client takes, each form
     // with its own ETag; a range is always a range of the decoded body.
@@ -121,13 +128,26 @@ pub(super) fn respond(
                 headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
                 (entry.status(), Body::Empty)
             }
-            None => (entry.status(), Body::full(body)),
+            None => {
+                headers.insert(header::ETAG, etag);
+                if entry.status() == StatusCode::OK {
+                    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+                }
+                if let Some(plain) = &plain {
+                    recent::keep(plain, entry.status(), &headers, &body);
+                }
+                return answer(entry.status(), headers, Body::full(body));
+            }
         }
     };
     headers.insert(header::ETAG, etag);
     if entry.status() == StatusCode::OK {
         headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     }
+    answer(status, headers, body)
+}
+
+fn answer(status: StatusCode, headers: HeaderMap, body: Body) -> Response<Body> {
     let mut response = Response::new(body);
     *response.status_mut() = status;
     *response.headers_mut() = headers;
@@ -194,7 +214,8 @@ pub(super) fn answer_headers(
     policy: &Policy,
     entry: &Entry,
     served: Served,
-    now: SystemTime,
+    age: u64,
+    ttl: i64,
 ) -> HeaderMap {
     // Room for what is added here and by the caller without growing the map.
     let mut headers = entry.headers(RESPONSE_HEADERS_ADDED);
@@ -204,7 +225,7 @@ pub(super) fn answer_headers(
     if let Some(cdn) = &policy.cdn_cache_control {
         headers.insert(CDN_CACHE_CONTROL, cdn.clone());
     }
-    headers.insert(header::AGE, HeaderValue::from(entry.age(now).as_secs()));
+    headers.insert(header::AGE, HeaderValue::from(age));
     upstream::append_via(&mut headers);
     let forwarded = match served {
         Served::Miss {
@@ -213,7 +234,7 @@ pub(super) fn answer_headers(
         Served::Miss { .. } => Some(entry.status().as_u16()),
         _ => None,
     };
-    served.annotate(&mut headers, Some(entry.ttl_secs(now)), forwarded);
+    served.annotate(&mut headers, Some(ttl), forwarded);
     headers
 }
 
