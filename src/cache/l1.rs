@@ -28,36 +28,60 @@ use crate::metrics::Metrics;
 /// the byte budget is a budget of memory, not of payload.
 const MOKA_OVERHEAD: u32 = 200;
 
-/// Hashes a [`CacheKey`] for moka by taking 8 of its bytes: a key is a
-/// SHA-256 digest, already uniform, so SipHashing it again (moka's default)
-/// would cost every lookup a second hash for nothing.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct KeyHash;
+/// Hashes a [`CacheKey`] for moka from 8 of its bytes: a key is a SHA-256
+/// digest, already uniform, so SipHashing all 32 again (moka's default)
+/// would cost every lookup a second hash. The 8 bytes are mixed with a
+/// per-process seed through a full-avalanche finalizer: a client who grinds
+/// paths until their digests share low bits (which pick the table's slot)
+/// does not share low bits of the hash, since it cannot know the seed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct KeyHash {
+    seed: u64,
+}
+
+impl KeyHash {
+    /// A hasher with a seed of this process's own.
+    pub(crate) fn random() -> Self {
+        Self {
+            seed: std::hash::RandomState::new().hash_one(0u64),
+        }
+    }
+}
 
 impl BuildHasher for KeyHash {
     type Hasher = KeyHasher;
 
     fn build_hasher(&self) -> KeyHasher {
-        KeyHasher(0)
+        KeyHasher {
+            seed: self.seed,
+            word: 0,
+        }
     }
 }
 
 /// See [`KeyHash`]. A key hashes as its length, then its bytes; each
 /// write is folded in, so the length is a constant and the first 8 bytes
-/// of the digest are the hash.
+/// of the digest decide the hash.
 #[derive(Debug)]
-pub(crate) struct KeyHasher(u64);
+pub(crate) struct KeyHasher {
+    seed: u64,
+    word: u64,
+}
 
 impl Hasher for KeyHasher {
     fn write(&mut self, bytes: &[u8]) {
         let mut word = [0u8; 8];
         let n = bytes.len().min(8);
         word[..n].copy_from_slice(&bytes[..n]);
-        self.0 = self.0.rotate_left(17) ^ u64::from_le_bytes(word);
+        self.word = self.word.rotate_left(17) ^ u64::from_le_bytes(word);
     }
 
+    /// splitmix64's finalizer: every output bit depends on every input bit.
     fn finish(&self) -> u64 {
-        self.0
+        let mut z = self.word ^ self.seed;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
     }
 }
 
@@ -89,7 +113,7 @@ impl L1 {
                     metrics.evictions.fetch_add(1, Ordering::Relaxed);
                 }
             })
-            .build_with_hasher(KeyHash);
+            .build_with_hasher(KeyHash::random());
         Self { cache, capacity }
     }
 
@@ -182,7 +206,8 @@ mod tests {
 
     #[test]
     fn a_key_hashes_as_its_leading_bytes() {
-        let hash = |key: CacheKey| KeyHash.hash_one(key);
+        let hasher = KeyHash::random();
+        let hash = |key: CacheKey| hasher.hash_one(key);
         assert_eq!(hash(key(1)), hash(key(1)));
         assert_ne!(hash(key(1)), hash(key(2)));
         let mut a = [0u8; 32];
@@ -193,6 +218,25 @@ mod tests {
             hash(CacheKey::from_bytes(a)),
             hash(CacheKey::from_bytes(b)),
             "the first byte counts"
+        );
+    }
+
+    #[test]
+    fn digests_ground_to_share_low_bits_spread_over_the_table() {
+        // Keys a client could grind for: the same low 7 bytes, so the same
+        // low bits of the word moka would index its table with.
+        let hasher = KeyHash::random();
+        let slots: std::collections::HashSet<u64> = (0..=255u8)
+            .map(|top| {
+                let mut bytes = [0u8; 32];
+                bytes[7] = top;
+                hasher.hash_one(CacheKey::from_bytes(bytes)) & 0xffff
+            })
+            .collect();
+        assert!(
+            slots.len() > 200,
+            "256 keys in {} of 65,536 slots",
+            slots.len()
         );
     }
 
