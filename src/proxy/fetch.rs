@@ -115,7 +115,7 @@ pub(super) async fn fetch(state: &State, fill: &Fill) -> Result<Fetched, ProxyEr
                             entry.tags.push(tag.into());
                         }
                     }
-                    sealed(entry, true)
+                    sealed(entry, true, DEFAULT_MAX_BODY.max(fill.policy.max_body))?
                 }
                 Err(reason) => {
                     let mut merged = merged;
@@ -190,25 +190,31 @@ pub(super) async fn fetch(state: &State, fill: &Fill) -> Result<Fetched, ProxyEr
                 requested_at,
                 now,
             );
-            Ok(sealed(entry, false))
+            sealed(entry, false, DEFAULT_MAX_BODY.max(fill.policy.max_body))
         }
     }
 }
 
 /// The entry to store and share; or, for the rare answer its encoding cannot
-/// hold (a header name or tag over 64 KiB), a response for this client only.
-fn sealed(parts: EntryParts, revalidated: bool) -> Fetched {
-    match parts.seal() {
-        Some(entry) => Fetched::Entry(entry, revalidated),
-        None => {
-            let mut headers = parts.headers;
-            headers.insert(header::ETAG, parts.etag);
-            let mut response = Response::new(Body::full(parts.body));
-            *response.status_mut() = parts.status;
-            *response.headers_mut() = headers;
-            Fetched::Response(response, NotStored::TooLarge)
-        }
+/// hold (over 64 KiB before the body), a response for this client only,
+/// decoded if it was compressed for storing: as any client takes it.
+fn sealed(parts: EntryParts, revalidated: bool, max_body: usize) -> Result<Fetched, ProxyError> {
+    if let Some(entry) = parts.seal() {
+        return Ok(Fetched::Entry(entry, revalidated));
     }
+    let mut headers = parts.headers;
+    let body = if parts.compressed {
+        headers.remove(header::CONTENT_ENCODING);
+        compression::decode(Coding::Br, &parts.body, max_body)
+            .map_err(|error| ProxyError::UpstreamBody(error.to_string()))?
+    } else {
+        parts.body
+    };
+    headers.insert(header::ETAG, parts.etag);
+    let mut response = Response::new(Body::full(body));
+    *response.status_mut() = parts.status;
+    *response.headers_mut() = headers;
+    Ok(Fetched::Response(response, NotStored::TooLarge))
 }
 
 /// Whether a HEAD answer describes the stored representation: the same

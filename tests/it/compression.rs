@@ -289,3 +289,24 @@ async fn a_revalidated_compressed_entry_keeps_its_form_and_etags() {
     assert_eq!(plain.header("etag"), "\"v1\"");
     assert_eq!(plain.text(), body);
 }
+
+#[tokio::test]
+async fn an_answer_too_large_to_store_reaches_its_client_in_a_form_it_takes() {
+    // 70 KB of headers before the body: the entry's encoding cannot hold
+    // it, so the answer goes to this client alone, never as brotli to a
+    // client that did not ask for it.
+    let body = product();
+    let upstream = TestUpstream::start({
+        let body = body.clone();
+        move |_| Reply::json(body.clone()).header("link", &"x".repeat(70_000))
+    })
+    .await;
+    let folio = Folio::start(&upstream, POLICY).await;
+    for _ in 0..2 {
+        let identity = product_from(&folio, None).await;
+        assert_eq!(identity.status, 200);
+        assert_eq!(identity.header("content-encoding"), "");
+        assert_eq!(identity.text(), body);
+    }
+    assert_eq!(upstream.hits("/api/v1/products/42"), 2, "not stored");
+}
