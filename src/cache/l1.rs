@@ -23,13 +23,31 @@ use crate::key::CacheKey;
 use crate::metrics::Metrics;
 
 /// What moka keeps beside each entry (its hash-table slot, the `Arc`'d key
-/// and value records, the access-order node) and the allocator's headers
-/// for them, measured with `benches/memory.rs`: weighed with the entry so
-/// the byte budget is a budget of memory, not of payload.
-const MOKA_OVERHEAD: u32 = 200;
+/// and value records, the access-order node, its share of the frequency
+/// sketch), measured at 100,000 entries (RSS growth with
+/// `benches/compare.py --only memory`, less the entries' own blocks):
+/// weighed with the entry so the byte budget is a budget of memory, not of
+/// payload.
+const MOKA_OVERHEAD: u32 = 340;
 
-/// Hashes a [`CacheKey`] for moka from 8 of its bytes: a key is a SHA-256
-/// digest, already uniform, so SipHashing all 32 again (moka's default)
+/// What L1 files an entry under: the first 16 bytes of its [`CacheKey`].
+/// moka keeps each key in an `Arc` of its own, which for 32 bytes is a
+/// 48-byte block and for 16 a 32-byte one: 31 bytes less per entry,
+/// measured. 128 bits of SHA-256 still take 2^128 tries to match a given
+/// key (and the entry's tenant is checked on read besides).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct L1Key([u8; 16]);
+
+impl From<&CacheKey> for L1Key {
+    fn from(key: &CacheKey) -> Self {
+        let mut half = [0u8; 16];
+        half.copy_from_slice(&key.bytes()[..16]);
+        Self(half)
+    }
+}
+
+/// Hashes an [`L1Key`] for moka from 8 of its bytes: a key is a SHA-256
+/// digest, already uniform, so SipHashing all 16 again (moka's default)
 /// would cost every lookup a second hash. The 8 bytes are mixed with a
 /// per-process seed through a full-avalanche finalizer: a client who grinds
 /// paths until their digests share low bits (which pick the table's slot)
@@ -87,7 +105,7 @@ impl Hasher for KeyHasher {
 
 #[derive(Clone)]
 pub(crate) struct L1 {
-    cache: Cache<CacheKey, Entry, KeyHash>,
+    cache: Cache<L1Key, Entry, KeyHash>,
     capacity: u64,
 }
 
@@ -106,7 +124,7 @@ impl L1 {
     pub(crate) fn new(capacity: u64, metrics: Arc<Metrics>) -> Self {
         let cache = Cache::builder()
             .max_capacity(capacity)
-            .weigher(|_: &CacheKey, entry: &Entry| entry.weight().saturating_add(MOKA_OVERHEAD))
+            .weigher(|_: &L1Key, entry: &Entry| entry.weight().saturating_add(MOKA_OVERHEAD))
             .eviction_listener(move |_, _, cause| {
                 // Replaced and explicitly removed entries are not evictions.
                 if cause == RemovalCause::Size {
@@ -132,10 +150,11 @@ impl L1 {
     /// The entry under `key`, unless it is past every window at `now`
     /// (then it is dropped).
     pub(crate) fn get(&self, key: &CacheKey, now: SystemTime) -> Option<Entry> {
-        let entry = self.cache.get(key)?;
+        let key = L1Key::from(key);
+        let entry = self.cache.get(&key)?;
         if entry.retain_for(now).is_zero() {
             // Only the entry read: one stored meanwhile stays.
-            self.cache.entry(*key).and_compute_with(|held| match held {
+            self.cache.entry(key).and_compute_with(|held| match held {
                 Some(held) if held.value().shares_buffer_with(&entry) => Op::Remove,
                 _ => Op::Nop,
             });
@@ -145,12 +164,12 @@ impl L1 {
     }
 
     pub(crate) fn insert(&self, key: CacheKey, entry: Entry) {
-        self.cache.insert(key, entry);
+        self.cache.insert(L1Key::from(&key), entry);
     }
 
     /// Removes `key`; whether it was there.
     pub(crate) fn remove(&self, key: &CacheKey) -> bool {
-        self.cache.remove(key).is_some()
+        self.cache.remove(&L1Key::from(key)).is_some()
     }
 }
 
@@ -207,7 +226,7 @@ mod tests {
     #[test]
     fn a_key_hashes_as_its_leading_bytes() {
         let hasher = KeyHash::random();
-        let hash = |key: CacheKey| hasher.hash_one(key);
+        let hash = |key: CacheKey| hasher.hash_one(L1Key::from(&key));
         assert_eq!(hash(key(1)), hash(key(1)));
         assert_ne!(hash(key(1)), hash(key(2)));
         let mut a = [0u8; 32];
@@ -230,7 +249,7 @@ mod tests {
             .map(|top| {
                 let mut bytes = [0u8; 32];
                 bytes[7] = top;
-                hasher.hash_one(CacheKey::from_bytes(bytes)) & 0xffff
+                hasher.hash_one(L1Key::from(&CacheKey::from_bytes(bytes))) & 0xffff
             })
             .collect();
         assert!(
@@ -238,6 +257,16 @@ mod tests {
             "256 keys in {} of 65,536 slots",
             slots.len()
         );
+    }
+
+    #[test]
+    fn what_moka_keeps_per_entry_stays_in_the_small_size_classes() {
+        // moka wraps the key in an `Arc` (32 bytes with 16 of key, 48 with
+        // 32) and the value in a record with three words (48 bytes with a
+        // value of 24 or less, 64 above): 1 KB products cost 64 bytes more
+        // each with the 32-byte key and a `Bytes` entry.
+        assert!(std::mem::size_of::<L1Key>() <= 16);
+        assert!(std::mem::size_of::<Entry>() <= 24);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! [`EntryParts`]: one response to store, field by field, and its sealing
 //! into the encoding the tiers keep.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -127,7 +128,8 @@ impl EntryParts {
         let body_at = offset(&out)?;
         out.put_slice(&self.body);
         Some(Entry {
-            encoded: out.freeze(),
+            // One copy into the `Arc`'s block, once per store.
+            encoded: Arc::from(&out[..]),
             tags_at,
             vary_at,
             headers_at,
@@ -137,7 +139,8 @@ impl EntryParts {
 
     /// The encoding (see the module's documentation).
     pub(crate) fn encode(&self) -> Option<Bytes> {
-        self.seal().map(|entry| entry.encoded)
+        self.seal()
+            .map(|entry| Bytes::copy_from_slice(&entry.encoded))
     }
 
     /// The size of the encoding: the buffer is kept whole by

@@ -225,3 +225,18 @@ fn the_vary_index_names_the_headers_and_keeps_the_tags() {
     assert_eq!(index.tags().count(), 2);
     assert_eq!(index.body_len(), 0);
 }
+
+#[test]
+fn the_body_and_header_values_are_views_of_the_one_buffer() {
+    let entry = sample(b"the body");
+    let buffer = entry.encoded().as_ptr_range();
+    let inside = |bytes: &[u8]| buffer.contains(&bytes.as_ptr());
+    assert!(inside(&entry.body()), "body");
+    assert!(inside(entry.etag().as_bytes()), "etag");
+    let headers = entry.headers(0);
+    assert!(headers.values().all(|value| inside(value.as_bytes())));
+    // Views keep the buffer alive past the entry.
+    let body = entry.body();
+    drop(entry);
+    assert_eq!(&body[..], b"the body");
+}

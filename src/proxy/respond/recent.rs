@@ -14,6 +14,7 @@
 //! slots, and small entries only, so what they keep alive stays small.
 
 use std::cell::RefCell;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::request::Parts;
@@ -29,7 +30,7 @@ const MAX_KEPT: usize = 64 << 10;
 
 /// What an answer is made from, borrowed from the request being answered.
 pub(super) struct Asked<'a> {
-    source: &'a Bytes,
+    source: &'a Arc<[u8]>,
     served: Served,
     age: u64,
     ttl: i64,
@@ -43,7 +44,7 @@ impl<'a> Asked<'a> {
     /// body, without conditionals, of a small entry.
     pub(super) fn of(
         request: &'a Parts,
-        source: &'a Bytes,
+        source: &'a Arc<[u8]>,
         policy: &'a Policy,
         served: Served,
         age: u64,
@@ -86,7 +87,7 @@ impl<'a> Asked<'a> {
 
 /// A kept answer and what it was made from.
 struct Kept {
-    source: Bytes,
+    source: Arc<[u8]>,
     served: Served,
     age: u64,
     ttl: i64,
@@ -101,8 +102,7 @@ struct Kept {
 
 impl Kept {
     fn made_from(&self, asked: &Asked<'_>) -> bool {
-        self.source.as_ptr() == asked.source.as_ptr()
-            && self.source.len() == asked.source.len()
+        Arc::ptr_eq(&self.source, asked.source)
             && self.age == asked.age
             && self.ttl == asked.ttl
             && self.served == asked.served
@@ -132,7 +132,7 @@ pub(super) fn keep(asked: &Asked<'_>, status: StatusCode, headers: &HeaderMap, b
         return;
     }
     let kept = Kept {
-        source: asked.source.clone(),
+        source: Arc::clone(asked.source),
         served: asked.served,
         age: asked.age,
         ttl: asked.ttl,
@@ -175,7 +175,7 @@ mod tests {
     #[test]
     fn a_kept_answer_is_found_only_for_what_it_was_made_from() {
         let policy = Policy::rfc();
-        let source = Bytes::from(b"an encoded entry".to_vec());
+        let source: Arc<[u8]> = Arc::from(&b"an encoded entry"[..]);
         let hit = Served::Hit(Layer::L1);
         let plain = request(&[("accept-encoding", "br")], Method::GET);
         let asked = Asked::of(&plain, &source, &policy, hit, 5, 60).unwrap();
@@ -194,7 +194,7 @@ mod tests {
         assert!(find(&other_coding).is_none(), "another Accept-Encoding");
         let l2 = Asked::of(&plain, &source, &policy, Served::Hit(Layer::L2), 5, 60).unwrap();
         assert!(find(&l2).is_none(), "served another way");
-        let copy = Bytes::from(b"an encoded entry".to_vec());
+        let copy: Arc<[u8]> = Arc::from(&b"an encoded entry"[..]);
         let same_bytes = Asked::of(&plain, &copy, &policy, hit, 5, 60).unwrap();
         assert!(find(&same_bytes).is_none(), "equal bytes, another entry");
     }
@@ -202,7 +202,7 @@ mod tests {
     #[test]
     fn ranges_conditionals_and_heads_are_never_kept() {
         let policy = Policy::rfc();
-        let source = Bytes::from_static(b"entry");
+        let source: Arc<[u8]> = Arc::from(&b"entry"[..]);
         let hit = Served::Hit(Layer::L1);
         for headers in [
             &[("range", "bytes=0-1")][..],
