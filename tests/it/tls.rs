@@ -682,6 +682,12 @@ async fn a_redis_cluster_over_tls_shares_sealed_entries_and_purges() {
         settings.redis_cluster = cluster.urls();
         settings.ca_file = Some(ca.ca_path());
         settings.encryption_keys = Some(keys.clone());
+        // What is tried here is sharing over TLS, not Redis latency: the
+        // first commands open TLS connections to every master, slow in a
+        // debug build on a machine busy with every other test. With the
+        // default 50 ms they could time out, open the breaker, and skip
+        // every store this test waits for.
+        settings.l2_timeout = Duration::from_secs(2);
         Folio::start_with(settings, POLICY)
     };
     let a = start().await;
