@@ -323,10 +323,20 @@ impl Entry {
 
     /// The first stored value of the header `name`.
     pub(crate) fn header(&self, name: &HeaderName) -> Option<HeaderValue> {
+        HeaderValue::from_maybe_shared(self.shared().slice(self.header_range(name)?)).ok()
+    }
+
+    /// The first stored value of `name` as bytes, for checks that need no
+    /// `HeaderValue` (and so no view of the buffer to make).
+    fn header_bytes(&self, name: &HeaderName) -> Option<&[u8]> {
+        self.encoded.get(self.header_range(name)?)
+    }
+
+    fn header_range(&self, name: &HeaderName) -> Option<Range<usize>> {
         let (_, value) = self
             .stored_headers()
             .find(|(stored, _)| stored.as_bytes() == name.as_str().as_bytes())?;
-        HeaderValue::from_maybe_shared(self.shared().slice(value)).ok()
+        Some(value)
     }
 
     /// The stored headers as a map with room for `more`; the values share
@@ -399,7 +409,7 @@ impl Entry {
         if !self.flag(COMPRESSED) {
             return None;
         }
-        Coding::from_content_encoding(self.header(&http::header::CONTENT_ENCODING)?.as_bytes())
+        Coding::from_content_encoding(self.header_bytes(&http::header::CONTENT_ENCODING)?)
     }
 
     pub(crate) fn immutable(&self) -> bool {
@@ -437,7 +447,7 @@ impl Entry {
 
     /// Whether a conditional request can revalidate the entry.
     pub(crate) fn has_validators(&self) -> bool {
-        self.upstream_etag() || self.header(&http::header::LAST_MODIFIED).is_some()
+        self.upstream_etag() || self.header_bytes(&http::header::LAST_MODIFIED).is_some()
     }
 
     /// The age at which the entry stops being fresh (its freshness lifetime).
