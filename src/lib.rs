@@ -134,9 +134,7 @@ pub async fn run(
         let handler = move |request, peer| admin::handle(Arc::clone(&admin), request, peer);
         tokio::spawn(server::serve(listener, handler, stopping(), limits, None))
     });
-    // Boxed: hyper moves the future it is given (into its slot, and our
-    // wrapper), and a request's future is over 2 KB; a box moves as a pointer.
-    let handler = move |request, peer| Box::pin(proxy::handle(Arc::clone(&state), request, peer));
+    let handler = move |request, peer| proxy::handle(Arc::clone(&state), request, peer);
     let acceptor = served
         .as_ref()
         .map(|served| tokio_rustls::TlsAcceptor::from(served.server_config()));

@@ -12,7 +12,8 @@
 //! 4. the key (tenant, path, kept query, varied headers) is built; when the
 //!    upstream's answer named `Vary`, the key of this request's variant
 //!    (`lookup`);
-//! 5. L1, then L2, are asked; an entry a purge covers is ignored; the
+//! 5. L1, then L2, are asked (all before L1 is a plain call, so an L1 hit
+//!    is answered without a future); an entry a purge covers is ignored; the
 //!    request's own directives and the entry's freshness decide between a
 //!    `HIT`, a stale answer (`STALE`), and asking the upstream (`lookup`,
 //!    answers built by `respond`);
@@ -29,27 +30,31 @@
 //! `record`; `rewarm` refetches popular entries after a purge.
 
 use std::cell::Cell;
+use std::future::{Future, Ready, ready};
 use std::net::{IpAddr, SocketAddr};
-use std::panic::AssertUnwindSafe;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use futures_util::FutureExt as _;
+use futures_util::future::Either;
+use http::request::Parts;
 use http::{Method, Request, Response, header};
 use hyper::body::Incoming;
 
 use crate::body::Body;
-use crate::cache::Cache;
 use crate::cache::entry::Entry;
+use crate::cache::{Cache, Layer};
 use crate::error::ProxyError;
 use crate::flight::Flights;
 use crate::freshness;
 use crate::invalidation::Invalidator;
 use crate::key::CacheKey;
 use crate::metrics::Metrics;
-use crate::outcome::{BypassReason, Served};
-use crate::policy::PolicySet;
+use crate::outcome::{BypassReason, Forward, Served};
+use crate::policy::{Policy, PolicySet};
 use crate::settings::{Cidr, TenantSource};
 use crate::upstream::{UPSTREAM_TIME, Upstream};
 
@@ -94,12 +99,25 @@ pub(crate) struct State {
     pub(crate) started: Instant,
 }
 
+/// What `handle` gives hyper: the answer when it was made at once (a hit
+/// from L1, a refusal), else the work still to do.
+pub(crate) type Handled = Either<Ready<Response<Body>>, Later>;
+
+/// A request's remaining work: Redis, the upstream.
+pub(crate) type Later = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
+
+/// How far `serve` got without waiting.
+enum Step {
+    Done(Response<Body>),
+    Later(Later),
+}
+
 /// Serves one request; never fails (errors are JSON responses).
-pub(crate) async fn handle(
-    state: Arc<State>,
-    request: Request<Incoming>,
-    client: SocketAddr,
-) -> Response<Body> {
+///
+/// Up to the L1 lookup nothing waits, so that part runs here, not in a
+/// future: a hit (most requests) is answered without one, and no request
+/// carries the state of the slower paths, which are boxed.
+pub(crate) fn handle(state: Arc<State>, request: Request<Incoming>, client: SocketAddr) -> Handled {
     let started = Instant::now();
     let log = state
         .access
@@ -109,34 +127,50 @@ pub(crate) async fn handle(
         endpoint: Arc::clone(&state.unmatched),
         tenant: Arc::clone(&state.unmatched),
     };
-    let served = UPSTREAM_TIME.scope(Cell::new(Duration::ZERO), async {
-        let response = serve(&state, request, client.ip(), &mut ctx).await;
-        (response, UPSTREAM_TIME.with(Cell::get))
-    });
     // A bug met by one request fails that request alone, with a 500, and is
     // counted; the connection and every other request go on.
-    let (response, upstream) = match AssertUnwindSafe(served).catch_unwind().await {
-        Ok(done) => done,
-        Err(_) => (record::panicked(&state), Duration::ZERO),
+    let step = catch_unwind(AssertUnwindSafe(|| {
+        serve(&state, request, client.ip(), &mut ctx)
+    }));
+    let response = match step {
+        Ok(Step::Done(response)) => response,
+        Err(_) => record::panicked(&state),
+        Ok(Step::Later(later)) => {
+            return Either::Right(Box::pin(async move {
+                let served = UPSTREAM_TIME.scope(Cell::new(Duration::ZERO), async {
+                    (later.await, UPSTREAM_TIME.with(Cell::get))
+                });
+                let (response, upstream) = match AssertUnwindSafe(served).catch_unwind().await {
+                    Ok(done) => done,
+                    Err(_) => (record::panicked(&state), Duration::ZERO),
+                };
+                let took = started.elapsed();
+                record::record(&state, &ctx, &response, client.ip(), log, took, upstream);
+                response
+            }));
+        }
     };
     let took = started.elapsed();
-    record::record(&state, &ctx, &response, client.ip(), log, took, upstream);
-    response
+    record::record(
+        &state,
+        &ctx,
+        &response,
+        client.ip(),
+        log,
+        took,
+        Duration::ZERO,
+    );
+    Either::Left(ready(response))
 }
 
-async fn serve(
-    state: &Arc<State>,
-    request: Request<Incoming>,
-    client: IpAddr,
-    ctx: &mut Ctx,
-) -> Response<Body> {
+fn serve(state: &Arc<State>, request: Request<Incoming>, client: IpAddr, ctx: &mut Ctx) -> Step {
     let policies = state.policies.load_full();
     let (mut parts, body) = request.into_parts();
     // One canonical request: the policy, the tenant, the key and the
     // upstream all see the same path, query and headers (see `inbound`).
     let path = match admit::path(&parts) {
         Ok(path) => path,
-        Err(error) => return error.to_response(),
+        Err(error) => return Step::Done(error.to_response()),
     };
     let matched = policies.match_request(&parts.method, &path);
     let admitted = admit::request(
@@ -150,76 +184,152 @@ async fn serve(
     );
     let tenant = match admitted {
         Ok(tenant) => tenant,
-        Err(error) => return error.to_response(),
+        Err(error) => return Step::Done(error.to_response()),
     };
 
-    // Writes, and what the cache stays out of, pass to the upstream. The
-    // paths that reach the upstream are boxed: unboxed, their state would
-    // make every request's future as large, and a hit would copy it each
-    // time the future moves (measured: about 250 instructions a hit).
+    // Writes, and what the cache stays out of, pass to the upstream.
+    let passed = |parts, body, reason, effects| {
+        let state = Arc::clone(state);
+        Step::Later(Box::pin(async move {
+            pass(&state, parts, body, client, reason, effects).await
+        }))
+    };
     if !is_safe(&parts.method) {
         let effects = WriteEffects::of(&policies, matched.as_ref(), &tenant, &parts);
-        let reason = BypassReason::Method;
-        return Box::pin(pass(state, parts, body, client, reason, Some(effects))).await;
+        return passed(parts, body, BypassReason::Method, Some(effects));
     }
     let cacheable_method = parts.method == Method::GET || parts.method == Method::HEAD;
     let (policy, params) = match matched {
         Some(matched) => (matched.policy, matched.params),
         None if cacheable_method => (policies.rfc(), Vec::new()),
-        None => {
-            let reason = BypassReason::NoPolicy;
-            return Box::pin(pass(state, parts, body, client, reason, None)).await;
-        }
+        None => return passed(parts, body, BypassReason::NoPolicy, None),
     };
     if let Some(reason) = pass::bypass_reason(policy, &parts) {
-        return Box::pin(pass(state, parts, body, client, reason, None)).await;
+        return passed(parts, body, reason, None);
     }
     drop(body); // a GET's body has no meaning for the cache (RFC 9110 §9.3.1)
 
     // The key, of the request as the upstream will get it.
     if let Err(error) = admit::as_keyed(&mut parts, policy, &path) {
-        return error.to_response();
+        return Step::Done(error.to_response());
     }
-    let tenant = tenant.as_str();
     let asked = freshness::Request::new(&parts.headers);
     let (uri, headers) = (&parts.uri, &parts.headers);
-    let primary = CacheKey::new(tenant, uri.path(), uri.query(), headers, policy);
-    let fill = |key: CacheKey, stale: Option<&Entry>| {
-        Fill::new(policy, key, primary, tenant, &params, &parts, client, stale)
-    };
+    let primary = CacheKey::new(&tenant, uri.path(), uri.query(), headers, policy);
     // Private entries are per caller: a replay would need the caller's
     // credentials, which are not kept.
     if policy.rewarm && !policy.private {
-        let remembered = || fill(primary, None).remembered(state.tenant.header());
+        let remembered = || {
+            let fill = Fill::new(
+                policy, primary, primary, &tenant, &params, &parts, client, None,
+            );
+            fill.remembered(state.tenant.header())
+        };
         state.hot.touch(primary, remembered);
     }
-
-    // Look up, and decide what the entry found can do.
-    let now = SystemTime::now();
-    let found = lookup(state, primary, &parts.headers, now).await;
-    let key = found.key;
-    let decided = lookup::decide(state, &parts, policy, tenant, &asked, found, now, fill);
-    let (forward, stale) = match decided {
-        Decided::Answer(response) => return response,
-        Decided::Ask { forward, stale } => (forward, stale),
+    let cached = Cached {
+        policy: Arc::clone(policy),
+        policies: Arc::clone(&policies),
+        parts,
+        tenant,
+        primary,
+        asked,
+        client,
     };
 
-    // Ask the upstream, once per key, and store what may be stored.
-    if parts.headers.contains_key(header::RANGE) && parts.method == Method::GET {
-        // The whole response could not answer: a stored part may, else the
-        // range is asked of the upstream (and a part it sends kept).
-        let fill = fill(key, None).asking(asked.cc.no_store);
-        return Box::pin(partial::serve(state, &parts, fill, &asked, forward)).await;
+    // Look up in memory; Redis, when it must be asked, is asked later.
+    let now = SystemTime::now();
+    let state = Arc::clone(state);
+    let Some(found) = lookup::in_memory(&state, primary, &cached.parts.headers, now) else {
+        return Step::Later(Box::pin(async move {
+            let found = lookup(&state, cached.primary, &cached.parts.headers, now).await;
+            let key = found.key;
+            match cached.decide(&state, found, now) {
+                Decided::Answer(response) => response,
+                Decided::Ask { forward, stale } => cached.ask(&state, key, forward, stale).await,
+            }
+        }));
+    };
+    let key = found.key;
+    match cached.decide(&state, found, now) {
+        Decided::Answer(response) => Step::Done(response),
+        Decided::Ask { forward, stale } => Step::Later(Box::pin(async move {
+            cached.ask(&state, key, forward, stale).await
+        })),
     }
-    if asked.cc.only_if_cached {
-        return respond::error_response(&ProxyError::NotCached, Served::OnlyIfCached);
+}
+
+/// A request the cache may answer, admitted and keyed: what deciding on an
+/// entry and asking the upstream read.
+struct Cached {
+    policy: Arc<Policy>,
+    /// The set `policy` was matched in.
+    policies: Arc<PolicySet>,
+    parts: Parts,
+    tenant: String,
+    primary: CacheKey,
+    asked: freshness::Request,
+    client: IpAddr,
+}
+
+impl Cached {
+    /// What fetches (and stores) this request's response under `key`.
+    fn fill(&self, key: CacheKey, stale: Option<&Entry>) -> Fill {
+        // Only the slower paths read the route's parameters, so they are
+        // found again (the same set matches the same method and path the
+        // same way) rather than kept by every request.
+        let (method, path) = (&self.parts.method, self.parts.uri.path());
+        let matched = self.policies.match_request(method, path);
+        let params = matched.map(|m| m.params).unwrap_or_default();
+        let Self {
+            policy,
+            parts,
+            tenant,
+            primary,
+            client,
+            ..
+        } = self;
+        Fill::new(
+            policy, key, *primary, tenant, &params, parts, *client, stale,
+        )
     }
-    let validators = stale.as_ref().map(|(entry, _)| entry);
-    let fill = fill(key, validators).asking(asked.cc.no_store);
-    Box::pin(miss::fill_and_respond(
-        state, &parts, fill, &asked, forward, stale,
-    ))
-    .await
+
+    /// What the entry found can do for this request.
+    fn decide(&self, state: &Arc<State>, found: lookup::Found, now: SystemTime) -> Decided {
+        let Self {
+            policy,
+            parts,
+            tenant,
+            asked,
+            ..
+        } = self;
+        let fill = |key, stale: Option<&Entry>| self.fill(key, stale);
+        lookup::decide(state, parts, policy, tenant, asked, found, now, fill)
+    }
+
+    /// Asks the upstream for `key`, once per key, and stores what may be
+    /// stored.
+    async fn ask(
+        &self,
+        state: &Arc<State>,
+        key: CacheKey,
+        forward: Forward,
+        stale: Option<(Entry, Layer)>,
+    ) -> Response<Body> {
+        let (parts, asked) = (&self.parts, &self.asked);
+        if parts.headers.contains_key(header::RANGE) && parts.method == Method::GET {
+            // The whole response could not answer: a stored part may, else
+            // the range is asked of the upstream (and a part it sends kept).
+            let fill = self.fill(key, None).asking(asked.cc.no_store);
+            return partial::serve(state, parts, fill, asked, forward).await;
+        }
+        if asked.cc.only_if_cached {
+            return respond::error_response(&ProxyError::NotCached, Served::OnlyIfCached);
+        }
+        let validators = stale.as_ref().map(|(entry, _)| entry);
+        let fill = self.fill(key, validators).asking(asked.cc.no_store);
+        miss::fill_and_respond(state, parts, fill, asked, forward, stale).await
+    }
 }
 
 pub(crate) fn is_safe(method: &Method) -> bool {

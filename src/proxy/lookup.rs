@@ -29,6 +29,32 @@ pub(super) struct Found {
     pub(super) saw_index: bool,
 }
 
+/// What this instance's memory alone finds for `primary` (and the variant a
+/// vary index there names); `None` when Redis must be asked: an entry not
+/// in L1 may be in L2. A hit so needs no future: it is answered at once.
+pub(super) fn in_memory(
+    state: &State,
+    primary: CacheKey,
+    headers: &HeaderMap,
+    now: SystemTime,
+) -> Option<Found> {
+    let entry = state.cache.lookup_local(&primary, now)?;
+    if !entry.vary_index() {
+        return Some(Found {
+            key: primary,
+            entry: Some((entry, Layer::L1)),
+            saw_index: false,
+        });
+    }
+    let variant = primary.variant(&entry.vary_names(), headers);
+    let entry = state.cache.lookup_local(&variant, now)?;
+    Some(Found {
+        key: variant,
+        entry: Some((entry, Layer::L1)),
+        saw_index: true,
+    })
+}
+
 /// Looks up `primary`; when it holds a vary index, looks up this request's
 /// variant instead.
 pub(super) async fn lookup(
