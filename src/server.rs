@@ -8,10 +8,12 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use http::{Request, Response};
+use futures_util::task::AtomicWaker;
+use http::{Request, Response, Version};
 use hyper::body::Incoming;
 
 use hyper::service::service_fn;
@@ -25,7 +27,9 @@ use tracing::{debug, info, warn};
 
 use crate::body::Body;
 
-/// Longest a client may take to send a request's headers (slowloris guard).
+/// Longest an HTTP/1.1 connection may wait for a request head, the next
+/// one on a keep-alive connection included (slowloris guard); the idle
+/// timeout, when shorter, wins.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Streams one HTTP/2 client may have open at once.
 const MAX_STREAMS: u32 = 256;
@@ -50,12 +54,25 @@ struct Activity {
     in_flight: AtomicUsize,
     /// Requests finished on the connection so far.
     finished: AtomicU64,
+    /// Whether the connection speaks HTTP/2 (known from its first request).
+    http2: AtomicBool,
 }
 
 impl Activity {
     /// The finished count when nothing is in flight; `None` while busy.
     fn quiet_at(&self) -> Option<u64> {
         (self.in_flight.load(Ordering::Acquire) == 0).then(|| self.finished.load(Ordering::Acquire))
+    }
+
+    /// How long the connection may be quiet: an HTTP/1.1 one (or one that
+    /// has not finished a request head yet) is waiting for a head, and
+    /// gets at most [`HEADER_READ_TIMEOUT`].
+    fn quiet_limit(&self, limits: Limits) -> Duration {
+        if self.http2.load(Ordering::Relaxed) {
+            limits.idle
+        } else {
+            limits.idle.min(HEADER_READ_TIMEOUT)
+        }
     }
 }
 
@@ -87,11 +104,10 @@ pub(crate) async fn serve<H, F>(
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .keep_alive(true);
+    // hyper's own header read timeout arms a timer for every request head;
+    // the connection's watchdog bounds a stalled head instead (see
+    // `Activity::quiet_limit`), with no work per request.
+    builder.http1().header_read_timeout(None).keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -120,7 +136,10 @@ pub(crate) async fn serve<H, F>(
                 let handler = handler.clone();
                 let activity = Arc::new(Activity::default());
                 let working = Arc::clone(&activity);
-                let service = service_fn(move |request| {
+                let service = service_fn(move |request: Request<Incoming>| {
+                    if request.version() == Version::HTTP_2 {
+                        working.http2.store(true, Ordering::Relaxed);
+                    }
                     let guard = Working::start(&working);
                     let response = handler(request, peer);
                     async move {
@@ -198,53 +217,132 @@ async fn handshake(
     }
 }
 
-/// Runs one connection until it ends: closes it gracefully when it has been
-/// idle too long or the server stops, and drops it if it then lingers.
+/// Runs one connection until it ends. A watchdog task beside it asks for a
+/// graceful close when the connection has been quiet too long or the server
+/// stops, and for a drop if it then lingers; being a task of its own, it
+/// keeps timers and the stop channel out of the connection's wake-ups, so
+/// a request's work polls the connection alone.
 async fn drive<C>(
     connection: C,
     peer: SocketAddr,
     activity: Arc<Activity>,
-    mut stopping: watch::Receiver<bool>,
+    stopping: watch::Receiver<bool>,
     limits: Limits,
     _open: mpsc::Sender<()>,
 ) where
     C: GracefulConnection,
     C::Error: std::fmt::Display,
 {
+    let asked = Arc::new(Asked::default());
+    let watchdog = tokio::spawn(watchdog(
+        Arc::clone(&asked),
+        activity,
+        stopping,
+        limits,
+        peer,
+    ));
+    let _watchdog = AbortOnDrop(watchdog.abort_handle());
     tokio::pin!(connection);
-    let mut closing: Option<tokio::time::Instant> = None;
-    let check_every = (limits.idle / 4).max(Duration::from_millis(50));
+    let mut closing = false;
+    let ended = std::future::poll_fn(|cx| {
+        asked.waker.register(cx.waker());
+        match asked.what.load(Ordering::Acquire) {
+            DROP => return Poll::Ready(None),
+            CLOSE if !closing => {
+                closing = true;
+                connection.as_mut().graceful_shutdown();
+            }
+            _ => {}
+        }
+        connection.as_mut().poll(cx).map(Some)
+    })
+    .await;
+    if let Some(Err(error)) = ended {
+        debug!(%peer, %error, "connection ended with an error");
+    }
+}
+
+/// What the watchdog asks of its connection: nothing yet, a graceful
+/// close, or a drop.
+#[derive(Debug, Default)]
+struct Asked {
+    what: AtomicU8,
+    waker: AtomicWaker,
+}
+
+const CLOSE: u8 = 1;
+const DROP: u8 = 2;
+
+impl Asked {
+    fn ask(&self, what: u8) {
+        self.what.store(what, Ordering::Release);
+        self.waker.wake();
+    }
+}
+
+/// Ends the watchdog with its connection.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Watches one connection: asks it to close when it has been quiet for its
+/// limit or the server stops, and to drop when it has not closed within
+/// the grace period.
+async fn watchdog(
+    asked: Arc<Asked>,
+    activity: Arc<Activity>,
+    mut stopping: watch::Receiver<bool>,
+    limits: Limits,
+    peer: SocketAddr,
+) {
+    let check_every = (limits.idle.min(HEADER_READ_TIMEOUT) / 4).max(Duration::from_millis(50));
     // Quiet since when, at which finished count.
     let mut quiet: Option<(Instant, u64)> = None;
     loop {
-        let deadline = closing.unwrap_or_else(|| tokio::time::Instant::now() + check_every);
         tokio::select! {
-            result = connection.as_mut() => {
-                if let Err(error) = result {
-                    debug!(%peer, %error, "connection ended with an error");
-                }
-                return;
-            }
-            _ = stopping.wait_for(|stop| *stop), if closing.is_none() => {
-                connection.as_mut().graceful_shutdown();
-                closing = Some(tokio::time::Instant::now() + limits.grace);
-            }
-            () = tokio::time::sleep_until(deadline) => {
-                if closing.is_some() {
-                    debug!(%peer, "connection did not close in time; dropped");
-                    return;
-                }
+            _ = stopping.wait_for(|stop| *stop) => break,
+            () = tokio::time::sleep(check_every) => {
                 quiet = match (activity.quiet_at(), quiet) {
                     (None, _) => None,
                     (Some(count), Some((since, seen))) if count == seen => Some((since, seen)),
                     (Some(count), _) => Some((Instant::now(), count)),
                 };
-                if quiet.is_some_and(|(since, _)| since.elapsed() >= limits.idle) {
+                let limit = activity.quiet_limit(limits);
+                if quiet.is_some_and(|(since, _)| since.elapsed() >= limit) {
                     debug!(%peer, "idle connection closed");
-                    connection.as_mut().graceful_shutdown();
-                    closing = Some(tokio::time::Instant::now() + limits.grace);
+                    break;
                 }
             }
         }
+    }
+    asked.ask(CLOSE);
+    tokio::time::sleep(limits.grace).await;
+    debug!(%peer, "connection did not close in time; dropped");
+    asked.ask(DROP);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_waiting_for_a_head_is_held_to_the_header_timeout() {
+        let limits = |idle| Limits {
+            idle,
+            grace: Duration::from_secs(1),
+        };
+        let activity = Activity::default();
+        // HTTP/1.1, or nothing known yet: waiting for a head.
+        let long = limits(Duration::from_secs(75));
+        assert_eq!(activity.quiet_limit(long), HEADER_READ_TIMEOUT);
+        let short = limits(Duration::from_secs(5));
+        assert_eq!(activity.quiet_limit(short), Duration::from_secs(5));
+        // HTTP/2 keeps its own framing alive: the idle timeout alone.
+        activity.http2.store(true, Ordering::Relaxed);
+        assert_eq!(activity.quiet_limit(long), Duration::from_secs(75));
     }
 }
