@@ -7,9 +7,10 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_util::task::AtomicWaker;
@@ -76,7 +77,8 @@ impl Activity {
     }
 }
 
-/// Counts a request in flight while it lives (also when it is cancelled).
+/// Counts a request in flight while it lives (also when it is cancelled):
+/// until its response's last byte is written, as its body holds it.
 struct Working(Arc<Activity>);
 
 impl Working {
@@ -90,6 +92,34 @@ impl Drop for Working {
     fn drop(&mut self) {
         self.0.finished.fetch_add(1, Ordering::AcqRel);
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body being sent: its request counts as in flight (the
+/// connection is busy, not quiet) until hyper has written it all, or
+/// dropped it.
+struct Sending {
+    body: Body,
+    _working: Working,
+}
+
+impl http_body::Body for Sending {
+    type Data = <Body as http_body::Body>::Data;
+    type Error = <Body as http_body::Body>::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -140,12 +170,11 @@ pub(crate) async fn serve<H, F>(
                     if request.version() == Version::HTTP_2 {
                         working.http2.store(true, Ordering::Relaxed);
                     }
-                    let guard = Working::start(&working);
+                    let in_flight = Working::start(&working);
                     let response = handler(request, peer);
                     async move {
                         let response = response.await;
-                        drop(guard);
-                        Ok::<_, Infallible>(response)
+                        Ok::<_, Infallible>(response.map(|body| Sending { body, _working: in_flight }))
                     }
                 });
                 match &tls {
@@ -299,7 +328,7 @@ async fn watchdog(
     limits: Limits,
     peer: SocketAddr,
 ) {
-    let check_every = (limits.idle.min(HEADER_READ_TIMEOUT) / 4).max(Duration::from_millis(50));
+    let check_every = (limits.idle.min(HEADER_READ_TIMEOUT) / 8).max(Duration::from_millis(50));
     // Quiet since when, at which finished count.
     let mut quiet: Option<(Instant, u64)> = None;
     loop {
@@ -320,7 +349,16 @@ async fn watchdog(
         }
     }
     asked.ask(CLOSE);
-    tokio::time::sleep(limits.grace).await;
+    // A close lets a request in flight finish; with none, nothing is lost by
+    // dropping the connection (a head still arriving, say: hyper's close
+    // waits for it), so it is dropped at the next check.
+    let grace = tokio::time::Instant::now() + limits.grace;
+    loop {
+        tokio::time::sleep_until(grace.min(tokio::time::Instant::now() + check_every)).await;
+        if tokio::time::Instant::now() >= grace || activity.quiet_at().is_some() {
+            break;
+        }
+    }
     debug!(%peer, "connection did not close in time; dropped");
     asked.ask(DROP);
 }

@@ -320,6 +320,60 @@ async fn idle_connections_are_closed_over_http1_and_h2c() {
 }
 
 #[tokio::test]
+async fn a_response_still_being_sent_is_not_closed_as_idle() {
+    // An origin that sends its head at once and its body slowly: a large
+    // export, or a client on a slow link, as folio's connection sees it.
+    const CHUNKS: usize = 6;
+    const CHUNK: &[u8] = b"0123456789";
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let origin = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buffer = [0u8; 4096];
+                let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut buffer).await;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n",
+                    CHUNKS * CHUNK.len()
+                );
+                let _ = tokio::io::AsyncWriteExt::write_all(&mut stream, head.as_bytes()).await;
+                for _ in 0..CHUNKS {
+                    tokio::time::sleep(Duration::from_millis(400)).await;
+                    let _ = tokio::io::AsyncWriteExt::write_all(&mut stream, CHUNK).await;
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            });
+        }
+    });
+    // Quiet connections close after 500 ms, and linger 200 ms at most:
+    // the body takes 2.4 s.
+    let mut settings = settings(format!("http://{addr}").parse().unwrap());
+    settings.idle_timeout = Duration::from_millis(500);
+    settings.shutdown_grace = Duration::from_millis(200);
+    let folio = Folio::start_with(settings, POLICIES).await;
+    let mut client = tokio::net::TcpStream::connect(folio.addr).await.unwrap();
+    let request = format!(
+        "POST /api/v1/export HTTP/1.1\r\nHost: {}\r\nX-Tenant-ID: acme\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{{}}",
+        host(&folio)
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut client, request.as_bytes())
+        .await
+        .unwrap();
+    let mut received = Vec::new();
+    let read_all = tokio::io::AsyncReadExt::read_to_end(&mut client, &mut received);
+    let _ = tokio::time::timeout(Duration::from_secs(10), read_all).await;
+    let received = String::from_utf8_lossy(&received);
+    assert!(received.starts_with("HTTP/1.1 200"), "{received}");
+    let body = received.split("\r\n\r\n").nth(1).unwrap_or("");
+    assert_eq!(
+        body.len(),
+        CHUNKS * CHUNK.len(),
+        "the body was cut off while it was being sent: {body:?}"
+    );
+    origin.abort();
+}
+
+#[tokio::test]
 async fn writes_with_a_bad_tenant_are_refused_not_forwarded_unpurged() {
     let upstream = TestUpstream::json("{}").await;
     let folio = Folio::start(&upstream, POLICIES).await;
