@@ -70,6 +70,17 @@ impl Cache {
         {
             return Some((entry, Layer::L1));
         }
+        self.lookup_shared(key, now).await
+    }
+
+    /// The entry for `key` in L2 (filling L1 from it), for a key L1 was
+    /// just asked for and did not hold: asking L1 again would count the
+    /// key twice in its admission.
+    pub(crate) async fn lookup_shared(
+        &self,
+        key: &CacheKey,
+        now: SystemTime,
+    ) -> Option<(Entry, Layer)> {
         let l2 = self.l2.as_ref()?;
         // Boxed: a round trip's state would otherwise be carried (and
         // copied as the future moves) by every L1 hit too.

@@ -72,7 +72,7 @@ pub(crate) mod rewarm;
 
 use fill::Fill;
 pub(crate) use fill::render_tags;
-use lookup::{Decided, lookup};
+use lookup::Decided;
 use pass::{WriteEffects, pass};
 use record::Ctx;
 pub(crate) use rewarm::Hot;
@@ -240,15 +240,21 @@ fn serve(state: &Arc<State>, request: Request<Incoming>, client: IpAddr, ctx: &m
     // Look up in memory; Redis, when it must be asked, is asked later.
     let now = SystemTime::now();
     let state = Arc::clone(state);
-    let Some(found) = lookup::in_memory(&state, primary, &cached.parts.headers, now) else {
-        return Step::Later(Box::pin(async move {
-            let found = lookup(&state, cached.primary, &cached.parts.headers, now).await;
-            let key = found.key;
-            match cached.decide(&state, found, now) {
-                Decided::Answer(response) => response,
-                Decided::Ask { forward, stale } => cached.ask(&state, key, forward, stale).await,
-            }
-        }));
+    let found = match lookup::in_memory(&state, primary, &cached.parts.headers, now) {
+        Ok(found) => found,
+        Err(missing) => {
+            return Step::Later(Box::pin(async move {
+                let headers = &cached.parts.headers;
+                let found = lookup::in_redis(&state, missing, headers, now).await;
+                let key = found.key;
+                match cached.decide(&state, found, now) {
+                    Decided::Answer(response) => response,
+                    Decided::Ask { forward, stale } => {
+                        cached.ask(&state, key, forward, stale).await
+                    }
+                }
+            }));
+        }
     };
     let key = found.key;
     match cached.decide(&state, found, now) {

@@ -30,29 +30,71 @@ pub(super) struct Found {
 }
 
 /// What this instance's memory alone finds for `primary` (and the variant a
-/// vary index there names); `None` when Redis must be asked: an entry not
-/// in L1 may be in L2. A hit so needs no future: it is answered at once.
+/// vary index there names); else the key L1 did not hold, for Redis to be
+/// asked. A hit so needs no future: it is answered at once.
 pub(super) fn in_memory(
     state: &State,
     primary: CacheKey,
     headers: &HeaderMap,
     now: SystemTime,
-) -> Option<Found> {
-    let entry = state.cache.lookup_local(&primary, now)?;
+) -> Result<Found, NotInMemory> {
+    let Some(entry) = state.cache.lookup_local(&primary, now) else {
+        return Err(NotInMemory {
+            key: primary,
+            saw_index: false,
+        });
+    };
     if !entry.vary_index() {
-        return Some(Found {
+        return Ok(Found {
             key: primary,
             entry: Some((entry, Layer::L1)),
             saw_index: false,
         });
     }
     let variant = primary.variant(&entry.vary_names(), headers);
-    let entry = state.cache.lookup_local(&variant, now)?;
-    Some(Found {
-        key: variant,
-        entry: Some((entry, Layer::L1)),
-        saw_index: true,
-    })
+    match state.cache.lookup_local(&variant, now) {
+        Some(entry) => Ok(Found {
+            key: variant,
+            entry: Some((entry, Layer::L1)),
+            saw_index: true,
+        }),
+        None => Err(NotInMemory {
+            key: variant,
+            saw_index: true,
+        }),
+    }
+}
+
+/// A key L1 did not hold: the primary, or the variant its index named.
+pub(super) struct NotInMemory {
+    key: CacheKey,
+    saw_index: bool,
+}
+
+/// Finishes a lookup `in_memory` began: asks L2 for the key L1 did not
+/// hold (and, when that is a vary index, for this request's variant).
+pub(super) async fn in_redis(
+    state: &State,
+    missing: NotInMemory,
+    headers: &HeaderMap,
+    now: SystemTime,
+) -> Found {
+    let NotInMemory { key, saw_index } = missing;
+    match state.cache.lookup_shared(&key, now).await {
+        Some((index, _)) if !saw_index && index.vary_index() => {
+            let variant = key.variant(&index.vary_names(), headers);
+            Found {
+                key: variant,
+                entry: state.cache.lookup(&variant, now).await,
+                saw_index: true,
+            }
+        }
+        entry => Found {
+            key,
+            entry,
+            saw_index,
+        },
+    }
 }
 
 /// Looks up `primary`; when it holds a vary index, looks up this request's

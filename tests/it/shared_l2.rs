@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::{Folio, TestRedis, TestUpstream, eventually, get, settings_with_redis};
+use crate::support::{Folio, Reply, TestRedis, TestUpstream, eventually, get, settings_with_redis};
 
 const POLICY: &str = "\"/api/v1/products/{id}\":\n  cache_ttl: 1h\n";
 
@@ -43,6 +43,57 @@ async fn an_entry_stored_by_one_instance_is_an_l2_hit_on_another() {
     assert_eq!(promoted.header("x-cache-layer"), "L1", "an L2 hit fills L1");
     let other_tenant = get(&b.url("/api/v1/products/1"), &[("x-tenant-id", "globex")]).await;
     assert_eq!(other_tenant.x_cache(), "MISS", "L2 is tenant-keyed too");
+    assert_eq!(upstream.hits("/api/v1/products/1"), 2);
+}
+
+#[tokio::test]
+async fn variants_stored_by_one_instance_are_l2_hits_on_another_each_its_own() {
+    let redis = TestRedis::start().await;
+    let upstream = TestUpstream::start(|seen| {
+        Reply::json(format!(
+            r#"{{"lang":"{}"}}"#,
+            seen.header("accept-language")
+        ))
+        .header("vary", "Accept-Language")
+    })
+    .await;
+    let a = folio_with_redis(&upstream, &redis).await;
+    let b = folio_with_redis(&upstream, &redis).await;
+    let (url_a, url_b) = (a.url("/api/v1/products/1"), b.url("/api/v1/products/1"));
+    let (en, fr) = ([("accept-language", "en")], [("accept-language", "fr")]);
+    assert_eq!(get(&url_a, &en).await.json()["lang"], "en");
+    assert_eq!(get(&url_a, &fr).await.json()["lang"], "fr");
+    // The vary index and both variants reach Redis in the background.
+    eventually(
+        Duration::from_secs(5),
+        "index and variants in Redis",
+        || async { redis.keys().await.len() >= 3 },
+    )
+    .await;
+
+    // b's memory holds nothing: the index and the variant come from L2.
+    let fr_on_b = get(&url_b, &fr).await;
+    assert_eq!(
+        fr_on_b.x_cache(),
+        "HIT",
+        "{}",
+        fr_on_b.header("cache-status")
+    );
+    assert_eq!(fr_on_b.header("x-cache-layer"), "L2");
+    assert_eq!(fr_on_b.json()["lang"], "fr");
+    // Now b holds the index, but not the English variant: that is L2's.
+    let en_on_b = get(&url_b, &en).await;
+    assert_eq!(
+        en_on_b.x_cache(),
+        "HIT",
+        "{}",
+        en_on_b.header("cache-status")
+    );
+    assert_eq!(en_on_b.header("x-cache-layer"), "L2");
+    assert_eq!(en_on_b.json()["lang"], "en", "never the French variant");
+    let en_again = get(&url_b, &en).await;
+    assert_eq!(en_again.header("x-cache-layer"), "L1");
+    assert_eq!(en_again.json()["lang"], "en");
     assert_eq!(upstream.hits("/api/v1/products/1"), 2);
 }
 
