@@ -97,28 +97,17 @@ pub(super) async fn in_redis(
     }
 }
 
-/// Looks up `primary`; when it holds a vary index, looks up this request's
-/// variant instead.
+/// Looks up `primary`, in L1 then L2; when it holds a vary index, looks up
+/// this request's variant instead.
 pub(super) async fn lookup(
     state: &State,
     primary: CacheKey,
     headers: &HeaderMap,
     now: SystemTime,
 ) -> Found {
-    match state.cache.lookup(&primary, now).await {
-        Some((index, _)) if index.vary_index() => {
-            let variant = primary.variant(&index.vary_names(), headers);
-            Found {
-                key: variant,
-                entry: state.cache.lookup(&variant, now).await,
-                saw_index: true,
-            }
-        }
-        found => Found {
-            key: primary,
-            entry: found,
-            saw_index: false,
-        },
+    match in_memory(state, primary, headers, now) {
+        Ok(found) => found,
+        Err(missing) => in_redis(state, missing, headers, now).await,
     }
 }
 
