@@ -223,14 +223,7 @@ async fn query_parameters_in_any_order_share_an_entry() {
 
 #[tokio::test]
 async fn upstream_vary_keeps_variants_apart() {
-    let upstream = TestUpstream::start(|seen| {
-        Reply::json(format!(
-            r#"{{"lang":"{}"}}"#,
-            seen.header("accept-language")
-        ))
-        .header("vary", "Accept-Language")
-    })
-    .await;
+    let upstream = TestUpstream::varied_by_language().await;
     let folio = Folio::start(&upstream, PRODUCTS).await;
     let url = folio.url("/api/v1/products/1");
     assert_eq!(

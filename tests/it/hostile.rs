@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::support::raw::{RawOrigin, closed_within, raw_request};
+use crate::support::raw::{RawOrigin, closed_within, raw_request, scripted_origin};
 use crate::support::{ACME, Folio, GLOBEX, Reply, TestUpstream, eventually, get, send, settings};
 
 const POLICIES: &str = r#"
@@ -325,29 +325,22 @@ async fn a_response_still_being_sent_is_not_closed_as_idle() {
     // export, or a client on a slow link, as folio's connection sees it.
     const CHUNKS: usize = 6;
     const CHUNK: &[u8] = b"0123456789";
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let origin = tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buffer = [0u8; 4096];
-                let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut buffer).await;
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n",
-                    CHUNKS * CHUNK.len()
-                );
-                let _ = tokio::io::AsyncWriteExt::write_all(&mut stream, head.as_bytes()).await;
-                for _ in 0..CHUNKS {
-                    tokio::time::sleep(Duration::from_millis(400)).await;
-                    let _ = tokio::io::AsyncWriteExt::write_all(&mut stream, CHUNK).await;
-                }
-                tokio::time::sleep(Duration::from_secs(2)).await;
-            });
+    let (uri, origin) = scripted_origin(|mut stream| async move {
+        let head = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n",
+            CHUNKS * CHUNK.len()
+        );
+        let _ = tokio::io::AsyncWriteExt::write_all(&mut stream, head.as_bytes()).await;
+        for _ in 0..CHUNKS {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            let _ = tokio::io::AsyncWriteExt::write_all(&mut stream, CHUNK).await;
         }
-    });
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    })
+    .await;
     // Quiet connections close after 500 ms, and linger 200 ms at most:
     // the body takes 2.4 s.
-    let mut settings = settings(format!("http://{addr}").parse().unwrap());
+    let mut settings = settings(uri);
     settings.idle_timeout = Duration::from_millis(500);
     settings.shutdown_grace = Duration::from_millis(200);
     let folio = Folio::start_with(settings, POLICIES).await;
@@ -462,27 +455,16 @@ async fn a_read_asking_to_be_a_write_purges_nothing() {
 
 #[tokio::test]
 async fn an_upstream_switching_protocols_unasked_is_a_502() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let origin = tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buffer = [0u8; 4096];
-                let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut buffer).await;
-                let _ = tokio::io::AsyncWriteExt::write_all(
-                    &mut stream,
-                    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: evil\r\nConnection: upgrade\r\n\r\n",
-                )
-                .await;
-                tokio::time::sleep(Duration::from_secs(2)).await;
-            });
-        }
-    });
-    let folio = Folio::start_with(
-        settings(format!("http://{addr}").parse().unwrap()),
-        POLICIES,
-    )
+    let (uri, origin) = scripted_origin(|mut stream| async move {
+        let _ = tokio::io::AsyncWriteExt::write_all(
+            &mut stream,
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: evil\r\nConnection: upgrade\r\n\r\n",
+        )
+        .await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    })
     .await;
+    let folio = Folio::start_with(settings(uri), POLICIES).await;
     for path in ["/api/v1/products/1", "/elsewhere"] {
         let got = send("POST", &folio.url(path), ACME, "{}").await;
         assert_eq!(got.status, 502, "{path}");

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::{Folio, Reply, TestRedis, TestUpstream, eventually, get, settings_with_redis};
+use crate::support::{Folio, TestRedis, TestUpstream, eventually, get, settings_with_redis};
 
 const POLICY: &str = "\"/api/v1/products/{id}\":\n  cache_ttl: 1h\n";
 
@@ -49,14 +49,7 @@ async fn an_entry_stored_by_one_instance_is_an_l2_hit_on_another() {
 #[tokio::test]
 async fn variants_stored_by_one_instance_are_l2_hits_on_another_each_its_own() {
     let redis = TestRedis::start().await;
-    let upstream = TestUpstream::start(|seen| {
-        Reply::json(format!(
-            r#"{{"lang":"{}"}}"#,
-            seen.header("accept-language")
-        ))
-        .header("vary", "Accept-Language")
-    })
-    .await;
+    let upstream = TestUpstream::varied_by_language().await;
     let a = folio_with_redis(&upstream, &redis).await;
     let b = folio_with_redis(&upstream, &redis).await;
     let (url_a, url_b) = (a.url("/api/v1/products/1"), b.url("/api/v1/products/1"));

@@ -290,6 +290,30 @@ async fn read_response<R: AsyncBufReadExt + Unpin>(reader: &mut R) -> RawGot {
     }
 }
 
+/// An origin on a plain TCP socket that reads each connection's request
+/// (one read) and then plays `script` on the connection: for origins that
+/// misbehave in their framing or their timing. Aborting the handle it
+/// returns stops it.
+pub(crate) async fn scripted_origin<F, Fut>(script: F) -> (Uri, tokio::task::JoinHandle<()>)
+where
+    F: Fn(TcpStream) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let script = script.clone();
+            tokio::spawn(async move {
+                let mut buffer = [0u8; 4096];
+                let _ = stream.read(&mut buffer).await;
+                script(stream).await;
+            });
+        }
+    });
+    (format!("http://{addr}").parse().unwrap(), task)
+}
+
 /// An origin on a plain TCP socket that answers every request with a
 /// JSON body and `cache_control` until the flag it returns is set, then
 /// closes each connection as soon as a request arrives, without a word:

@@ -213,6 +213,19 @@ impl TestUpstream {
         Self::start(move |_| Reply::json(body)).await
     }
 
+    /// An upstream whose answer is in the language asked for, `{"lang":
+    /// <Accept-Language>}`, and says so with `Vary: Accept-Language`.
+    pub(crate) async fn varied_by_language() -> Self {
+        Self::start(|seen| {
+            Reply::json(format!(
+                r#"{{"lang":"{}"}}"#,
+                seen.header("accept-language")
+            ))
+            .header("vary", "Accept-Language")
+        })
+        .await
+    }
+
     /// Changes the answers from now on.
     pub(crate) fn answer(&self, handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static) {
         *self.handler.write().unwrap() = Arc::new(handler);
