@@ -41,7 +41,7 @@ use arc_swap::ArcSwap;
 use futures_util::FutureExt as _;
 use futures_util::future::Either;
 use http::request::Parts;
-use http::{Method, Request, Response, header};
+use http::{Method, Request, Response, Version, header};
 use hyper::body::Incoming;
 
 use crate::body::Body;
@@ -103,7 +103,7 @@ pub(crate) struct State {
 /// from L1, a refusal), else the work still to do.
 pub(crate) type Handled = Either<Ready<Response<Body>>, Later>;
 
-/// A request's remaining work: Redis, the upstream.
+/// A request's remaining work: Redis, the upstream (over HTTP/2, all of it).
 pub(crate) type Later = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
 
 /// How far `serve` got without waiting.
@@ -114,10 +114,23 @@ enum Step {
 
 /// Serves one request; never fails (errors are JSON responses).
 ///
-/// Up to the L1 lookup nothing waits, so that part runs here, not in a
-/// future: a hit (most requests) is answered without one, and no request
-/// carries the state of the slower paths, which are boxed.
+/// Up to the L1 lookup nothing waits, so over HTTP/1.1 that part runs
+/// here, not in a future: a hit (most requests) is answered without one,
+/// and no request carries the state of the slower paths, which are boxed.
 pub(crate) fn handle(state: Arc<State>, request: Request<Incoming>, client: SocketAddr) -> Handled {
+    // hyper calls this on an HTTP/2 connection's own task and spawns the
+    // future it gets: there the work goes into that future, so the streams
+    // of one connection are still served in parallel.
+    if request.version() == Version::HTTP_2 {
+        return Either::Right(Box::pin(
+            async move { answer(state, request, client).await },
+        ));
+    }
+    answer(state, request, client)
+}
+
+/// `handle`'s work, done here as far as it can be without waiting.
+fn answer(state: Arc<State>, request: Request<Incoming>, client: SocketAddr) -> Handled {
     let started = Instant::now();
     let log = state
         .access
