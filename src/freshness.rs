@@ -415,15 +415,27 @@ fn corrected_initial_age(
     response_time: SystemTime,
 ) -> Duration {
     let age_value = Duration::from_secs(age_value(headers).unwrap_or(0));
+    // `Date` has one-second resolution, so it is compared with the response
+    // time in whole seconds: otherwise a response made a moment ago would be
+    // aged by the fraction of a second its `Date` dropped, up to a whole
+    // second of a short TTL.
     let apparent_age = headers
         .get(header::DATE)
         .and_then(|date| http_date(date, response_time))
-        .and_then(|date| response_time.duration_since(date).ok())
+        .and_then(|date| whole_seconds(response_time).duration_since(date).ok())
         .unwrap_or(Duration::ZERO);
     let response_delay = response_time
         .duration_since(request_time)
         .unwrap_or(Duration::ZERO);
     apparent_age.max(age_value.saturating_add(response_delay))
+}
+
+/// `at` without its fraction of a second.
+fn whole_seconds(at: SystemTime) -> SystemTime {
+    match at.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(since) => SystemTime::UNIX_EPOCH + Duration::from_secs(since.as_secs()),
+        Err(_) => at,
+    }
 }
 
 /// The upstream's `Age` in seconds (RFC 9111 §5.1): of several values (on

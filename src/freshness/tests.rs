@@ -229,6 +229,24 @@ mod freshness {
     }
 
     #[test]
+    fn a_date_in_the_same_second_adds_no_age() {
+        // Date drops the fraction: a response made 900 ms into a second
+        // and stored at once is not 900 ms old.
+        let stored_at = now() + Duration::from_millis(900);
+        let s = decide(
+            &policy("  cache_ttl: 1s\n"),
+            Asked::default(),
+            StatusCode::OK,
+            &headers(&[("date", &date(0))]),
+            stored_at,
+            true,
+        )
+        .unwrap();
+        assert_eq!(s.lifetime.initial_age, Duration::ZERO);
+        assert_eq!(s.lifetime.fresh_for, Duration::from_secs(1));
+    }
+
+    #[test]
     fn an_invalid_expires_means_stale() {
         assert_eq!(
             fresh_secs(&rfc(), &[("expires", "0")]),

@@ -11,12 +11,14 @@ async fn stale_while_revalidate_answers_at_once_and_refreshes_in_the_background(
     let (upstream, version) = TestUpstream::versioned().await;
     let folio = Folio::start(
         &upstream,
-        "\"/s\":\n  cache_ttl: 1s\n  stale_while_revalidate: 1m\n",
+        // Two seconds, so the refreshed entry is still fresh when asked
+        // again even if its `Date` fell in the second before it was stored.
+        "\"/s\":\n  cache_ttl: 2s\n  stale_while_revalidate: 1m\n",
     )
     .await;
     assert_eq!(get(&folio.url("/s"), &[]).await.json()["v"], 1);
     version.store(2, Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
 
     let stale = get(&folio.url("/s"), &[]).await;
     assert_eq!(stale.x_cache(), "STALE");
