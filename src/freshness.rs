@@ -184,6 +184,9 @@ pub(crate) enum NotStored {
     Authorization,
     SetCookie,
     VaryStar,
+    /// `Vary` names `X-Forwarded-For`, which folio writes from the client's
+    /// address: the key cannot hold what the upstream varied on.
+    VaryClientAddress,
     NoLifetime,
     TooLarge,
 }
@@ -198,6 +201,7 @@ impl NotStored {
             Self::Authorization => "authorization",
             Self::SetCookie => "set-cookie",
             Self::VaryStar => "vary-star",
+            Self::VaryClientAddress => "vary-client-address",
             Self::NoLifetime => "no-lifetime",
             Self::TooLarge => "too-large",
         }
@@ -282,11 +286,19 @@ pub(crate) fn decide(
     if headers.contains_key(header::SET_COOKIE) {
         return Err(NotStored::SetCookie);
     }
-    if headers.get_all(header::VARY).iter().any(|v| {
-        v.to_str()
-            .is_ok_and(|v| v.split(',').any(|f| f.trim() == "*"))
-    }) {
-        return Err(NotStored::VaryStar);
+    let varied_on = headers
+        .get_all(header::VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim);
+    for name in varied_on {
+        if name == "*" {
+            return Err(NotStored::VaryStar);
+        }
+        if name.eq_ignore_ascii_case("x-forwarded-for") {
+            return Err(NotStored::VaryClientAddress);
+        }
     }
     // A cache that knows the status's rules ignores `no-store` beside
     // `must-understand` (the status was checked above).

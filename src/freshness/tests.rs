@@ -525,6 +525,18 @@ mod response_directives {
             ),
             Err(NotStored::VaryStar)
         );
+        assert_eq!(
+            store(
+                &rfc(),
+                200,
+                &[
+                    ("cache-control", "max-age=60"),
+                    ("vary", "Accept, X-Forwarded-For")
+                ]
+            ),
+            Err(NotStored::VaryClientAddress),
+            "folio writes X-Forwarded-For from the client's address"
+        );
     }
 }
 

@@ -170,6 +170,7 @@ fn marks_pass(reason: NotStored) -> bool {
             | NotStored::Private
             | NotStored::SetCookie
             | NotStored::VaryStar
+            | NotStored::VaryClientAddress
             | NotStored::TooLarge
     )
 }

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use crate::support::raw::{RawOrigin, closed_within, raw_request, scripted_origin};
+use crate::support::raw::{
+    RawOrigin, closed_within, raw_request, raw_request_from, scripted_origin,
+};
 use crate::support::{ACME, Folio, GLOBEX, Reply, TestUpstream, eventually, get, send, settings};
 
 const POLICIES: &str = r#"
@@ -161,6 +163,39 @@ async fn unkeyed_headers_never_reach_the_upstream_of_a_cached_route() {
     )
     .await;
     assert_eq!(origin.last().last("x-forwarded-host"), "");
+}
+
+#[tokio::test]
+async fn an_answer_varied_on_the_client_address_is_never_served_to_another_client() {
+    // folio writes X-Forwarded-For from the client's address: an upstream
+    // that varies on it answers each client for itself.
+    let upstream = TestUpstream::start(|seen| {
+        Reply::json(format!(
+            r#"{{"you_are":"{}"}}"#,
+            seen.header("x-forwarded-for")
+        ))
+        .header("vary", "X-Forwarded-For")
+        .header("cache-control", "public, max-age=300")
+    })
+    .await;
+    let folio = Folio::start(&upstream, "").await;
+    let head = format!(
+        "GET /geo HTTP/1.1\nHost: {}\nX-Tenant-ID: acme",
+        host(&folio)
+    );
+    for client in ["127.0.0.1", "127.0.0.2"] {
+        let got = raw_request_from(client.parse().unwrap(), folio.addr, &head, b"").await;
+        assert_eq!(got.json()["you_are"], client);
+        assert_eq!(got.header("x-cache"), "MISS");
+    }
+    assert_eq!(upstream.hits("/geo"), 2);
+    let again = raw_request(folio.addr, &head, b"").await;
+    assert!(
+        again.header("cache-status").contains("hit-for-pass"),
+        "not stored, and known not to be: {}",
+        again.header("cache-status")
+    );
+    assert_eq!(upstream.hits("/geo"), 3);
 }
 
 #[tokio::test]

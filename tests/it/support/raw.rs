@@ -4,7 +4,7 @@
 //! like many real servers do: it answers first, then reads the body the
 //! request declared, on the same keep-alive connection.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -230,8 +230,21 @@ impl RawGot {
 /// Sends `head` (request line and header lines, without the blank line)
 /// and `body` as written, on a new connection, and reads one response.
 pub(crate) async fn raw_request(addr: SocketAddr, head: &str, body: &[u8]) -> RawGot {
+    raw_request_from(Ipv4Addr::LOCALHOST.into(), addr, head, body).await
+}
+
+/// [`raw_request`] from the loopback address `from` (any of 127.0.0.0/8),
+/// for a client that folio sees at another address.
+pub(crate) async fn raw_request_from(
+    from: IpAddr,
+    addr: SocketAddr,
+    head: &str,
+    body: &[u8],
+) -> RawGot {
     let exchange = async {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::new(from, 0)).unwrap();
+        let mut stream = socket.connect(addr).await.unwrap();
         let mut bytes = head
             .replace('\n', "\r\n")
             .trim_end()
