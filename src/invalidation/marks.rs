@@ -27,11 +27,16 @@ const MAX_SCOPES_PER_TENANT: usize = 50_000;
 const MAX_SCOPES: usize = 500_000;
 /// Prefix marks are checked one by one on a read: fewer of them.
 const MAX_PREFIXES_PER_TENANT: usize = 256;
-/// Tenants holding marks. Past it, every tenant's marks fold into one mark
-/// for all tenants.
+/// Tenants holding marks of their own. A newer tenant's marks go,
+/// tenant-wide, into the [`Overflow`] buckets its name hashes to.
 const MAX_TENANTS: usize = 10_000;
-/// Longest path or tag kept as it is; a longer path becomes a prefix mark
-/// of its first bytes, a longer tag a tenant-wide mark.
+/// Buckets of the overflow (8 bytes each: 16 MiB, made on first use).
+const OVERFLOW_BUCKETS: usize = 1 << 21;
+/// Buckets each overflowing tenant is marked in; an entry is covered only
+/// when every one of its tenant's buckets is.
+const OVERFLOW_HASHES: u64 = 4;
+/// Longest path or tag kept as it is; a longer one is kept as its SHA-256
+/// (exact, and as long as any other), a longer prefix as its first bytes.
 const MAX_SCOPE_LEN: usize = 1024;
 
 /// What a purge covers, within a tenant (or every tenant).
@@ -130,22 +135,47 @@ struct TenantMarks {
     keys: HashMap<Box<str>, Times>,
 }
 
+/// How a path or tag is held: as it is, or past [`MAX_SCOPE_LEN`] as its
+/// digest, which no path (they start with `/`) or short tag can spell.
+fn held(scope: &str) -> std::borrow::Cow<'_, str> {
+    use sha2::{Digest, Sha256};
+    use std::fmt::Write;
+    if scope.len() <= MAX_SCOPE_LEN {
+        return std::borrow::Cow::Borrowed(scope);
+    }
+    let digest = Sha256::digest(scope.as_bytes());
+    let mut text = String::with_capacity(7 + 64);
+    text.push_str("sha256:");
+    for byte in digest {
+        let _ = write!(text, "{byte:02x}");
+    }
+    std::borrow::Cow::Owned(text)
+}
+
 impl TenantMarks {
     fn record(&mut self, scope: &Scope, at: u64, soft: bool) {
         self.newest = self.newest.max(at);
         let widened;
         let scope = match scope {
             Scope::Path(path) if path.len() > MAX_SCOPE_LEN => {
-                let mut end = MAX_SCOPE_LEN;
-                while !path.is_char_boundary(end) {
-                    end -= 1;
-                }
-                widened = Scope::Prefix(path[..end].into());
+                widened = Scope::Path(held(path).into());
                 &widened
             }
-            Scope::Tag(tag) | Scope::Prefix(tag) | Scope::Key(tag) if tag.len() > MAX_SCOPE_LEN => {
-                &Scope::All
+            Scope::Tag(tag) if tag.len() > MAX_SCOPE_LEN => {
+                widened = Scope::Tag(held(tag).into());
+                &widened
             }
+            Scope::Prefix(prefix) if prefix.len() > MAX_SCOPE_LEN => {
+                // A shorter prefix covers all the longer one did, and more.
+                let mut end = MAX_SCOPE_LEN;
+                while !prefix.is_char_boundary(end) {
+                    end -= 1;
+                }
+                widened = Scope::Prefix(prefix[..end].into());
+                &widened
+            }
+            // No key is this long: a mark that names none is kept wide.
+            Scope::Key(key) if key.len() > MAX_SCOPE_LEN => &Scope::All,
             scope => scope,
         };
         match scope {
@@ -195,14 +225,6 @@ impl TenantMarks {
         };
     }
 
-    /// Takes in another tenant's marks as tenant-wide ones (see [`Marks::apply`]).
-    fn absorb(&mut self, mut other: Self) {
-        other.fold();
-        self.newest = self.newest.max(other.newest);
-        self.all.hard = self.all.hard.max(other.all.hard);
-        self.all.soft = self.all.soft.max(other.all.soft);
-    }
-
     fn verdict(&self, entry: &Covered<'_>, requested_at: u64) -> Verdict {
         let Covered { tags, path, key } = *entry;
         if self.newest < requested_at {
@@ -211,11 +233,11 @@ impl TenantMarks {
         let mut worst = self.all.verdict(requested_at);
         let mut consider = |v: Verdict| worst = worst.max(v);
         for tag in tags.iter() {
-            if let Some(times) = self.tags.get(tag) {
+            if let Some(times) = self.tags.get(held(tag).as_ref()) {
                 consider(times.verdict(requested_at));
             }
         }
-        if let Some(times) = self.paths.get(path) {
+        if let Some(times) = self.paths.get(held(path).as_ref()) {
             consider(times.verdict(requested_at));
         }
         for (prefix, times) in &self.prefixes {
@@ -293,8 +315,86 @@ pub(crate) struct Marks {
 struct Inner {
     every_tenant: TenantMarks,
     tenants: HashMap<Box<str>, TenantMarks>,
+    /// Marks of tenants that found no room in `tenants`.
+    overflow: Option<Overflow>,
     /// Scopes held across every tenant.
     scopes: usize,
+}
+
+/// Tenant-wide marks of the tenants past [`MAX_TENANTS`], in fixed memory:
+/// each is recorded in [`OVERFLOW_HASHES`] buckets picked by a hash keyed
+/// at random per process, and covers an entry when all of its tenant's
+/// buckets do (a Bloom filter of times). A tenant's own purges always
+/// hold. Another tenant's entries are purged too only when every one of
+/// their buckets was marked, which writes for invented tenants cannot aim
+/// (the key is unknown) and make unlikely: after 25,000 of them one tenant
+/// in 200,000 is caught, after 100,000 one in 1,100, after 500,000 one in 7.
+#[derive(Debug)]
+struct Overflow {
+    hasher: std::hash::RandomState,
+    buckets: Box<[Seconds]>,
+    /// The newest mark, µs.
+    newest: u64,
+}
+
+/// A bucket's latest hard and soft purge, in whole seconds rounded up: a
+/// mark is never earlier than it was, so nothing it covered is missed.
+#[derive(Debug, Default, Clone, Copy)]
+struct Seconds {
+    hard: u32,
+    soft: u32,
+}
+
+fn seconds_up(us: u64) -> u32 {
+    u32::try_from(us.div_ceil(1_000_000)).unwrap_or(u32::MAX)
+}
+
+impl Overflow {
+    fn new() -> Self {
+        Self {
+            hasher: std::hash::RandomState::new(),
+            buckets: vec![Seconds::default(); OVERFLOW_BUCKETS].into_boxed_slice(),
+            newest: 0,
+        }
+    }
+
+    /// The buckets of `tenant` (double hashing: `h1 + i * h2`).
+    fn picks(hasher: &std::hash::RandomState, tenant: &str) -> impl Iterator<Item = usize> {
+        use std::hash::BuildHasher;
+        let hash = hasher.hash_one(tenant);
+        let (h1, h2) = (hash & 0xffff_ffff, (hash >> 32) | 1);
+        let size = OVERFLOW_BUCKETS as u64;
+        (0..OVERFLOW_HASHES)
+            .map(move |i| usize::try_from(h1.wrapping_add(i.wrapping_mul(h2)) % size).unwrap_or(0))
+    }
+
+    fn record(&mut self, tenant: &str, times: Times) {
+        self.newest = self.newest.max(times.newest());
+        let (hard, soft) = (seconds_up(times.hard), seconds_up(times.soft));
+        for bucket in Self::picks(&self.hasher, tenant) {
+            let held = &mut self.buckets[bucket];
+            held.hard = held.hard.max(hard);
+            held.soft = held.soft.max(soft);
+        }
+    }
+
+    fn verdict(&self, tenant: &str, requested_at: u64) -> Verdict {
+        if self.newest < requested_at {
+            return Verdict::Valid;
+        }
+        let (mut hard, mut soft) = (u32::MAX, u32::MAX);
+        for bucket in Self::picks(&self.hasher, tenant) {
+            let held = self.buckets[bucket];
+            hard = hard.min(held.hard);
+            soft = soft.min(held.soft);
+        }
+        let us = |seconds: u32| u64::from(seconds).saturating_mul(1_000_000);
+        Times {
+            hard: us(hard),
+            soft: us(soft),
+        }
+        .verdict(requested_at)
+    }
 }
 
 impl Marks {
@@ -304,19 +404,24 @@ impl Marks {
             .inner
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.newest.fetch_max(mark.at, Ordering::Release);
         if let Some(tenant) = &mark.tenant
             && !inner.tenants.contains_key(tenant)
             && inner.tenants.len() >= MAX_TENANTS
         {
-            // Too many tenants: all of them fold into one mark for everyone.
-            let tenants = std::mem::take(&mut inner.tenants);
-            for (_, marks) in tenants {
-                inner.every_tenant.absorb(marks);
-            }
-            inner.scopes = inner.every_tenant.scopes();
-            tracing::warn!(
-                "purge marks of more than {MAX_TENANTS} tenants: folded into one purge of every tenant"
-            );
+            // No room for one more tenant: this one's mark goes tenant-wide
+            // into the overflow, never into a purge of other tenants.
+            let mut wide = TenantMarks::default();
+            wide.record(&mark.scope, mark.at, mark.soft);
+            wide.fold();
+            let overflow = inner.overflow.get_or_insert_with(|| {
+                tracing::warn!(
+                    "purge marks of more than {MAX_TENANTS} tenants: newer tenants' marks are kept tenant-wide"
+                );
+                Overflow::new()
+            });
+            overflow.record(tenant, wide.all);
+            return;
         }
         let crowded = inner.scopes >= MAX_SCOPES;
         let marks = match &mark.tenant {
@@ -337,7 +442,6 @@ impl Marks {
                 "purge marks outgrew their bounds ({MAX_SCOPES_PER_TENANT} scopes a tenant, {MAX_SCOPES} in all): this tenant's folded into one tenant-wide purge"
             );
         }
-        self.newest.fetch_max(mark.at, Ordering::Release);
     }
 
     /// Whether an entry of `tenant`, requested from the upstream at
@@ -355,7 +459,11 @@ impl Marks {
             .tenants
             .get(tenant)
             .map_or(Verdict::Valid, |m| m.verdict(entry, requested_at));
-        everyone.max(own)
+        let overflowed = inner
+            .overflow
+            .as_ref()
+            .map_or(Verdict::Valid, |o| o.verdict(tenant, requested_at));
+        everyone.max(own).max(overflowed)
     }
 
     /// False when no mark is as recent as `requested_at`: the lock-free
@@ -371,6 +479,9 @@ impl Marks {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         inner.every_tenant.trim(before);
+        if inner.overflow.as_ref().is_some_and(|o| o.newest < before) {
+            inner.overflow = None;
+        }
         inner.tenants.retain(|_, marks| {
             marks.trim(before);
             !marks.is_empty()

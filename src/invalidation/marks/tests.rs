@@ -217,20 +217,88 @@ fn marks_are_bounded_and_overflow_widens_never_loses() {
         false,
     ));
     assert_eq!(check(&marks, "globex", &[], &long, 6000), Verdict::Purged);
+}
 
+#[test]
+fn writes_for_many_tenants_never_purge_another_tenant() {
+    // Clients name their tenant: writes for invented tenants past the
+    // bound once folded into a purge of every tenant.
     let many = Marks::default();
-    for i in 0..(MAX_TENANTS as u64 + 5) {
+    let past = MAX_TENANTS as u64 + 1000;
+    for i in 0..past {
         many.apply(&mark(
             Some(&format!("t{i}")),
             Scope::Tag("x".into()),
-            100 + i,
+            100_000_000 + i,
             false,
         ));
     }
-    assert!(many.len() < 100, "{}", many.len());
+    assert!(many.len() <= MAX_TENANTS, "{}", many.len());
+    for tenant in ["t1", "victim", "acme"] {
+        assert_eq!(
+            check(&many, tenant, &tags(&["y"]), "/", 50_000_000),
+            Verdict::Valid,
+            "{tenant}"
+        );
+    }
+    for i in [MAX_TENANTS as u64, past - 1] {
+        let tenant = format!("t{i}");
+        assert_eq!(
+            check(&many, &tenant, &tags(&["y"]), "/", 50_000_000),
+            Verdict::Purged,
+            "{tenant}'s own purge holds, tenant-wide"
+        );
+        assert_eq!(
+            check(&many, &tenant, &tags(&["y"]), "/", 200_000_000),
+            Verdict::Valid,
+            "{tenant}: an entry requested after the purge"
+        );
+    }
+    many.trim(300_000_000);
+    assert_eq!(many.len(), 0);
     assert_eq!(
-        check(&many, "t1", &tags(&["y"]), "/", 50),
-        Verdict::Purged,
-        "folded into every tenant"
+        check(&many, &format!("t{}", past - 1), &[], "/", 50_000_000),
+        Verdict::Valid,
+        "trimmed with the rest"
+    );
+}
+
+#[test]
+fn writes_to_long_paths_purge_only_those_paths() {
+    // A long path was once held as a prefix of its first bytes, and 257 of
+    // them folded into a purge of the whole tenant.
+    let marks = Marks::default();
+    let long = |i: usize| format!("/w/{i:04}{}", "a".repeat(1100));
+    for i in 0..(MAX_PREFIXES_PER_TENANT + 1) {
+        marks.apply(&mark(
+            Some("acme"),
+            Scope::Path(long(i).into()),
+            1000,
+            false,
+        ));
+    }
+    assert_eq!(
+        check(&marks, "acme", &[], "/products/1", 500),
+        Verdict::Valid
+    );
+    assert_eq!(check(&marks, "acme", &[], &long(7), 500), Verdict::Purged);
+    assert_eq!(
+        check(&marks, "acme", &[], &long(MAX_PREFIXES_PER_TENANT + 5), 500),
+        Verdict::Valid
+    );
+    let tag = "t".repeat(2000);
+    marks.apply(&mark(
+        Some("acme"),
+        Scope::Tag(tag.clone().into()),
+        1000,
+        false,
+    ));
+    assert_eq!(
+        check(&marks, "acme", &tags(&[&tag]), "/x", 500),
+        Verdict::Purged
+    );
+    assert_eq!(
+        check(&marks, "acme", &tags(&["t"]), "/x", 500),
+        Verdict::Valid
     );
 }
