@@ -31,7 +31,7 @@ use serde_json::{Value, json};
 
 use crate::body::Body;
 use crate::invalidation::{Mark, NotPropagated, Scope, scopes_for_event};
-use crate::key::{CacheKey, normalize_path};
+use crate::key::{CacheKey, canonical_path};
 use crate::proxy::State;
 use crate::settings::{AdminAuth, Settings};
 
@@ -364,7 +364,14 @@ async fn purge(admin: &Admin, caller: &Caller, request: PurgeRequest) -> Result<
         let uri = url.parse::<http::Uri>().map_err(|_| {
             Refusal::bad_request("bad_url", format!("'{url}' is not a URL or path"))
         })?;
-        scopes.push(Scope::Path(normalize_path(uri.path()).into()));
+        // The one spelling the proxy keys a request on: `//a` purges `/a`.
+        let path = canonical_path(uri.path()).map_err(|why| {
+            Refusal::bad_request(
+                "bad_url",
+                format!("'{url}' has {why}: no request with that path is served"),
+            )
+        })?;
+        scopes.push(Scope::Path(path.into()));
     }
     if let Some(prefix) = &request.prefix {
         if !prefix.starts_with('/') {
@@ -373,7 +380,13 @@ async fn purge(admin: &Admin, caller: &Caller, request: PurgeRequest) -> Result<
                 "a prefix is a path starting with '/'",
             ));
         }
-        scopes.push(Scope::Prefix(normalize_path(prefix).into()));
+        let prefix = canonical_path(prefix).map_err(|why| {
+            Refusal::bad_request(
+                "bad_prefix",
+                format!("'{prefix}' has {why}: no request with that path is served"),
+            )
+        })?;
+        scopes.push(Scope::Prefix(prefix.into()));
     }
     if request.all {
         scopes.push(Scope::All);

@@ -17,7 +17,7 @@ use crate::body::Body;
 use crate::error::ProxyError;
 use crate::inbound;
 use crate::invalidation::{Mark, Scope, scopes_for_event};
-use crate::key::normalize_path;
+use crate::key::{canonical_path, normalize_path};
 use crate::outcome::{BypassReason, Served};
 use crate::policy::{Match, Policy, PolicySet};
 use crate::upstream;
@@ -101,8 +101,10 @@ impl WriteEffects {
                 .get(name)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| local_path(v, self.host.as_deref()))
+                // A path with no one reading is refused, so never stored.
+                && let Ok(path) = canonical_path(&path)
             {
-                scopes.push(Scope::Path(normalize_path(&path).into()));
+                scopes.push(Scope::Path(path.into()));
             }
         }
         if status.is_success() {

@@ -168,6 +168,29 @@ async fn purges_by_url_prefix_tenant_and_every_tenant() {
         get(&folio.url("/api/v1/products/2"), ACME).await.x_cache(),
         "HIT"
     );
+    // Any spelling the proxy serves as that path purges it; a spelling no
+    // request can have is refused, not accepted as a purge of nothing.
+    let spelled = folio
+        .admin_post(
+            "/_folio/purge",
+            &[],
+            r#"{"urls":["/api//v1/./products//2"],"tenant":"acme"}"#,
+        )
+        .await;
+    assert_eq!(spelled.status, 200, "{}", spelled.text());
+    assert_eq!(
+        get(&folio.url("/api/v1/products/2"), ACME).await.x_cache(),
+        "MISS"
+    );
+    let ambiguous = folio
+        .admin_post(
+            "/_folio/purge",
+            &[],
+            r#"{"urls":["/api/v1/products/2;v=1"],"tenant":"acme"}"#,
+        )
+        .await;
+    assert_eq!(ambiguous.status, 400, "{}", ambiguous.text());
+    assert!(ambiguous.text().contains("bad_url"), "{}", ambiguous.text());
 
     folio
         .admin_post(
