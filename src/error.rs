@@ -41,6 +41,9 @@ pub(crate) enum ProxyError {
     /// Something in the request itself (e.g. an unusable tenant header).
     #[error("{0}")]
     BadRequest(String),
+    /// `CONNECT`: a reverse proxy has no tunnel to open.
+    #[error("folio does not tunnel: CONNECT is not served")]
+    Tunnel,
     /// The request already passed through folio (`Via`): forwarding loops.
     #[error("the request already passed through folio: the upstream points back at it")]
     Loop,
@@ -58,6 +61,7 @@ impl ProxyError {
             Self::UpstreamTimeout(_) | Self::NotCached => StatusCode::GATEWAY_TIMEOUT,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Loop => StatusCode::LOOP_DETECTED,
+            Self::Tunnel => StatusCode::NOT_IMPLEMENTED,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -72,6 +76,7 @@ impl ProxyError {
             Self::NotCached => "only_if_cached",
             Self::BadRequest(_) => "bad_request",
             Self::Loop => "loop_detected",
+            Self::Tunnel => "not_implemented",
             Self::Internal => "internal_error",
         }
     }

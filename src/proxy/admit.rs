@@ -14,9 +14,12 @@ use crate::inbound;
 use crate::key::{canonical_path, canonical_query};
 use crate::policy::{Match, Policy, PolicySet};
 
-/// The request's one canonical path, or why it is refused (a loop, or a
-/// path with more than one reading).
+/// The request's one canonical path, or why it is refused (a tunnel, a
+/// loop, or a path with more than one reading).
 pub(super) fn path(parts: &Parts) -> Result<String, ProxyError> {
+    if parts.method == http::Method::CONNECT {
+        return Err(ProxyError::Tunnel);
+    }
     inbound::refuse_loop(&parts.headers)?;
     match canonical_path(parts.uri.path()) {
         Ok(path) => Ok(path.into_owned()),

@@ -281,6 +281,21 @@ async fn a_huge_age_after_a_slow_answer_is_not_a_panic() {
 }
 
 #[tokio::test]
+async fn connect_is_refused_and_never_reaches_the_upstream() {
+    let origin = RawOrigin::start().await;
+    let folio = Folio::start_with(settings(origin.uri()), POLICIES).await;
+    let got = raw_request(
+        folio.addr,
+        "CONNECT evil.example:443 HTTP/1.1\nHost: evil.example:443\nX-Tenant-ID: acme",
+        b"",
+    )
+    .await;
+    assert_eq!(got.status, 501);
+    assert_eq!(got.json()["error"], "not_implemented");
+    assert_eq!(origin.requests(), 0);
+}
+
+#[tokio::test]
 async fn a_request_that_already_passed_through_folio_is_a_loop() {
     let upstream = TestUpstream::json("{}").await;
     let folio = Folio::start(&upstream, POLICIES).await;
