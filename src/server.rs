@@ -57,9 +57,26 @@ struct Activity {
     finished: AtomicU64,
     /// Whether the connection speaks HTTP/2 (known from its first request).
     http2: AtomicBool,
+    /// Response bodies handed to hyper and not yet done.
+    sending: AtomicUsize,
+    /// Of those, the ones whose source (the upstream) has nothing for them
+    /// yet: they wait on it, not on the client.
+    awaiting_source: AtomicUsize,
+    /// Changes whenever a write of more than [`CONTROL_WRITE`] bytes reaches
+    /// the socket: the client is taking what it is sent. Only change
+    /// matters, so a plain load and store do.
+    written: AtomicU64,
 }
 
 impl Activity {
+    /// The written count while some response waits on the client rather
+    /// than on its source; `None` otherwise.
+    fn blocked_at(&self) -> Option<u64> {
+        let waiting_on_source = self.awaiting_source.load(Ordering::Acquire);
+        (self.sending.load(Ordering::Acquire) > waiting_on_source)
+            .then(|| self.written.load(Ordering::Relaxed))
+    }
+
     /// The finished count when nothing is in flight; `None` while busy.
     fn quiet_at(&self) -> Option<u64> {
         (self.in_flight.load(Ordering::Acquire) == 0).then(|| self.finished.load(Ordering::Acquire))
@@ -97,10 +114,35 @@ impl Drop for Working {
 
 /// A response body being sent: its request counts as in flight (the
 /// connection is busy, not quiet) until hyper has written it all, or
-/// dropped it.
+/// dropped it. Unless its source has nothing for it yet, it waits on the
+/// client, and a client that takes nothing for too long is dropped (see
+/// [`watchdog`]).
 struct Sending {
     body: Body,
-    _working: Working,
+    /// The last poll found the source with nothing yet.
+    awaiting_source: bool,
+    working: Working,
+}
+
+impl Sending {
+    fn new(body: Body, working: Working) -> Self {
+        working.0.sending.fetch_add(1, Ordering::AcqRel);
+        Self {
+            body,
+            awaiting_source: false,
+            working,
+        }
+    }
+}
+
+impl Drop for Sending {
+    fn drop(&mut self) {
+        let activity = &self.working.0;
+        if self.awaiting_source {
+            activity.awaiting_source.fetch_sub(1, Ordering::AcqRel);
+        }
+        activity.sending.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl http_body::Body for Sending {
@@ -111,7 +153,19 @@ impl http_body::Body for Sending {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        let awaiting = polled.is_pending();
+        if awaiting != this.awaiting_source {
+            let activity = &this.working.0;
+            this.awaiting_source = awaiting;
+            if awaiting {
+                activity.awaiting_source.fetch_add(1, Ordering::AcqRel);
+            } else {
+                activity.awaiting_source.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -120,6 +174,75 @@ impl http_body::Body for Sending {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.body.size_hint()
+    }
+}
+
+/// Largest write that does not count as the client taking its response:
+/// HTTP/2 pings, acknowledgements and window updates, which a client that
+/// reads no data still draws.
+const CONTROL_WRITE: usize = 64;
+
+/// The connection's socket, noting each write that carries a response.
+struct Written<S> {
+    io: S,
+    activity: Arc<Activity>,
+}
+
+impl<S> Written<S> {
+    fn note(&self, written: Poll<std::io::Result<usize>>) -> Poll<std::io::Result<usize>> {
+        if let Poll::Ready(Ok(n)) = written
+            && n > CONTROL_WRITE
+        {
+            let count = self.activity.written.load(Ordering::Relaxed);
+            self.activity
+                .written
+                .store(count.wrapping_add(1), Ordering::Relaxed);
+        }
+        written
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Written<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Written<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let written = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.note(written)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let written = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.note(written)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }
 
@@ -174,12 +297,13 @@ pub(crate) async fn serve<H, F>(
                     let response = handler(request, peer);
                     async move {
                         let response = response.await;
-                        Ok::<_, Infallible>(response.map(|body| Sending { body, _working: in_flight }))
+                        Ok::<_, Infallible>(response.map(|body| Sending::new(body, in_flight)))
                     }
                 });
                 match &tls {
                     None => {
-                        let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                        let io = TokioIo::new(Written { io: stream, activity: Arc::clone(&activity) });
+                        let connection = builder.serve_connection(io, service).into_owned();
                         tokio::spawn(drive(connection, peer, activity, stopping.clone(), limits, open.clone()));
                     }
                     Some(acceptor) => {
@@ -191,7 +315,8 @@ pub(crate) async fn serve<H, F>(
                             let Some(stream) = handshake(&acceptor, stream, peer, limits, stopping.clone()).await else {
                                 return;
                             };
-                            let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                            let io = TokioIo::new(Written { io: stream, activity: Arc::clone(&activity) });
+                            let connection = builder.serve_connection(io, service).into_owned();
                             drive(connection, peer, activity, stopping, limits, open).await;
                         });
                     }
@@ -320,7 +445,10 @@ impl Drop for AbortOnDrop {
 
 /// Watches one connection: asks it to close when it has been quiet for its
 /// limit or the server stops, and to drop when it has not closed within
-/// the grace period.
+/// the grace period, or when a response has waited on the client for the
+/// quiet limit (at most [`HEADER_READ_TIMEOUT`]) without the client taking
+/// any of it: one that stops reading would otherwise hold the connection,
+/// and for a streamed answer an upstream connection, for ever.
 async fn watchdog(
     asked: Arc<Asked>,
     activity: Arc<Activity>,
@@ -329,21 +457,27 @@ async fn watchdog(
     peer: SocketAddr,
 ) {
     let check_every = (limits.idle.min(HEADER_READ_TIMEOUT) / 8).max(Duration::from_millis(50));
-    // Quiet since when, at which finished count.
+    let send_limit = limits.idle.min(HEADER_READ_TIMEOUT);
+    // Quiet since when, at which finished count; blocked on the client
+    // since when, at which written count.
     let mut quiet: Option<(Instant, u64)> = None;
+    let mut blocked: Option<(Instant, u64)> = None;
     loop {
         tokio::select! {
             _ = stopping.wait_for(|stop| *stop) => break,
             () = tokio::time::sleep(check_every) => {
-                quiet = match (activity.quiet_at(), quiet) {
-                    (None, _) => None,
-                    (Some(count), Some((since, seen))) if count == seen => Some((since, seen)),
-                    (Some(count), _) => Some((Instant::now(), count)),
-                };
+                quiet = unchanged_since(activity.quiet_at(), quiet);
                 let limit = activity.quiet_limit(limits);
                 if quiet.is_some_and(|(since, _)| since.elapsed() >= limit) {
                     debug!(%peer, "idle connection closed");
                     break;
+                }
+                blocked = unchanged_since(activity.blocked_at(), blocked);
+                if blocked.is_some_and(|(since, _)| since.elapsed() >= send_limit) {
+                    // Nothing it is sent is taken: a close could not finish.
+                    debug!(%peer, ?send_limit, "a client took none of its response; dropped");
+                    asked.ask(DROP);
+                    return;
                 }
             }
         }
@@ -361,6 +495,15 @@ async fn watchdog(
     }
     debug!(%peer, "connection did not close in time; dropped");
     asked.ask(DROP);
+}
+
+/// Since when a count has stood still (`None` while there is none).
+fn unchanged_since(now: Option<u64>, before: Option<(Instant, u64)>) -> Option<(Instant, u64)> {
+    match (now, before) {
+        (None, _) => None,
+        (Some(count), Some((since, seen))) if count == seen => Some((since, seen)),
+        (Some(count), _) => Some((Instant::now(), count)),
+    }
 }
 
 #[cfg(test)]

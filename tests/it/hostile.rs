@@ -2,6 +2,8 @@
 //! attack that once worked (see docs/security.md), and what a client sees
 //! now.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::support::raw::{
@@ -413,6 +415,97 @@ async fn a_response_still_being_sent_is_not_closed_as_idle() {
         CHUNKS * CHUNK.len(),
         "the body was cut off while it was being sent: {body:?}"
     );
+    origin.abort();
+}
+
+/// An origin with an endless export, and whether folio has let go of it.
+async fn endless_export() -> (http::Uri, Arc<AtomicBool>, tokio::task::JoinHandle<()>) {
+    let released = Arc::new(AtomicBool::new(false));
+    let noted = Arc::clone(&released);
+    let (uri, origin) = scripted_origin(move |mut stream| {
+        let noted = Arc::clone(&noted);
+        async move {
+            let head =
+                "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n";
+            let _ = tokio::io::AsyncWriteExt::write_all(&mut stream, head.as_bytes()).await;
+            let chunk = format!("10000\r\n{}\r\n", "x".repeat(0x10000));
+            while tokio::io::AsyncWriteExt::write_all(&mut stream, chunk.as_bytes())
+                .await
+                .is_ok()
+            {}
+            noted.store(true, Ordering::SeqCst);
+        }
+    })
+    .await;
+    (uri, released, origin)
+}
+
+async fn with_quick_idle(uri: http::Uri) -> Folio {
+    let mut settings = settings(uri);
+    settings.idle_timeout = Duration::from_secs(1);
+    Folio::start_with(settings, POLICIES).await
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_dropped_and_frees_the_upstream() {
+    let (uri, released, origin) = endless_export().await;
+    let folio = with_quick_idle(uri).await;
+    // A client that asks, and then reads nothing.
+    let mut client = tokio::net::TcpStream::connect(folio.addr).await.unwrap();
+    let request = format!(
+        "POST /api/v1/export HTTP/1.1\r\nHost: {}\r\nX-Tenant-ID: acme\r\nContent-Length: 2\r\n\r\n{{}}",
+        host(&folio)
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut client, request.as_bytes())
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "folio let go of the upstream",
+        || async { released.load(Ordering::SeqCst) },
+    )
+    .await;
+    assert!(
+        closed_within(client, Duration::from_secs(10)).await,
+        "the client's connection is closed"
+    );
+    origin.abort();
+}
+
+#[tokio::test]
+async fn an_h2c_client_that_opens_no_window_is_dropped_and_frees_the_upstream() {
+    use http_body_util::Full;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let (uri, released, origin) = endless_export().await;
+    let folio = with_quick_idle(uri).await;
+    // Streams start with no room for data, and the client never makes any;
+    // it answers folio's pings all the while.
+    let tcp = tokio::net::TcpStream::connect(folio.addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .initial_stream_window_size(0)
+        .handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    let connection = tokio::spawn(connection);
+    let request = http::Request::post(folio.url("/api/v1/export"))
+        .header("x-tenant-id", "acme")
+        .body(Full::new(bytes::Bytes::from_static(b"{}")))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    eventually(
+        Duration::from_secs(20),
+        "folio let go of the upstream",
+        || async { released.load(Ordering::SeqCst) },
+    )
+    .await;
+    assert!(
+        tokio::time::timeout(Duration::from_secs(10), connection)
+            .await
+            .is_ok(),
+        "the client's connection is closed"
+    );
+    drop(response);
     origin.abort();
 }
 
