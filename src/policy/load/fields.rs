@@ -229,10 +229,10 @@ impl Ctx<'_> {
         let mut query = QueryKey::Ignore;
         for part in text.split('+').map(str::trim) {
             let lower = part.to_ascii_lowercase();
-            if let Some(name) = lower
-                .strip_prefix("query:")
-                .or_else(|| lower.strip_prefix("query."))
-            {
+            // The prefix in any case; the parameter's name exactly as
+            // written, since query names are case-sensitive.
+            if lower.starts_with("query:") || lower.starts_with("query.") {
+                let name = &part["query:".len()..];
                 match &mut query {
                     QueryKey::Ignore => query = QueryKey::Only(vec![name.into()]),
                     QueryKey::Only(names) => names.push(name.into()),

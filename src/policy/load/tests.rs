@@ -168,6 +168,22 @@ fn yaml_syntax_errors_name_the_line() {
 }
 
 #[test]
+fn cache_key_query_names_keep_their_case() {
+    // Query names are case-sensitive: `pageSize` was once read as
+    // `pagesize`, so the parameter was neither keyed nor forwarded.
+    let set = PolicySet::from_yaml(
+        "p.yaml",
+        "\"/s\":\n  cache_key: \"tenant_id + QUERY:pageSize + query.q\"\n",
+    )
+    .unwrap();
+    let policy = set.match_request(&Method::GET, "/s").unwrap().policy;
+    assert_eq!(
+        policy.key_query,
+        QueryKey::Only(vec!["pageSize".into(), "q".into()])
+    );
+}
+
+#[test]
 fn wrong_types_and_values() {
     let errors = errors(
         r#"
