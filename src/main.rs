@@ -141,7 +141,7 @@ struct ServeArgs {
     /// Proxies in front of folio whose X-Forwarded-For / Forwarded are believed (CIDR, comma-separated); from other peers those headers are replaced.
     #[arg(long, env = "FOLIO_TRUSTED_PROXIES", value_delimiter = ',')]
     trusted_proxies: Vec<folio::Cidr>,
-    /// A client connection with no request in flight for this long is closed (HTTP/1.1 and HTTP/2; an HTTP/1.1 one, waiting for a request head, after at most 30s); one that takes none of a response for this long (at most 30s) is dropped.
+    /// A client connection with no request in flight for this long is closed (HTTP/1.1 and HTTP/2; an HTTP/1.1 one, waiting for a request head, after at most 30s); one that takes no part of a response for this long (at most 30s, at least 10s) is dropped.
     #[arg(long, env = "FOLIO_IDLE_TIMEOUT", default_value = "75s", value_parser = parse_duration)]
     idle_timeout: Duration,
     /// Metric label slots for tenants without a --tenant-token (those always have their own label); a slot idle for 10 minutes goes to a newcomer, the rest count as "other".

@@ -8,11 +8,12 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use http::{Request, Response, Version};
 use hyper::body::Incoming;
@@ -21,6 +22,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulConnection;
+use slab::Slab;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
@@ -57,24 +59,36 @@ struct Activity {
     finished: AtomicU64,
     /// Whether the connection speaks HTTP/2 (known from its first request).
     http2: AtomicBool,
-    /// Response bodies handed to hyper and not yet done.
-    sending: AtomicUsize,
-    /// Of those, the ones whose source (the upstream) has nothing for them
-    /// yet: they wait on it, not on the client.
-    awaiting_source: AtomicUsize,
-    /// Changes whenever a write of more than [`CONTROL_WRITE`] bytes reaches
-    /// the socket: the client is taking what it is sent. Only change
-    /// matters, so a plain load and store do.
-    written: AtomicU64,
+    /// The watchdog's checks so far: the clock a response's progress is
+    /// told by, so a request reads no clock.
+    tick: AtomicU64,
+    /// The response an HTTP/1.1 connection is sending (one at a time):
+    /// its [`Progress`].
+    h1_sending: AtomicU64,
+    /// The responses of an HTTP/2 connection's streams, each its
+    /// [`Progress`] in its own slot.
+    h2_sending: Mutex<Slab<Progress>>,
 }
 
+/// A response being sent, as the watchdog sees it: 0 while it waits on its
+/// source (or is done), else one more than the tick at which the client
+/// last took a part of it.
+type Progress = u64;
+
 impl Activity {
-    /// The written count while some response waits on the client rather
-    /// than on its source; `None` otherwise.
-    fn blocked_at(&self) -> Option<u64> {
-        let waiting_on_source = self.awaiting_source.load(Ordering::Acquire);
-        (self.sending.load(Ordering::Acquire) > waiting_on_source)
-            .then(|| self.written.load(Ordering::Relaxed))
+    fn progress_now(&self) -> Progress {
+        self.tick.load(Ordering::Relaxed).wrapping_add(1)
+    }
+
+    /// Whether some response has waited on the client for `ticks` checks
+    /// without the client taking any of it.
+    fn stalled(&self, ticks: u64) -> bool {
+        let now = self.tick.load(Ordering::Relaxed);
+        let stalled = |progress: Progress| {
+            progress != 0 && now.saturating_sub(progress.wrapping_sub(1)) >= ticks
+        };
+        stalled(self.h1_sending.load(Ordering::Relaxed))
+            || lock(&self.h2_sending).iter().any(|(_, p)| stalled(*p))
     }
 
     /// The finished count when nothing is in flight; `None` while busy.
@@ -112,36 +126,83 @@ impl Drop for Working {
     }
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Largest part of a response handed to hyper at once. hyper asks for the
+/// next part once the client has taken (most of) this one, so that is when
+/// a response makes progress, also one stored whole.
+const PART: usize = 16 << 10;
+
 /// A response body being sent: its request counts as in flight (the
 /// connection is busy, not quiet) until hyper has written it all, or
 /// dropped it. Unless its source has nothing for it yet, it waits on the
-/// client, and a client that takes nothing for too long is dropped (see
-/// [`watchdog`]).
+/// client, and a client that takes none of it for too long is dropped
+/// (see [`watchdog`]).
 struct Sending {
     body: Body,
-    /// The last poll found the source with nothing yet.
-    awaiting_source: bool,
+    /// What is left of a data frame larger than [`PART`].
+    rest: Option<Bytes>,
+    /// Where the watchdog sees this response's progress.
+    slot: Slot,
     working: Working,
 }
 
+enum Slot {
+    Http1,
+    Http2(usize),
+}
+
 impl Sending {
-    fn new(body: Body, working: Working) -> Self {
-        working.0.sending.fetch_add(1, Ordering::AcqRel);
+    fn new(body: Body, working: Working, http2: bool) -> Self {
+        let activity = &working.0;
+        let now = activity.progress_now();
+        let slot = if http2 {
+            Slot::Http2(lock(&activity.h2_sending).insert(now))
+        } else {
+            activity.h1_sending.store(now, Ordering::Relaxed);
+            Slot::Http1
+        };
         Self {
             body,
-            awaiting_source: false,
+            rest: None,
+            slot,
             working,
         }
+    }
+
+    fn note(&self, progress: Progress) {
+        let activity = &self.working.0;
+        match self.slot {
+            Slot::Http1 => activity.h1_sending.store(progress, Ordering::Relaxed),
+            Slot::Http2(key) => {
+                if let Some(held) = lock(&activity.h2_sending).get_mut(key) {
+                    *held = progress;
+                }
+            }
+        }
+    }
+
+    /// The next part of `data`, keeping the rest for the next poll.
+    fn part(&mut self, mut data: Bytes) -> Bytes {
+        if data.len() > PART {
+            self.rest = Some(data.split_off(PART));
+        }
+        data
     }
 }
 
 impl Drop for Sending {
     fn drop(&mut self) {
-        let activity = &self.working.0;
-        if self.awaiting_source {
-            activity.awaiting_source.fetch_sub(1, Ordering::AcqRel);
+        match self.slot {
+            Slot::Http1 => self.working.0.h1_sending.store(0, Ordering::Relaxed),
+            Slot::Http2(key) => {
+                lock(&self.working.0.h2_sending).try_remove(key);
+            }
         }
-        activity.sending.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -154,95 +215,46 @@ impl http_body::Body for Sending {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
         let this = self.get_mut();
-        let polled = Pin::new(&mut this.body).poll_frame(cx);
-        let awaiting = polled.is_pending();
-        if awaiting != this.awaiting_source {
-            let activity = &this.working.0;
-            this.awaiting_source = awaiting;
-            if awaiting {
-                activity.awaiting_source.fetch_add(1, Ordering::AcqRel);
-            } else {
-                activity.awaiting_source.fetch_sub(1, Ordering::AcqRel);
+        // Asked for more: the client took what it was given.
+        let now = this.working.0.progress_now();
+        if let Some(rest) = this.rest.take() {
+            this.note(now);
+            let part = this.part(rest);
+            return Poll::Ready(Some(Ok(http_body::Frame::data(part))));
+        }
+        match Pin::new(&mut this.body).poll_frame(cx) {
+            Poll::Pending => {
+                this.note(0); // waiting on the source, not on the client
+                Poll::Pending
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                this.note(now);
+                let frame = match frame.into_data() {
+                    Ok(data) => http_body::Frame::data(this.part(data)),
+                    Err(frame) => frame,
+                };
+                Poll::Ready(Some(Ok(frame)))
+            }
+            done @ Poll::Ready(_) => {
+                this.note(0);
+                done
             }
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.rest.is_none() && self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
-    }
-}
-
-/// Largest write that does not count as the client taking its response:
-/// HTTP/2 pings, acknowledgements and window updates, which a client that
-/// reads no data still draws.
-const CONTROL_WRITE: usize = 64;
-
-/// The connection's socket, noting each write that carries a response.
-struct Written<S> {
-    io: S,
-    activity: Arc<Activity>,
-}
-
-impl<S> Written<S> {
-    fn note(&self, written: Poll<std::io::Result<usize>>) -> Poll<std::io::Result<usize>> {
-        if let Poll::Ready(Ok(n)) = written
-            && n > CONTROL_WRITE
-        {
-            let count = self.activity.written.load(Ordering::Relaxed);
-            self.activity
-                .written
-                .store(count.wrapping_add(1), Ordering::Relaxed);
+        let rest = self.rest.as_ref().map_or(0, |rest| rest.len() as u64);
+        let inner = self.body.size_hint();
+        let mut hint = http_body::SizeHint::new();
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper.saturating_add(rest));
         }
-        written
-    }
-}
-
-impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Written<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
-    }
-}
-
-impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Written<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let this = self.get_mut();
-        let written = Pin::new(&mut this.io).poll_write(cx, buf);
-        this.note(written)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        let this = self.get_mut();
-        let written = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
-        this.note(written)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+        hint.set_lower(inner.lower().saturating_add(rest));
+        hint
     }
 }
 
@@ -290,20 +302,20 @@ pub(crate) async fn serve<H, F>(
                 let activity = Arc::new(Activity::default());
                 let working = Arc::clone(&activity);
                 let service = service_fn(move |request: Request<Incoming>| {
-                    if request.version() == Version::HTTP_2 {
+                    let http2 = request.version() == Version::HTTP_2;
+                    if http2 {
                         working.http2.store(true, Ordering::Relaxed);
                     }
                     let in_flight = Working::start(&working);
                     let response = handler(request, peer);
                     async move {
                         let response = response.await;
-                        Ok::<_, Infallible>(response.map(|body| Sending::new(body, in_flight)))
+                        Ok::<_, Infallible>(response.map(|body| Sending::new(body, in_flight, http2)))
                     }
                 });
                 match &tls {
                     None => {
-                        let io = TokioIo::new(Written { io: stream, activity: Arc::clone(&activity) });
-                        let connection = builder.serve_connection(io, service).into_owned();
+                        let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                         tokio::spawn(drive(connection, peer, activity, stopping.clone(), limits, open.clone()));
                     }
                     Some(acceptor) => {
@@ -315,8 +327,7 @@ pub(crate) async fn serve<H, F>(
                             let Some(stream) = handshake(&acceptor, stream, peer, limits, stopping.clone()).await else {
                                 return;
                             };
-                            let io = TokioIo::new(Written { io: stream, activity: Arc::clone(&activity) });
-                            let connection = builder.serve_connection(io, service).into_owned();
+                            let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                             drive(connection, peer, activity, stopping, limits, open).await;
                         });
                     }
@@ -445,10 +456,11 @@ impl Drop for AbortOnDrop {
 
 /// Watches one connection: asks it to close when it has been quiet for its
 /// limit or the server stops, and to drop when it has not closed within
-/// the grace period, or when a response has waited on the client for the
-/// quiet limit (at most [`HEADER_READ_TIMEOUT`]) without the client taking
-/// any of it: one that stops reading would otherwise hold the connection,
-/// and for a streamed answer an upstream connection, for ever.
+/// the grace period, or when a response has waited on the client for
+/// [`send_limit`] without the client taking any of it: one that stops
+/// reading, or opens no HTTP/2 window, would otherwise hold the
+/// connection, and for a streamed answer an upstream connection, for ever.
+/// (hyper cannot reset one HTTP/2 stream from here: the connection goes.)
 async fn watchdog(
     asked: Arc<Asked>,
     activity: Arc<Activity>,
@@ -457,23 +469,29 @@ async fn watchdog(
     peer: SocketAddr,
 ) {
     let check_every = (limits.idle.min(HEADER_READ_TIMEOUT) / 8).max(Duration::from_millis(50));
-    let send_limit = limits.idle.min(HEADER_READ_TIMEOUT);
-    // Quiet since when, at which finished count; blocked on the client
-    // since when, at which written count.
+    let send_limit = send_limit(limits);
+    let stall_ticks = send_limit
+        .as_millis()
+        .div_ceil(check_every.as_millis().max(1));
+    let stall_ticks = u64::try_from(stall_ticks).unwrap_or(u64::MAX);
+    // Quiet since when, at which finished count.
     let mut quiet: Option<(Instant, u64)> = None;
-    let mut blocked: Option<(Instant, u64)> = None;
     loop {
         tokio::select! {
             _ = stopping.wait_for(|stop| *stop) => break,
             () = tokio::time::sleep(check_every) => {
-                quiet = unchanged_since(activity.quiet_at(), quiet);
+                activity.tick.fetch_add(1, Ordering::Relaxed);
+                quiet = match (activity.quiet_at(), quiet) {
+                    (None, _) => None,
+                    (Some(count), Some((since, seen))) if count == seen => Some((since, seen)),
+                    (Some(count), _) => Some((Instant::now(), count)),
+                };
                 let limit = activity.quiet_limit(limits);
                 if quiet.is_some_and(|(since, _)| since.elapsed() >= limit) {
                     debug!(%peer, "idle connection closed");
                     break;
                 }
-                blocked = unchanged_since(activity.blocked_at(), blocked);
-                if blocked.is_some_and(|(since, _)| since.elapsed() >= send_limit) {
+                if activity.stalled(stall_ticks) {
                     // Nothing it is sent is taken: a close could not finish.
                     debug!(%peer, ?send_limit, "a client took none of its response; dropped");
                     asked.ask(DROP);
@@ -497,14 +515,14 @@ async fn watchdog(
     asked.ask(DROP);
 }
 
-/// Since when a count has stood still (`None` while there is none).
-fn unchanged_since(now: Option<u64>, before: Option<(Instant, u64)>) -> Option<(Instant, u64)> {
-    match (now, before) {
-        (None, _) => None,
-        (Some(count), Some((since, seen))) if count == seen => Some((since, seen)),
-        (Some(count), _) => Some((Instant::now(), count)),
-    }
+/// How long a response may wait on a client that takes none of it: the
+/// quiet limit, but not under [`MIN_SEND_LIMIT`], so a short keep-alive
+/// does not cut slow clients off.
+fn send_limit(limits: Limits) -> Duration {
+    limits.idle.min(HEADER_READ_TIMEOUT).max(MIN_SEND_LIMIT)
 }
+
+const MIN_SEND_LIMIT: Duration = Duration::from_secs(10);
 
 #[cfg(test)]
 mod tests {
@@ -525,5 +543,43 @@ mod tests {
         // HTTP/2 keeps its own framing alive: the idle timeout alone.
         activity.http2.store(true, Ordering::Relaxed);
         assert_eq!(activity.quiet_limit(long), Duration::from_secs(75));
+    }
+
+    fn poll(sending: &mut Sending) -> Poll<Option<usize>> {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        http_body::Body::poll_frame(Pin::new(sending), &mut cx)
+            .map(|frame| frame.map(|f| f.unwrap().into_data().unwrap().len()))
+    }
+
+    #[test]
+    fn a_response_stalls_only_while_the_client_takes_none_of_it() {
+        for http2 in [false, true] {
+            let activity = Arc::new(Activity::default());
+            let body = Body::full(Bytes::from(vec![b'x'; 2 * PART + 10]));
+            let mut sending = Sending::new(body, Working::start(&activity), http2);
+            assert_eq!(
+                http_body::Body::size_hint(&sending).exact(),
+                Some(2 * PART as u64 + 10)
+            );
+            let tick = |n| activity.tick.fetch_add(n, Ordering::Relaxed);
+            tick(3);
+            assert!(!activity.stalled(4), "handed over, not yet asked for more");
+            tick(1);
+            assert!(activity.stalled(4), "four checks without a part taken");
+            // Parts of at most PART bytes: each one asked for is progress.
+            assert_eq!(poll(&mut sending), Poll::Ready(Some(PART)));
+            assert!(!activity.stalled(4));
+            assert_eq!(
+                http_body::Body::size_hint(&sending).exact(),
+                Some(PART as u64 + 10)
+            );
+            assert!(!http_body::Body::is_end_stream(&sending));
+            assert_eq!(poll(&mut sending), Poll::Ready(Some(PART)));
+            assert_eq!(poll(&mut sending), Poll::Ready(Some(10)));
+            tick(10);
+            drop(sending);
+            assert!(!activity.stalled(4), "done");
+            assert!(lock(&activity.h2_sending).is_empty());
+        }
     }
 }

@@ -418,25 +418,37 @@ async fn a_response_still_being_sent_is_not_closed_as_idle() {
     origin.abort();
 }
 
-/// An origin with an endless export, and whether folio has let go of it.
+/// An origin with an endless export (any POST), and whether folio has let
+/// go of it; other requests get a small JSON answer.
 async fn endless_export() -> (http::Uri, Arc<AtomicBool>, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let uri = format!("http://{}", listener.local_addr().unwrap())
+        .parse()
+        .unwrap();
     let released = Arc::new(AtomicBool::new(false));
     let noted = Arc::clone(&released);
-    let (uri, origin) = scripted_origin(move |mut stream| {
-        let noted = Arc::clone(&noted);
-        async move {
-            let head =
-                "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n";
-            let _ = tokio::io::AsyncWriteExt::write_all(&mut stream, head.as_bytes()).await;
-            let chunk = format!("10000\r\n{}\r\n", "x".repeat(0x10000));
-            while tokio::io::AsyncWriteExt::write_all(&mut stream, chunk.as_bytes())
-                .await
-                .is_ok()
-            {}
-            noted.store(true, Ordering::SeqCst);
+    let origin = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let noted = Arc::clone(&noted);
+            tokio::spawn(async move {
+                let mut request = [0u8; 4096];
+                let Ok(n) = stream.read(&mut request).await else {
+                    return;
+                };
+                if !request[..n].starts_with(b"POST") {
+                    let small = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncache-control: max-age=60\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}";
+                    let _ = stream.write_all(small.as_bytes()).await;
+                    return;
+                }
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n";
+                let _ = stream.write_all(head.as_bytes()).await;
+                let chunk = format!("10000\r\n{}\r\n", "x".repeat(0x10000));
+                while stream.write_all(chunk.as_bytes()).await.is_ok() {}
+                noted.store(true, Ordering::SeqCst);
+            });
         }
-    })
-    .await;
+    });
     (uri, released, origin)
 }
 
@@ -460,7 +472,7 @@ async fn a_client_that_stops_reading_is_dropped_and_frees_the_upstream() {
         .await
         .unwrap();
     eventually(
-        Duration::from_secs(20),
+        Duration::from_secs(30),
         "folio let go of the upstream",
         || async { released.load(Ordering::SeqCst) },
     )
@@ -493,8 +505,24 @@ async fn an_h2c_client_that_opens_no_window_is_dropped_and_frees_the_upstream() 
         .unwrap();
     let response = sender.send_request(request).await.unwrap();
     assert_eq!(response.status(), 200);
+    // Meanwhile it asks for something small on other streams, answered in
+    // full (headers alone): the stalled stream still counts.
+    let mut other = sender.clone();
+    let url = folio.url("/api/v1/products/1");
+    let small = tokio::spawn(async move {
+        loop {
+            let head = http::Request::head(&url)
+                .header("x-tenant-id", "acme")
+                .body(Full::new(bytes::Bytes::new()))
+                .unwrap();
+            if other.send_request(head).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
     eventually(
-        Duration::from_secs(20),
+        Duration::from_secs(30),
         "folio let go of the upstream",
         || async { released.load(Ordering::SeqCst) },
     )
@@ -506,6 +534,7 @@ async fn an_h2c_client_that_opens_no_window_is_dropped_and_frees_the_upstream() 
         "the client's connection is closed"
     );
     drop(response);
+    small.abort();
     origin.abort();
 }
 
