@@ -23,7 +23,7 @@ use crate::key::CacheKey;
 /// never a lost one, and memory that writes to ever new paths cannot grow.
 const MAX_SCOPES_PER_TENANT: usize = 50_000;
 /// Scopes all tenants may hold marks for together; past it, the tenant
-/// being marked folds.
+/// holding the most folds.
 const MAX_SCOPES: usize = 500_000;
 /// Prefix marks are checked one by one on a read: fewer of them.
 const MAX_PREFIXES_PER_TENANT: usize = 256;
@@ -136,7 +136,7 @@ struct TenantMarks {
 }
 
 /// How a path or tag is held: as it is, or past [`MAX_SCOPE_LEN`] as its
-/// digest, which no path (they start with `/`) or short tag can spell.
+/// digest, behind a NUL no path or header-borne tag can hold.
 fn held(scope: &str) -> std::borrow::Cow<'_, str> {
     use sha2::{Digest, Sha256};
     use std::fmt::Write;
@@ -144,8 +144,8 @@ fn held(scope: &str) -> std::borrow::Cow<'_, str> {
         return std::borrow::Cow::Borrowed(scope);
     }
     let digest = Sha256::digest(scope.as_bytes());
-    let mut text = String::with_capacity(7 + 64);
-    text.push_str("sha256:");
+    let mut text = String::with_capacity(8 + 64);
+    text.push_str("\0sha256:");
     for byte in digest {
         let _ = write!(text, "{byte:02x}");
     }
@@ -423,14 +423,13 @@ impl Marks {
             overflow.record(tenant, wide.all);
             return;
         }
-        let crowded = inner.scopes >= MAX_SCOPES;
         let marks = match &mark.tenant {
             None => &mut inner.every_tenant,
             Some(tenant) => inner.tenants.entry(tenant.clone()).or_default(),
         };
         let before = marks.scopes();
         marks.record(&mark.scope, mark.at, mark.soft);
-        let overgrown = marks.overgrown() || (crowded && marks.scopes() > before);
+        let overgrown = marks.overgrown();
         if overgrown {
             marks.fold();
         }
@@ -439,8 +438,28 @@ impl Marks {
         if overgrown {
             tracing::warn!(
                 tenant = mark.tenant.as_deref().unwrap_or("*"),
-                "purge marks outgrew their bounds ({MAX_SCOPES_PER_TENANT} scopes a tenant, {MAX_SCOPES} in all): this tenant's folded into one tenant-wide purge"
+                "purge marks outgrew their bounds ({MAX_SCOPES_PER_TENANT} scopes a tenant): this tenant's folded into one tenant-wide purge"
             );
+        }
+        if inner.scopes > MAX_SCOPES {
+            // Too many in all: the tenant holding the most folds, so one
+            // that writes to ever new paths pays for it, not the others.
+            let inner = &mut *inner;
+            let largest = inner
+                .tenants
+                .iter_mut()
+                .map(|(name, marks)| (&**name, marks))
+                .chain(std::iter::once(("*", &mut inner.every_tenant)))
+                .max_by_key(|(_, marks)| marks.scopes());
+            if let Some((name, marks)) = largest {
+                let held = marks.scopes();
+                marks.fold();
+                inner.scopes = inner.scopes.saturating_sub(held);
+                tracing::warn!(
+                    tenant = name,
+                    "purge marks outgrew their bound ({MAX_SCOPES} scopes in all): the tenant holding the most folded into one tenant-wide purge"
+                );
+            }
         }
     }
 

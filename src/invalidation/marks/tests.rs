@@ -264,6 +264,39 @@ fn writes_for_many_tenants_never_purge_another_tenant() {
 }
 
 #[test]
+fn the_tenant_with_the_most_marks_folds_when_all_of_them_are_too_many() {
+    // Past the bound in all, the tenant being marked used to fold: ten
+    // tenants writing to ever new paths made every other tenant's next
+    // write purge all of that tenant.
+    let marks = Marks::default();
+    let writers = MAX_SCOPES / MAX_SCOPES_PER_TENANT;
+    for w in 0..writers {
+        for i in 0..MAX_SCOPES_PER_TENANT {
+            marks.apply(&mark(
+                Some(&format!("writer{w}")),
+                Scope::Path(format!("/p/{i}").into()),
+                1000,
+                false,
+            ));
+        }
+    }
+    marks.apply(&mark(Some("acme"), Scope::Path("/a".into()), 1000, false));
+    marks.apply(&mark(Some("acme"), Scope::Path("/b".into()), 1000, false));
+    assert_eq!(check(&marks, "acme", &[], "/a", 500), Verdict::Purged);
+    assert_eq!(check(&marks, "acme", &[], "/b", 500), Verdict::Purged);
+    assert_eq!(
+        check(&marks, "acme", &[], "/c", 500),
+        Verdict::Valid,
+        "acme's marks stay as they were written"
+    );
+    assert!(marks.len() <= MAX_SCOPES + 2, "{}", marks.len());
+    let folded = (0..writers)
+        .filter(|w| check(&marks, &format!("writer{w}"), &[], "/elsewhere", 500) == Verdict::Purged)
+        .count();
+    assert_eq!(folded, 1, "one writer folded, tenant-wide");
+}
+
+#[test]
 fn writes_to_long_paths_purge_only_those_paths() {
     // A long path was once held as a prefix of its first bytes, and 257 of
     // them folded into a purge of the whole tenant.
