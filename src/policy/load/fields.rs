@@ -232,16 +232,14 @@ impl Ctx<'_> {
             // The prefix in any case; the parameter's name exactly as
             // written, since query names are case-sensitive.
             if lower.starts_with("query:") || lower.starts_with("query.") {
-                let name = &part["query:".len()..];
+                let name = part["query:".len()..].trim();
                 match &mut query {
                     QueryKey::Ignore => query = QueryKey::Only(vec![name.into()]),
                     QueryKey::Only(names) => names.push(name.into()),
                     QueryKey::All => {}
                 }
-            } else if let Some(name) = part
-                .strip_prefix("header:")
-                .or_else(|| part.strip_prefix("header."))
-            {
+            } else if lower.starts_with("header:") || lower.starts_with("header.") {
+                let name = part["header:".len()..].trim();
                 if let Some(header) = self.header_name(FIELD, name) {
                     policy.key_headers.push(header);
                 }

@@ -173,13 +173,17 @@ fn cache_key_query_names_keep_their_case() {
     // `pagesize`, so the parameter was neither keyed nor forwarded.
     let set = PolicySet::from_yaml(
         "p.yaml",
-        "\"/s\":\n  cache_key: \"tenant_id + QUERY:pageSize + query.q\"\n",
+        "\"/s\":\n  cache_key: \"tenant_id + QUERY:pageSize + query: q + Header:X-Region\"\n",
     )
     .unwrap();
     let policy = set.match_request(&Method::GET, "/s").unwrap().policy;
     assert_eq!(
         policy.key_query,
         QueryKey::Only(vec!["pageSize".into(), "q".into()])
+    );
+    assert_eq!(
+        policy.key_headers,
+        vec![HeaderName::from_static("x-region")]
     );
 }
 
