@@ -371,6 +371,20 @@ async fn idle_connections_are_closed_over_http1_and_h2c() {
     );
 }
 
+/// A new connection on which a client has asked for an export (a POST,
+/// with `extra` header lines), its answer left to the caller to read.
+async fn ask_for_export(folio: &Folio, extra: &str) -> tokio::net::TcpStream {
+    let mut client = tokio::net::TcpStream::connect(folio.addr).await.unwrap();
+    let request = format!(
+        "POST /api/v1/export HTTP/1.1\r\nHost: {}\r\nX-Tenant-ID: acme\r\n{extra}Content-Length: 2\r\n\r\n{{}}",
+        host(folio)
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut client, request.as_bytes())
+        .await
+        .unwrap();
+    client
+}
+
 #[tokio::test]
 async fn a_response_still_being_sent_is_not_closed_as_idle() {
     // An origin that sends its head at once and its body slowly: a large
@@ -396,14 +410,7 @@ async fn a_response_still_being_sent_is_not_closed_as_idle() {
     settings.idle_timeout = Duration::from_millis(500);
     settings.shutdown_grace = Duration::from_millis(200);
     let folio = Folio::start_with(settings, POLICIES).await;
-    let mut client = tokio::net::TcpStream::connect(folio.addr).await.unwrap();
-    let request = format!(
-        "POST /api/v1/export HTTP/1.1\r\nHost: {}\r\nX-Tenant-ID: acme\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{{}}",
-        host(&folio)
-    );
-    tokio::io::AsyncWriteExt::write_all(&mut client, request.as_bytes())
-        .await
-        .unwrap();
+    let mut client = ask_for_export(&folio, "Connection: close\r\n").await;
     let mut received = Vec::new();
     let read_all = tokio::io::AsyncReadExt::read_to_end(&mut client, &mut received);
     let _ = tokio::time::timeout(Duration::from_secs(10), read_all).await;
@@ -418,9 +425,33 @@ async fn a_response_still_being_sent_is_not_closed_as_idle() {
     origin.abort();
 }
 
-/// An origin with an endless export (any POST), and whether folio has let
-/// go of it; other requests get a small JSON answer.
-async fn endless_export() -> (http::Uri, Arc<AtomicBool>, tokio::task::JoinHandle<()>) {
+/// An origin with an endless export (any POST); other requests get a
+/// small JSON answer.
+struct EndlessExport {
+    uri: http::Uri,
+    released: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl EndlessExport {
+    /// Waits for folio to let go of the export's upstream connection.
+    async fn released(&self) {
+        eventually(
+            Duration::from_secs(30),
+            "folio let go of the upstream",
+            || async { self.released.load(Ordering::SeqCst) },
+        )
+        .await;
+    }
+}
+
+impl Drop for EndlessExport {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn endless_export() -> EndlessExport {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let uri = format!("http://{}", listener.local_addr().unwrap())
@@ -449,7 +480,11 @@ async fn endless_export() -> (http::Uri, Arc<AtomicBool>, tokio::task::JoinHandl
             });
         }
     });
-    (uri, released, origin)
+    EndlessExport {
+        uri,
+        released,
+        task: origin,
+    }
 }
 
 async fn with_quick_idle(uri: http::Uri) -> Folio {
@@ -460,36 +495,23 @@ async fn with_quick_idle(uri: http::Uri) -> Folio {
 
 #[tokio::test]
 async fn a_client_that_stops_reading_is_dropped_and_frees_the_upstream() {
-    let (uri, released, origin) = endless_export().await;
-    let folio = with_quick_idle(uri).await;
+    let origin = endless_export().await;
+    let folio = with_quick_idle(origin.uri.clone()).await;
     // A client that asks, and then reads nothing.
-    let mut client = tokio::net::TcpStream::connect(folio.addr).await.unwrap();
-    let request = format!(
-        "POST /api/v1/export HTTP/1.1\r\nHost: {}\r\nX-Tenant-ID: acme\r\nContent-Length: 2\r\n\r\n{{}}",
-        host(&folio)
-    );
-    tokio::io::AsyncWriteExt::write_all(&mut client, request.as_bytes())
-        .await
-        .unwrap();
-    eventually(
-        Duration::from_secs(30),
-        "folio let go of the upstream",
-        || async { released.load(Ordering::SeqCst) },
-    )
-    .await;
+    let client = ask_for_export(&folio, "").await;
+    origin.released().await;
     assert!(
         closed_within(client, Duration::from_secs(10)).await,
         "the client's connection is closed"
     );
-    origin.abort();
 }
 
 #[tokio::test]
 async fn an_h2c_client_that_opens_no_window_is_dropped_and_frees_the_upstream() {
     use http_body_util::Full;
     use hyper_util::rt::{TokioExecutor, TokioIo};
-    let (uri, released, origin) = endless_export().await;
-    let folio = with_quick_idle(uri).await;
+    let origin = endless_export().await;
+    let folio = with_quick_idle(origin.uri.clone()).await;
     // Streams start with no room for data, and the client never makes any;
     // it answers folio's pings all the while.
     let tcp = tokio::net::TcpStream::connect(folio.addr).await.unwrap();
@@ -521,12 +543,7 @@ async fn an_h2c_client_that_opens_no_window_is_dropped_and_frees_the_upstream() 
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     });
-    eventually(
-        Duration::from_secs(30),
-        "folio let go of the upstream",
-        || async { released.load(Ordering::SeqCst) },
-    )
-    .await;
+    origin.released().await;
     assert!(
         tokio::time::timeout(Duration::from_secs(10), connection)
             .await
@@ -535,7 +552,6 @@ async fn an_h2c_client_that_opens_no_window_is_dropped_and_frees_the_upstream() 
     );
     drop(response);
     small.abort();
-    origin.abort();
 }
 
 #[tokio::test]
