@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 
 use crate::policy::{MAX_ENTRY_LIFETIME, Policy};
 
+mod age;
 pub(crate) mod date;
 pub(crate) mod structured;
 mod targeted;
@@ -312,7 +313,7 @@ pub(crate) fn decide(
     if asked.authorization && !shared_ok && !policy.private {
         return Err(NotStored::Authorization);
     }
-    let initial_age = corrected_initial_age(headers, asked.at.unwrap_or(now), now);
+    let initial_age = age::corrected_initial_age(headers, asked.at.unwrap_or(now), now);
     let upstream = explicit.or_else(|| {
         // Heuristics need Last-Modified and a status (or `public`) that allows them.
         (heuristic_status || cc.public)
@@ -418,49 +419,6 @@ fn heuristic_lifetime(headers: &HeaderMap, now: SystemTime) -> Option<Duration> 
         .unwrap_or(now);
     let age = date.duration_since(modified).ok()?;
     Some((age / 10).min(MAX_HEURISTIC))
-}
-
-/// RFC 9111 §4.2.3: `max(apparent_age, age_value + response_delay)`.
-fn corrected_initial_age(
-    headers: &HeaderMap,
-    request_time: SystemTime,
-    response_time: SystemTime,
-) -> Duration {
-    let age_value = Duration::from_secs(age_value(headers).unwrap_or(0));
-    // `Date` has one-second resolution, so it is compared with the response
-    // time in whole seconds: otherwise a response made a moment ago would be
-    // aged by the fraction of a second its `Date` dropped, up to a whole
-    // second of a short TTL.
-    let apparent_age = headers
-        .get(header::DATE)
-        .and_then(|date| http_date(date, response_time))
-        .and_then(|date| whole_seconds(response_time).duration_since(date).ok())
-        .unwrap_or(Duration::ZERO);
-    let response_delay = response_time
-        .duration_since(request_time)
-        .unwrap_or(Duration::ZERO);
-    apparent_age.max(age_value.saturating_add(response_delay))
-}
-
-/// `at` without its fraction of a second.
-fn whole_seconds(at: SystemTime) -> SystemTime {
-    match at.duration_since(SystemTime::UNIX_EPOCH) {
-        Ok(since) => SystemTime::UNIX_EPOCH + Duration::from_secs(since.as_secs()),
-        Err(_) => at,
-    }
-}
-
-/// The upstream's `Age` in seconds (RFC 9111 §5.1): of several values (on
-/// one line or several) the first counts, and it must be a non-negative
-/// integer; anything else is ignored. Too large a value reads as 2³¹
-/// (RFC 9111 §1.2.2), which is stale for any lifetime.
-fn age_value(headers: &HeaderMap) -> Option<u64> {
-    let first = headers.get(header::AGE)?.to_str().ok()?;
-    let first = first.split(',').next()?.trim_matches([' ', '\t']);
-    if first.is_empty() || !first.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    Some(first.parse::<u64>().unwrap_or(1 << 31).min(1 << 31))
 }
 
 /// A header's HTTP-date, in any of the forms RFC 9110 §5.6.7 has recipients

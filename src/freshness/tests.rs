@@ -127,7 +127,7 @@ mod freshness {
             for line in lines {
                 h.append(header::AGE, HeaderValue::from_static(line));
             }
-            age_value(&h)
+            age::age_value(&h)
         };
         assert_eq!(age(&["7200, 0"]), Some(7200));
         assert_eq!(age(&["0, 7200"]), Some(0));
