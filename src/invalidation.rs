@@ -109,6 +109,16 @@ impl Invalidator {
         }
     }
 
+    /// Tenants whose purge marks always keep a place of their own (see
+    /// [`Marks::with_known_tenants`]).
+    pub(crate) fn with_known_tenants<'a>(
+        mut self,
+        tenants: impl IntoIterator<Item = &'a str>,
+    ) -> Self {
+        self.marks = std::mem::take(&mut self.marks).with_known_tenants(tenants);
+        self
+    }
+
     /// The listener's state; `None` without L2 (nothing to listen to).
     pub(crate) fn listener_status(&self) -> Option<ListenerStatus> {
         self.cache.l2()?;

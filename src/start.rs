@@ -22,9 +22,10 @@ pub(crate) fn state(
         .admin
         .validate()
         .map_err(|e| Error::Config(format!("refusing to start: {e}")))?;
-    let known_tenants = settings.admin.tenant_tokens.iter().map(|(t, _)| t.as_str());
-    let metrics =
-        Arc::new(metrics::Metrics::new(settings.metrics_tenants).with_known_tenants(known_tenants));
+    let known_tenants = || settings.admin.tenant_tokens.iter().map(|(t, _)| t.as_str());
+    let metrics = Arc::new(
+        metrics::Metrics::new(settings.metrics_tenants).with_known_tenants(known_tenants()),
+    );
     let access = access::AccessLog::start(
         &settings.access_log,
         settings.log_format,
@@ -67,10 +68,10 @@ pub(crate) fn state(
             "--encryption-keys is set but there is no Redis: L1 holds plain entries, so nothing is encrypted"
         );
     }
-    let invalidator = Arc::new(invalidation::Invalidator::new(
-        cache.clone(),
-        Arc::clone(&metrics),
-    ));
+    let invalidator = Arc::new(
+        invalidation::Invalidator::new(cache.clone(), Arc::clone(&metrics))
+            .with_known_tenants(known_tenants()),
+    );
     invalidator.spawn_listener();
     let state = Arc::new(State {
         policies: ArcSwap::from_pointee(policies),

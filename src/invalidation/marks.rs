@@ -309,6 +309,9 @@ pub(crate) struct Marks {
     /// without looking further (the common case, lock-free).
     newest: AtomicU64,
     inner: RwLock<Inner>,
+    /// Tenants the operator named (with a `--tenant-token`): their marks
+    /// are always their own, however many invented tenants fill the rest.
+    known: std::collections::HashSet<Box<str>>,
 }
 
 #[derive(Debug, Default)]
@@ -398,6 +401,14 @@ impl Overflow {
 }
 
 impl Marks {
+    pub(crate) fn with_known_tenants<'a>(
+        mut self,
+        tenants: impl IntoIterator<Item = &'a str>,
+    ) -> Self {
+        self.known = tenants.into_iter().map(Into::into).collect();
+        self
+    }
+
     /// Records a mark; applying the same mark twice changes nothing.
     pub(crate) fn apply(&self, mark: &Mark) {
         let mut inner = self
@@ -408,6 +419,7 @@ impl Marks {
         if let Some(tenant) = &mark.tenant
             && !inner.tenants.contains_key(tenant)
             && inner.tenants.len() >= MAX_TENANTS
+            && !self.known.contains(tenant)
         {
             // No room for one more tenant: this one's mark goes tenant-wide
             // into the overflow, never into a purge of other tenants.

@@ -256,6 +256,32 @@ fn writes_for_many_tenants_never_purge_another_tenant() {
     }
     many.trim(300_000_000);
     assert_eq!(many.len(), 0);
+
+    // A tenant the operator named keeps its own marks past the bound.
+    let named = Marks::default().with_known_tenants(["acme"]);
+    for i in 0..past {
+        named.apply(&mark(
+            Some(&format!("t{i}")),
+            Scope::All,
+            100_000_000,
+            false,
+        ));
+    }
+    named.apply(&mark(
+        Some("acme"),
+        Scope::Path("/a".into()),
+        100_000_000,
+        false,
+    ));
+    assert_eq!(
+        check(&named, "acme", &[], "/a", 50_000_000),
+        Verdict::Purged
+    );
+    assert_eq!(
+        check(&named, "acme", &[], "/b", 50_000_000),
+        Verdict::Valid,
+        "not widened to all of acme"
+    );
     assert_eq!(
         check(&many, &format!("t{}", past - 1), &[], "/", 50_000_000),
         Verdict::Valid,
