@@ -99,24 +99,20 @@ pub(crate) struct Invalidator {
 }
 
 impl Invalidator {
-    pub(crate) fn new(cache: Cache, metrics: Arc<Metrics>) -> Self {
+    /// `known_tenants`: those whose purge marks always keep a place of
+    /// their own (see [`Marks::with_known_tenants`]).
+    pub(crate) fn new<'a>(
+        cache: Cache,
+        metrics: Arc<Metrics>,
+        known_tenants: impl IntoIterator<Item = &'a str>,
+    ) -> Self {
         Self {
-            marks: Marks::default(),
+            marks: Marks::default().with_known_tenants(known_tenants),
             cache,
             metrics,
             offset_us: AtomicI64::new(0),
             listening: Listening::default(),
         }
-    }
-
-    /// Tenants whose purge marks always keep a place of their own (see
-    /// [`Marks::with_known_tenants`]).
-    pub(crate) fn with_known_tenants<'a>(
-        mut self,
-        tenants: impl IntoIterator<Item = &'a str>,
-    ) -> Self {
-        self.marks = std::mem::take(&mut self.marks).with_known_tenants(tenants);
-        self
     }
 
     /// The listener's state; `None` without L2 (nothing to listen to).

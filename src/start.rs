@@ -68,10 +68,11 @@ pub(crate) fn state(
             "--encryption-keys is set but there is no Redis: L1 holds plain entries, so nothing is encrypted"
         );
     }
-    let invalidator = Arc::new(
-        invalidation::Invalidator::new(cache.clone(), Arc::clone(&metrics))
-            .with_known_tenants(known_tenants()),
-    );
+    let invalidator = Arc::new(invalidation::Invalidator::new(
+        cache.clone(),
+        Arc::clone(&metrics),
+        known_tenants(),
+    ));
     invalidator.spawn_listener();
     let state = Arc::new(State {
         policies: ArcSwap::from_pointee(policies),

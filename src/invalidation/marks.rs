@@ -423,16 +423,15 @@ impl Marks {
         {
             // No room for one more tenant: this one's mark goes tenant-wide
             // into the overflow, never into a purge of other tenants.
-            let mut wide = TenantMarks::default();
-            wide.record(&mark.scope, mark.at, mark.soft);
-            wide.fold();
+            let mut wide = Times::default();
+            wide.record(mark.at, mark.soft);
             let overflow = inner.overflow.get_or_insert_with(|| {
                 tracing::warn!(
                     "purge marks of more than {MAX_TENANTS} tenants: newer tenants' marks are kept tenant-wide"
                 );
                 Overflow::new()
             });
-            overflow.record(tenant, wide.all);
+            overflow.record(tenant, wide);
             return;
         }
         let marks = match &mark.tenant {
