@@ -353,6 +353,21 @@ struct PurgeRequest {
     soft: bool,
 }
 
+/// `path` as the proxy keys a request on it (`//a` is `/a`), or a refusal
+/// naming `given` when no request can have it.
+fn served_path<'a>(
+    path: &'a str,
+    given: &str,
+    code: &'static str,
+) -> Result<std::borrow::Cow<'a, str>, Refusal> {
+    canonical_path(path).map_err(|why| {
+        Refusal::bad_request(
+            code,
+            format!("'{given}' has {why}: no request with that path is served"),
+        )
+    })
+}
+
 async fn purge(admin: &Admin, caller: &Caller, request: PurgeRequest) -> Result<Value, Refusal> {
     let tenant = tenant_for(caller, request.tenant)?;
     let mut scopes: Vec<Scope> = request
@@ -364,14 +379,7 @@ async fn purge(admin: &Admin, caller: &Caller, request: PurgeRequest) -> Result<
         let uri = url.parse::<http::Uri>().map_err(|_| {
             Refusal::bad_request("bad_url", format!("'{url}' is not a URL or path"))
         })?;
-        // The one spelling the proxy keys a request on: `//a` purges `/a`.
-        let path = canonical_path(uri.path()).map_err(|why| {
-            Refusal::bad_request(
-                "bad_url",
-                format!("'{url}' has {why}: no request with that path is served"),
-            )
-        })?;
-        scopes.push(Scope::Path(path.into()));
+        scopes.push(Scope::Path(served_path(uri.path(), url, "bad_url")?.into()));
     }
     if let Some(prefix) = &request.prefix {
         if !prefix.starts_with('/') {
@@ -380,13 +388,9 @@ async fn purge(admin: &Admin, caller: &Caller, request: PurgeRequest) -> Result<
                 "a prefix is a path starting with '/'",
             ));
         }
-        let prefix = canonical_path(prefix).map_err(|why| {
-            Refusal::bad_request(
-                "bad_prefix",
-                format!("'{prefix}' has {why}: no request with that path is served"),
-            )
-        })?;
-        scopes.push(Scope::Prefix(prefix.into()));
+        scopes.push(Scope::Prefix(
+            served_path(prefix, prefix, "bad_prefix")?.into(),
+        ));
     }
     if request.all {
         scopes.push(Scope::All);
