@@ -178,6 +178,24 @@ impl TestCluster {
                 .wait_for(*port, "CLUSTER INFO", "cluster_state:ok")
                 .await;
         }
+        // A node says `cluster_state:ok` before gossip has told it which
+        // node replicates which: wait until the view the tests read (the
+        // first node's) knows every replica's master.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while cluster
+            .view()
+            .iter()
+            .filter(|node| node.master_id.is_some())
+            .count()
+            < masters * replicas
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the cluster does not know its {} replicas",
+                masters * replicas
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         cluster
     }
 
