@@ -5,8 +5,8 @@
 // clients of the proxy, so they reach the page as text only: elements are
 // made with createElement and filled with textContent, never parsed as HTML.
 "use strict";
-const RESULTS = ["hit", "miss", "stale", "bypass", "error"];
-const COLORS = { hit: "#4cc38a", miss: "#f0a03c", stale: "#b38cf2", bypass: "#5aa9e6", error: "#ef5b5b" };
+const RESULTS = ["hit", "miss", "stale", "bypass", "error", "refused"];
+const COLORS = { hit: "#4cc38a", miss: "#f0a03c", stale: "#b38cf2", bypass: "#5aa9e6", error: "#ef5b5b", refused: "#8a8f98" };
 const PALETTE = ["#4cc38a", "#5aa9e6", "#f0a03c", "#b38cf2", "#ef5b5b", "#e6d35a", "#5ae6d0", "#e65ab4"];
 const KEEP = 150;
 let previous = null;
@@ -110,7 +110,7 @@ function render(stats) {
   legend("legend-rps", RESULTS.map(r => [r, COLORS[r]]));
 
   rows("#endpoints tbody", stats.endpoints
-    .map(e => [e.endpoint, e.tenant, e.hit, e.miss, e.stale, e.bypass, e.error, pct(e.hit_ratio)]));
+    .map(e => [e.endpoint, e.tenant, e.hit, e.miss, e.stale, e.bypass, e.error, e.refused, pct(e.hit_ratio)]));
   rows("#top tbody", stats.top_paths.map(p => [p.path, p.tenant, p.requests]));
 }
 

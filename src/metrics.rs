@@ -34,15 +34,20 @@ pub(crate) enum Result {
     Stale,
     Bypass,
     Error,
+    /// folio answered itself because of what the client asked (a request
+    /// it will not read, only-if-cached with nothing stored): neither a
+    /// miss nor a failure, so clients cannot move the hit or error rates.
+    Refused,
 }
 
 impl Result {
-    const ALL: [Self; 5] = [
+    const ALL: [Self; 6] = [
         Self::Hit,
         Self::Miss,
         Self::Stale,
         Self::Bypass,
         Self::Error,
+        Self::Refused,
     ];
 
     pub(crate) fn as_str(self) -> &'static str {
@@ -52,6 +57,7 @@ impl Result {
             Self::Stale => "stale",
             Self::Bypass => "bypass",
             Self::Error => "error",
+            Self::Refused => "refused",
         }
     }
 }
@@ -62,16 +68,19 @@ pub(crate) enum Layer {
     L1,
     L2,
     Upstream,
+    /// Neither a cache nor the upstream: folio's own refusal.
+    None,
 }
 
 impl Layer {
-    const ALL: [Self; 3] = [Self::L1, Self::L2, Self::Upstream];
+    const ALL: [Self; 4] = [Self::L1, Self::L2, Self::Upstream, Self::None];
 
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::L1 => "l1",
             Self::L2 => "l2",
             Self::Upstream => "upstream",
+            Self::None => "none",
         }
     }
 }
@@ -79,7 +88,7 @@ impl Layer {
 /// Requests of one endpoint and tenant, by result and layer.
 #[derive(Debug, Default)]
 pub(crate) struct Series {
-    counts: [[AtomicU64; 3]; 5],
+    counts: [[AtomicU64; 4]; 6],
 }
 
 impl Series {
@@ -100,7 +109,7 @@ type PathKey = (Arc<str>, Box<str>);
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub(crate) struct Totals {
     pub(crate) at: Option<std::time::Instant>,
-    pub(crate) by_result: [u64; 5],
+    pub(crate) by_result: [u64; 6],
 }
 
 impl Totals {
@@ -137,7 +146,7 @@ pub(crate) struct Metrics {
     /// of new tenants the write lock while every slot is busy.
     next_recycle: AtomicU64,
     /// Request duration by result.
-    pub(crate) durations: [Histogram; 5],
+    pub(crate) durations: [Histogram; 6],
     pub(crate) upstream_latency: Histogram,
     pub(crate) redis_latency: Histogram,
     pub(crate) evictions: AtomicU64,
@@ -196,7 +205,7 @@ impl Metrics {
     pub(crate) fn totals(&self) -> Totals {
         let mut totals = Totals {
             at: Some(std::time::Instant::now()),
-            by_result: [0; 5],
+            by_result: [0; 6],
         };
         for (_, series) in self.series() {
             for result in Result::ALL {

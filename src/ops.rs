@@ -70,22 +70,24 @@ impl Level {
 }
 
 /// Every outcome, in the order of [`metrics::Totals::by_result`].
-const OUTCOMES: [Outcome; 5] = [
+const OUTCOMES: [Outcome; 6] = [
     Outcome::Hit,
     Outcome::Miss,
     Outcome::Stale,
     Outcome::Bypass,
     Outcome::Error,
+    Outcome::Refused,
 ];
 
 /// Request figures over the last minute (or since start).
 struct Window {
+    /// Requests folio served (not refused).
     requests: u64,
     hits: u64,
     cacheable: u64,
     errors: u64,
     seconds: f64,
-    by_result: [u64; 5],
+    by_result: [u64; 6],
 }
 
 fn last_minute(state: &State) -> Window {
@@ -98,7 +100,12 @@ fn last_minute(state: &State) -> Window {
         _ => state.started.elapsed().as_secs_f64(),
     };
     Window {
-        requests: now.requests().saturating_sub(before.requests()),
+        // What clients get refused for asking says nothing of folio's
+        // health, and must not dilute its errors either.
+        requests: now
+            .requests()
+            .saturating_sub(before.requests())
+            .saturating_sub(delta(Outcome::Refused)),
         hits: delta(Outcome::Hit) + delta(Outcome::Stale),
         cacheable: delta(Outcome::Hit) + delta(Outcome::Stale) + delta(Outcome::Miss),
         errors: delta(Outcome::Error),
@@ -241,7 +248,7 @@ fn ratio(part: u64, whole: u64) -> f64 {
 /// rates, which count every tenant, are left out).
 pub(crate) async fn stats(state: &State, tenant: Option<&str>) -> Value {
     let window = last_minute(state);
-    let results = ["hit", "miss", "stale", "bypass", "error"];
+    let results = ["hit", "miss", "stale", "bypass", "error", "refused"];
     let series: Vec<_> = state
         .metrics
         .series()
@@ -261,6 +268,7 @@ pub(crate) async fn stats(state: &State, tenant: Option<&str>) -> Value {
                 "stale": count(Outcome::Stale),
                 "bypass": count(Outcome::Bypass),
                 "error": count(Outcome::Error),
+                "refused": count(Outcome::Refused),
                 "hit_ratio": ratio(count(Outcome::Hit) + count(Outcome::Stale), cacheable),
             })
         })

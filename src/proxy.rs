@@ -47,13 +47,12 @@ use hyper::body::Incoming;
 use crate::body::Body;
 use crate::cache::entry::Entry;
 use crate::cache::{Cache, Layer};
-use crate::error::ProxyError;
 use crate::flight::Flights;
 use crate::freshness;
 use crate::invalidation::Invalidator;
 use crate::key::CacheKey;
 use crate::metrics::Metrics;
-use crate::outcome::{BypassReason, Forward, Served};
+use crate::outcome::{BypassReason, Forward};
 use crate::policy::{Policy, PolicySet};
 use crate::settings::{Cidr, TenantSource};
 use crate::upstream::{UPSTREAM_TIME, Upstream};
@@ -183,7 +182,7 @@ fn serve(state: &Arc<State>, request: Request<Incoming>, client: IpAddr, ctx: &m
     // upstream all see the same path, query and headers (see `inbound`).
     let path = match admit::path(&parts) {
         Ok(path) => path,
-        Err(error) => return Step::Done(error.to_response()),
+        Err(error) => return Step::Done(respond::refusal(&error)),
     };
     let matched = policies.match_request(&parts.method, &path);
     let admitted = admit::request(
@@ -197,7 +196,7 @@ fn serve(state: &Arc<State>, request: Request<Incoming>, client: IpAddr, ctx: &m
     );
     let tenant = match admitted {
         Ok(tenant) => tenant,
-        Err(error) => return Step::Done(error.to_response()),
+        Err(error) => return Step::Done(respond::refusal(&error)),
     };
 
     // Writes, and what the cache stays out of, pass to the upstream.
@@ -224,7 +223,7 @@ fn serve(state: &Arc<State>, request: Request<Incoming>, client: IpAddr, ctx: &m
 
     // The key, of the request as the upstream will get it.
     if let Err(error) = admit::as_keyed(&mut parts, policy, &path) {
-        return Step::Done(error.to_response());
+        return Step::Done(respond::refusal(&error));
     }
     let asked = freshness::Request::new(&parts.headers);
     let (uri, headers) = (&parts.uri, &parts.headers);
@@ -343,7 +342,7 @@ impl Cached {
             return partial::serve(state, parts, fill, asked, forward).await;
         }
         if asked.cc.only_if_cached {
-            return respond::error_response(&ProxyError::NotCached, Served::OnlyIfCached);
+            return respond::not_cached();
         }
         let validators = stale.as_ref().map(|(entry, _)| entry);
         let fill = self.fill(key, validators).asking(asked.cc.no_store);

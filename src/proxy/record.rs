@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use http::{HeaderValue, Method, Response, Uri};
 
 use super::State;
-use super::respond::Failed;
+use super::respond::{Failed, Refused};
 use crate::body::Body;
 use crate::error::ProxyError;
 use crate::metrics;
@@ -56,8 +56,12 @@ pub(super) fn record(
     fn text(value: Option<&HeaderValue>) -> &str {
         value.and_then(|v| v.to_str().ok()).unwrap_or("-")
     }
-    let failed = response.extensions().get::<Failed>().is_some();
-    let (result, layer) = classify(text(x_cache), text(x_cache_layer), failed);
+    let (result, layer) = if response.extensions().get::<Refused>().is_some() {
+        (metrics::Result::Refused, metrics::Layer::None)
+    } else {
+        let failed = response.extensions().get::<Failed>().is_some();
+        classify(text(x_cache), text(x_cache_layer), failed)
+    };
     state
         .metrics
         .request(&ctx.endpoint, &ctx.tenant, result, layer, took);

@@ -34,6 +34,25 @@ pub(super) fn error_response(error: &ProxyError, served: Served) -> Response<Bod
     response
 }
 
+/// Marks answers folio made itself because of what the client asked.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Refused;
+
+/// The answer to a request folio will not serve as asked (a 4xx, a 5xx for
+/// what it does not do, only-if-cached with nothing stored).
+pub(super) fn refusal(error: &ProxyError) -> Response<Body> {
+    let mut response = error.to_response();
+    response.extensions_mut().insert(Refused);
+    response
+}
+
+/// `only-if-cached` with nothing stored that may answer (RFC 9111 §5.2.1.7).
+pub(super) fn not_cached() -> Response<Body> {
+    let mut response = refusal(&ProxyError::NotCached);
+    Served::OnlyIfCached.annotate(response.headers_mut(), None, None);
+    response
+}
+
 /// Headers `respond` may add to the stored ones: ETag, Cache-Control,
 /// CDN-Cache-Control, Age, Via, X-Cache, X-Cache-Layer, Cache-Status,
 /// Accept-Ranges and a Content-Range or Content-Length.

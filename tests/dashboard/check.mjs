@@ -61,7 +61,7 @@ try {
       const stats = await response.json();
       stats.endpoints.unshift({
         endpoint: PAYLOADS[0], tenant: PAYLOADS[1],
-        hit: 1, miss: 1, stale: 0, bypass: 0, error: 0, hit_ratio: 0.5,
+        hit: 1, miss: 1, stale: 0, bypass: 0, error: 0, refused: 0, hit_ratio: 0.5,
       });
       stats.top_paths.unshift(
         { path: PAYLOADS[2], tenant: PAYLOADS[3], requests: 1 },

@@ -726,3 +726,39 @@ async fn a_header_the_upstream_varies_on_selects_by_the_bytes_it_read() {
     let again = get(&url, &[("x-tenant-id", "acme"), ("x-currency", "EUR")]).await;
     assert_eq!(again.x_cache(), "HIT");
 }
+
+#[tokio::test]
+async fn requests_folio_refuses_cannot_make_it_report_itself_unhealthy() {
+    let upstream = TestUpstream::json("{}").await;
+    let folio = Folio::start(&upstream, POLICIES).await;
+    get(&folio.url("/api/v1/products/1"), ACME).await;
+    for _ in 0..20 {
+        get(&folio.url("/api/v1/products/1"), ACME).await;
+    }
+    // Answers folio makes itself, for what the client asked: a path it will
+    // not read two ways, and only-if-cached for what is not stored. Neither
+    // is a miss nor a failure of folio or its upstream.
+    for i in 0..60 {
+        let bad = get(&folio.url(&format!("/api/v1/products/a%2F{i}")), ACME).await;
+        assert_eq!(bad.status, 400);
+        let absent = get(
+            &folio.url(&format!("/api/v1/products/{}", 1000 + i)),
+            &[("x-tenant-id", "acme"), ("cache-control", "only-if-cached")],
+        )
+        .await;
+        assert_eq!(absent.status, 504);
+    }
+    assert_eq!(upstream.total_hits(), 1);
+
+    let health = get(&format!("http://{}/_folio/health", folio.admin), &[]).await;
+    assert_eq!(health.status, 200, "{}", health.text());
+    assert_eq!(health.json()["status"], "healthy", "{}", health.text());
+    let metrics = get(&format!("http://{}/_folio/metrics", folio.admin), &[]).await;
+    let refused: f64 = metrics
+        .text()
+        .lines()
+        .filter(|line| line.contains("result=\"refused\",layer=\"none\"}"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(refused, 120.0, "{}", metrics.text());
+}
