@@ -18,6 +18,7 @@ use crate::policy::{MAX_ENTRY_LIFETIME, Policy};
 
 mod age;
 pub(crate) mod date;
+mod directives;
 pub(crate) mod structured;
 mod targeted;
 
@@ -73,16 +74,16 @@ impl CacheControl {
         let mut cc = Self::default();
         for value in headers.get_all(field) {
             let Ok(text) = value.to_str() else { continue };
-            for directive in split_outside_quotes(text) {
+            for directive in directives::split(text) {
                 let (name, argument) = match directive.split_once('=') {
                     Some((name, argument)) => (name.trim(), Some(argument.trim())),
                     None => (directive.trim(), None),
                 };
-                let unquoted = argument.map(|a| a.trim_matches('"'));
+                let unquoted = argument.map(directives::unquote);
                 // A malformed delta-seconds reads as 0, the safe reading
                 // (RFC 9111 §1.2.2); an overflow as the largest value.
                 let seconds = || {
-                    let text = unquoted.unwrap_or("");
+                    let text = unquoted.as_deref().unwrap_or("");
                     Some(
                         if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
                             text.parse::<u64>().unwrap_or(u64::from(u32::MAX))
@@ -93,6 +94,7 @@ impl CacheControl {
                 };
                 let fields = || -> Vec<HeaderName> {
                     unquoted
+                        .as_deref()
                         .unwrap_or("")
                         .split(',')
                         .filter_map(|f| HeaderName::from_bytes(f.trim().as_bytes()).ok())
@@ -108,18 +110,15 @@ impl CacheControl {
                     "must-revalidate" => cc.must_revalidate = true,
                     "proxy-revalidate" => cc.proxy_revalidate = true,
                     "immutable" => cc.immutable = true,
-                    "max-age" => cc.max_age = seconds(),
-                    "s-maxage" => cc.s_maxage = seconds(),
-                    "stale-while-revalidate" => cc.stale_while_revalidate = seconds(),
-                    "stale-if-error" => cc.stale_if_error = seconds(),
-                    "max-stale" => {
-                        cc.max_stale = if argument.is_some() {
-                            seconds()
-                        } else {
-                            Some(u64::MAX)
-                        }
-                    }
-                    "min-fresh" => cc.min_fresh = seconds(),
+                    // A directive given twice counts once, as first given
+                    // (RFC 9111 §4.2.1), as the first `Expires` and `Age` do.
+                    "max-age" => first(&mut cc.max_age, seconds),
+                    "s-maxage" => first(&mut cc.s_maxage, seconds),
+                    "stale-while-revalidate" => first(&mut cc.stale_while_revalidate, seconds),
+                    "stale-if-error" => first(&mut cc.stale_if_error, seconds),
+                    "max-stale" if argument.is_some() => first(&mut cc.max_stale, seconds),
+                    "max-stale" => first(&mut cc.max_stale, || Some(u64::MAX)),
+                    "min-fresh" => first(&mut cc.min_fresh, seconds),
                     "only-if-cached" => cc.only_if_cached = true,
                     "must-understand" => cc.must_understand = true,
                     _ => {}
@@ -164,15 +163,11 @@ impl CacheControl {
     }
 }
 
-fn split_outside_quotes(text: &str) -> impl Iterator<Item = &str> {
-    let mut in_quotes = false;
-    text.split(move |c| {
-        if c == '"' {
-            in_quotes = !in_quotes;
-        }
-        c == ',' && !in_quotes
-    })
-    .filter(|d| !d.trim().is_empty())
+/// Sets `slot` unless an earlier occurrence of its directive did.
+fn first(slot: &mut Option<u64>, value: impl FnOnce() -> Option<u64>) {
+    if slot.is_none() {
+        *slot = value();
+    }
 }
 
 /// Why a response was not stored; shown in `Cache-Status: detail=`.

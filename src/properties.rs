@@ -225,6 +225,17 @@ proptest! {
     #![proptest_config(config())]
 
     #[test]
+    fn nothing_before_it_hides_a_no_store_or_private(prefix in "[ -~]{0,40}", private in any::<bool>()) {
+        let directive = if private { "private" } else { "no-store" };
+        let field = format!("max-age=60, {prefix}, {directive}");
+        let Ok(value) = HeaderValue::from_str(&field) else { return Ok(()) };
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CACHE_CONTROL, value);
+        let cc = freshness::CacheControl::parse(&headers);
+        prop_assert!(if private { cc.private } else { cc.no_store }, "{}", field);
+    }
+
+    #[test]
     fn a_canonical_path_is_its_own_canonical_form(path in path()) {
         if let Ok(canonical) = canonical_path(&path) {
             let again = canonical_path(&canonical).map(|c| c.into_owned());

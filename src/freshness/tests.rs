@@ -380,6 +380,47 @@ mod response_directives {
     }
 
     #[test]
+    fn no_store_and_private_count_after_a_quoted_argument_with_an_escaped_quote() {
+        for (field, refused) in [
+            (r#"max-age=60, ext="a\"b", no-store"#, NotStored::NoStore),
+            (r#"max-age=60, ext="\"", private"#, NotStored::Private),
+            (r#"max-age=60, ext="open, no-store"#, NotStored::NoStore),
+        ] {
+            assert_eq!(
+                store(&rfc(), 200, &[("cache-control", field)]),
+                Err(refused),
+                "{field}"
+            );
+        }
+        assert_eq!(
+            fresh_secs(&rfc(), &[("cache-control", r#"max-age="60", ext="a\"b""#)]),
+            Ok(60)
+        );
+    }
+
+    #[test]
+    fn a_directive_given_twice_counts_as_first_given() {
+        assert_eq!(
+            fresh_secs(&rfc(), &[("cache-control", "max-age=0, max-age=60")]),
+            Err(NotStored::NoLifetime)
+        );
+        assert_eq!(
+            fresh_secs(&rfc(), &[("cache-control", "max-age=60, max-age=0")]),
+            Ok(60)
+        );
+        assert_eq!(
+            fresh_secs(
+                &rfc(),
+                &[
+                    ("cache-control", "max-age=30"),
+                    ("cache-control", "max-age=90")
+                ]
+            ),
+            Ok(30)
+        );
+    }
+
+    #[test]
     fn no_cache_is_stored_and_always_revalidated() {
         let s = store(&rfc(), 200, &[("cache-control", "no-cache, max-age=60")]).unwrap();
         assert!(s.revalidate);
