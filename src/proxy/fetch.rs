@@ -30,6 +30,15 @@ pub(super) enum Fetched {
 /// Asks the upstream for the cache: a GET (also for HEAD), without the
 /// client's conditionals, but with the stale entry's validators.
 pub(super) async fn fetch(state: &State, fill: &Fill) -> Result<Fetched, ProxyError> {
+    fetch_with(state, fill, fill.stale.as_ref()).await
+}
+
+/// `fetch`, with `stale`'s validators.
+async fn fetch_with(
+    state: &State,
+    fill: &Fill,
+    stale: Option<&Entry>,
+) -> Result<Fetched, ProxyError> {
     let mut headers = upstream::forward_headers(fill.headers.clone(), &fill.uri, fill.client);
     for name in [
         header::IF_NONE_MATCH,
@@ -41,7 +50,7 @@ pub(super) async fn fetch(state: &State, fill: &Fill) -> Result<Fetched, ProxyEr
     ] {
         headers.remove(name);
     }
-    if let Some(stale) = fill.stale.as_ref().filter(|_| !fill.head) {
+    if let Some(stale) = stale.filter(|_| !fill.head) {
         if stale.upstream_etag() {
             headers.insert(header::IF_NONE_MATCH, stale.etag());
         }
@@ -69,7 +78,7 @@ pub(super) async fn fetch(state: &State, fill: &Fill) -> Result<Fetched, ProxyEr
     freshness::date_received(&mut head.headers, now);
 
     if fill.head
-        && let Some(stale) = &fill.stale
+        && let Some(stale) = stale
         && (head.status != StatusCode::OK || !same_validators(stale, &head.headers))
     {
         // The representation changed: the stored one must not answer again.
@@ -79,8 +88,18 @@ pub(super) async fn fetch(state: &State, fill: &Fill) -> Result<Fetched, ProxyEr
             NotStored::NoLifetime,
         ));
     }
+    if head.status == StatusCode::NOT_MODIFIED
+        && !fill.head
+        && stale.is_some_and(|stale| !describes(stale, &head.headers))
+    {
+        // A 304 naming another representation than the stored one updates
+        // nothing (RFC 9111 §4.3.4): the stored one is outdated, so it
+        // goes, and the upstream is asked again, without validators.
+        state.cache.remove(&fill.key).await;
+        return Box::pin(fetch_with(state, fill, None)).await;
+    }
     if (head.status == StatusCode::NOT_MODIFIED || fill.head)
-        && let Some(stale) = &fill.stale
+        && let Some(stale) = stale
     {
         // RFC 9111 §4.3.4: the 304's fields replace the stored ones.
         let merged = merge_not_modified(stale, &head.headers);
@@ -217,6 +236,26 @@ fn sealed(parts: EntryParts, revalidated: bool, max_body: usize) -> Result<Fetch
     Ok(Fetched::Response(response, NotStored::TooLarge))
 }
 
+/// Whether a 304 describes the stored response (RFC 9111 §4.3.4): its
+/// strong ETag is the stored one, its weak ETag matches it weakly, or,
+/// without an ETag, its Last-Modified is the stored one. A 304 with no
+/// validator at all answers the validators it was asked with.
+fn describes(stale: &Entry, not_modified: &HeaderMap) -> bool {
+    if let Some(etag) = not_modified.get(header::ETAG) {
+        let etag = etag.as_bytes();
+        let stored = stale.etag_bytes();
+        return stale.upstream_etag()
+            && match etag.strip_prefix(b"W/") {
+                Some(weak) => weak == stored.strip_prefix(b"W/").unwrap_or(stored),
+                None => etag == stored,
+            };
+    }
+    match not_modified.get(header::LAST_MODIFIED) {
+        Some(modified) => stale.header(&header::LAST_MODIFIED).as_ref() == Some(modified),
+        None => true,
+    }
+}
+
 /// Whether a HEAD answer describes the stored representation: the same
 /// ETag, or without ETags the same Last-Modified (RFC 9111 §4.3.5).
 fn same_validators(stale: &Entry, fresh: &HeaderMap) -> bool {
@@ -239,7 +278,9 @@ fn merge_not_modified(stale: &Entry, fresh: &HeaderMap) -> HeaderMap {
         merged.insert(header::ETAG, stale.etag());
     }
     for name in fresh.keys() {
-        if *name == header::CONTENT_LENGTH {
+        // The stored body's framing and coding are the stored body's: a
+        // 304 cannot relabel its bytes (RFC 9111 §3.2).
+        if *name == header::CONTENT_LENGTH || *name == header::CONTENT_ENCODING {
             continue;
         }
         merged.remove(name);

@@ -817,6 +817,73 @@ mod validation {
     }
 
     #[tokio::test]
+    async fn a_304_naming_another_representation_updates_nothing() {
+        // An upstream now at v2 that still answers v1's validator with a
+        // 304, naming v2: the stored v1 body must not become "v2".
+        let first = Arc::new(AtomicUsize::new(0));
+        let upstream = TestUpstream::start(move |seen| {
+            if first.fetch_add(1, Ordering::SeqCst) == 0 {
+                return Reply::json(r#"{"version":1}"#)
+                    .header("etag", "\"v1\"")
+                    .header("cache-control", "max-age=1");
+            }
+            if !seen.header("if-none-match").is_empty() {
+                Reply::json("")
+                    .status(304)
+                    .header("etag", "\"v2\"")
+                    .header("content-encoding", "gzip")
+                    .header("cache-control", "max-age=60")
+            } else {
+                Reply::json(r#"{"version":2}"#)
+                    .header("etag", "\"v2\"")
+                    .header("cache-control", "max-age=60")
+            }
+        })
+        .await;
+        let folio = rfc(&upstream).await;
+        get(&folio.url("/"), &[]).await;
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let after = get(&folio.url("/"), &[]).await;
+        assert_eq!(after.text(), r#"{"version":2}"#);
+        assert_eq!(after.header("etag"), "\"v2\"");
+        assert_eq!(after.header("content-encoding"), "");
+        assert_eq!(upstream.total_hits(), 3, "asked again, without validators");
+        assert!(upstream.last().header("if-none-match").is_empty());
+        let hit = get(&folio.url("/"), &[]).await;
+        assert_eq!(
+            (hit.x_cache(), hit.text().as_str()),
+            ("HIT", r#"{"version":2}"#)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_304_cannot_relabel_the_coding_of_a_stored_body() {
+        let upstream = TestUpstream::start(|seen| {
+            if seen.header("if-none-match") == "\"v1\"" {
+                Reply::json("")
+                    .status(304)
+                    .header("etag", "\"v1\"")
+                    .header("content-encoding", "gzip")
+                    .header("cache-control", "max-age=60")
+            } else {
+                Reply::json(r#"{"plain":true}"#)
+                    .header("etag", "\"v1\"")
+                    .header("cache-control", "max-age=1")
+            }
+        })
+        .await;
+        let folio = rfc(&upstream).await;
+        get(&folio.url("/"), &[]).await;
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        for _ in 0..2 {
+            let got = get(&folio.url("/"), &[]).await;
+            assert_eq!(got.text(), r#"{"plain":true}"#);
+            assert_eq!(got.header("content-encoding"), "");
+        }
+        assert_eq!(upstream.total_hits(), 2);
+    }
+
+    #[tokio::test]
     async fn a_validator_only_answer_is_revalidated_on_use() {
         let upstream = TestUpstream::start(|seen| {
             if seen.header("if-none-match") == "\"only\"" {
