@@ -162,8 +162,16 @@ pub(super) fn decide(
         } else {
             let facts = stored_facts(&entry, now);
             let mut usable = asked.allows(&facts);
+            // A soft purge made the entry stale: served while it is
+            // refreshed, unless it may never be served stale
+            // (`must-revalidate`, `s-maxage`, `no-cache`): then it is
+            // revalidated first (RFC 9111 §4.2.4).
             if verdict == Verdict::Stale && usable == Use::Fresh {
-                usable = Use::StaleWhileRevalidate; // a soft purge
+                usable = if facts.no_stale {
+                    Use::Revalidate
+                } else {
+                    Use::StaleWhileRevalidate
+                };
             }
             let served = match usable {
                 Use::Fresh => Served::Hit(layer),

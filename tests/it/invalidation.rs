@@ -2,7 +2,7 @@
 //! events, the fill/purge race, Redis restarts, Redis Cluster, rewarm.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use folio::PolicySet;
@@ -522,6 +522,40 @@ async fn a_soft_purge_serves_stale_while_one_refresh_runs() {
     )
     .await;
     assert_eq!(upstream.hits("/api/v1/products/3"), 2, "one refresh");
+}
+
+#[tokio::test]
+async fn a_soft_purge_revalidates_what_may_never_be_served_stale() {
+    let version = Arc::new(AtomicU64::new(1));
+    let current = Arc::clone(&version);
+    let upstream = TestUpstream::start(move |_| {
+        let v = current.load(Ordering::SeqCst);
+        Reply::json(format!(r#"{{"v":{v}}}"#))
+            .header("etag", &format!("\"{v}\""))
+            .header("cache-control", "max-age=600, must-revalidate")
+    })
+    .await;
+    let policies = "\"/api/v1/strict/{id}\":\n  tags: [\"strict:{id}\"]\n";
+    let folio = Folio::start(&upstream, policies).await;
+    let url = folio.url("/api/v1/strict/1");
+    assert_eq!(get(&url, ACME).await.json()["v"], 1);
+    version.store(2, Ordering::SeqCst);
+    let purge = folio
+        .admin_post(
+            "/_folio/purge",
+            &[],
+            r#"{"tags":["strict:1"],"tenant":"acme","soft":true}"#,
+        )
+        .await;
+    assert_eq!(purge.status, 200, "{}", purge.text());
+    let after = get(&url, ACME).await;
+    assert_ne!(
+        after.x_cache(),
+        "STALE",
+        "must-revalidate: never served stale"
+    );
+    assert_eq!(after.json()["v"], 2);
+    assert_eq!(upstream.total_hits(), 2);
 }
 
 #[tokio::test]
