@@ -762,3 +762,19 @@ async fn requests_folio_refuses_cannot_make_it_report_itself_unhealthy() {
         .sum();
     assert_eq!(refused, 120.0, "{}", metrics.text());
 }
+
+#[tokio::test]
+async fn clients_that_only_miss_cannot_make_folio_report_itself_unhealthy() {
+    let upstream = TestUpstream::json("{}").await;
+    let folio = Folio::start(&upstream, POLICIES).await;
+    // Misses are the clients' to make: new URLs, or reloads (`no-cache`).
+    for i in 0..40 {
+        get(&folio.url(&format!("/api/v1/products/{i}")), ACME).await;
+        let reload = [("x-tenant-id", "acme"), ("cache-control", "no-cache")];
+        get(&folio.url("/api/v1/products/0"), &reload).await;
+    }
+    let health = get(&format!("http://{}/_folio/health", folio.admin), &[]).await;
+    assert_eq!(health.status, 200, "{}", health.text());
+    assert_eq!(health.json()["status"], "degraded", "{}", health.text());
+    assert_eq!(health.json()["checks"]["hit_rate"]["status"], "warning");
+}
