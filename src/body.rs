@@ -4,12 +4,24 @@
 //! that costs no allocation, and a streamed upstream body passes through
 //! without copying.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
+
+/// Why a streamed body ended before its end.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BodyError {
+    #[error(transparent)]
+    Read(#[from] hyper::Error),
+    #[error("no part of the body came for {0:?}")]
+    Stalled(Duration),
+}
 
 #[derive(Debug)]
 pub(crate) enum Body {
@@ -22,7 +34,18 @@ pub(crate) enum Body {
     Stream {
         prefix: Option<Bytes>,
         rest: Incoming,
+        stall: Option<Stall>,
     },
+}
+
+/// How long a streamed body may keep its reader waiting for its next part,
+/// counted from when the reader asks: a client that reads slowly does not
+/// spend the source's time.
+#[derive(Debug)]
+pub(crate) struct Stall {
+    limit: Duration,
+    timer: Pin<Box<Sleep>>,
+    waiting: bool,
 }
 
 impl Body {
@@ -30,26 +53,73 @@ impl Body {
         Self::Full(Some(bytes.into()))
     }
 
+    /// A client's body, passed on as it comes.
     pub(crate) fn stream(rest: Incoming) -> Self {
-        Self::Stream { prefix: None, rest }
+        Self::Stream {
+            prefix: None,
+            rest,
+            stall: None,
+        }
+    }
+
+    /// An upstream's body after `prefix`, ended with an error when its
+    /// source sends nothing for `limit` while it is read: an upstream that
+    /// stalls mid-body holds neither the client nor the connection forever.
+    pub(crate) fn from_upstream(prefix: Option<Bytes>, rest: Incoming, limit: Duration) -> Self {
+        Self::Stream {
+            prefix,
+            rest,
+            stall: Some(Stall {
+                limit,
+                timer: Box::pin(tokio::time::sleep(limit)),
+                waiting: false,
+            }),
+        }
     }
 }
 
 impl http_body::Body for Body {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
             Self::Empty => Poll::Ready(None),
             Self::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Self::Stream { prefix, rest } => match prefix.take() {
-                Some(bytes) => Poll::Ready(Some(Ok(Frame::data(bytes)))),
-                None => Pin::new(rest).poll_frame(cx),
-            },
+            Self::Stream {
+                prefix,
+                rest,
+                stall,
+            } => {
+                if let Some(bytes) = prefix.take() {
+                    return Poll::Ready(Some(Ok(Frame::data(bytes))));
+                }
+                if let Some(stall) = stall.as_mut().filter(|s| !s.waiting) {
+                    let deadline = Instant::now() + stall.limit;
+                    stall.timer.as_mut().reset(deadline);
+                    stall.waiting = true;
+                }
+                match Pin::new(rest).poll_frame(cx) {
+                    Poll::Ready(frame) => {
+                        if let Some(stall) = stall {
+                            stall.waiting = false;
+                        }
+                        Poll::Ready(frame.map(|f| f.map_err(BodyError::from)))
+                    }
+                    Poll::Pending => match stall {
+                        Some(stall) => match stall.timer.as_mut().poll(cx) {
+                            Poll::Ready(()) => {
+                                Poll::Ready(Some(Err(BodyError::Stalled(stall.limit))))
+                            }
+                            Poll::Pending => Poll::Pending,
+                        },
+                        None => Poll::Pending,
+                    },
+                }
+            }
         }
     }
 
@@ -57,7 +127,7 @@ impl http_body::Body for Body {
         match self {
             Self::Empty => true,
             Self::Full(bytes) => bytes.is_none(),
-            Self::Stream { prefix, rest } => prefix.is_none() && rest.is_end_stream(),
+            Self::Stream { prefix, rest, .. } => prefix.is_none() && rest.is_end_stream(),
         }
     }
 
@@ -65,7 +135,7 @@ impl http_body::Body for Body {
         match self {
             Self::Empty => SizeHint::with_exact(0),
             Self::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
-            Self::Stream { prefix, rest } => {
+            Self::Stream { prefix, rest, .. } => {
                 let already = prefix.as_ref().map_or(0, |b| b.len() as u64);
                 let hint = rest.size_hint();
                 let mut total = SizeHint::new();

@@ -120,7 +120,7 @@ struct ServeArgs {
     /// Where the tenant comes from: header:NAME, host or path:N.
     #[arg(long, env = "FOLIO_TENANT", default_value = "header:X-Tenant-ID")]
     tenant: TenantSource,
-    /// Longest wait for the upstream's answer (then 504).
+    /// Longest wait for the upstream's answer (then 504), and for each part of a body it streams (then the answer is cut short)
     #[arg(long, env = "FOLIO_UPSTREAM_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     upstream_timeout: Duration,
     /// Longest wait for one Redis command (then it counts as a miss).

@@ -22,7 +22,8 @@ pub struct Settings {
     /// The API folio fronts, e.g. `http://127.0.0.1:8081` (a path prefix is kept).
     pub upstream: Uri,
     /// Longest wait for the upstream's response headers (and, for responses
-    /// being cached, its whole body); then 504.
+    /// being cached, its whole body); then 504. Also the longest wait for
+    /// each part of a body streamed on; then that answer is cut short.
     pub upstream_timeout: Duration,
     /// Longest wait for a TCP connection to the upstream; then 502.
     pub connect_timeout: Duration,

@@ -116,6 +116,12 @@ impl Upstream {
         self.timeout
     }
 
+    /// An answer's body, streamed on after `prefix`; it ends in an error
+    /// when the upstream sends no part of it for the timeout.
+    pub(crate) fn stream(&self, prefix: Option<Bytes>, rest: Incoming) -> Body {
+        Body::from_upstream(prefix, rest, self.timeout)
+    }
+
     /// A request for `path_and_query` on the upstream.
     pub(crate) fn request(
         &self,

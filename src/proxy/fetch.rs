@@ -170,7 +170,7 @@ async fn fetch_with(
         Ok(storage) => storage,
         Err(reason) => {
             return Ok(Fetched::Response(
-                Response::from_parts(head, Body::stream(body)),
+                Response::from_parts(head, state.upstream.stream(None, body)),
                 reason,
             ));
         }
@@ -181,7 +181,7 @@ async fn fetch_with(
         .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
     if declared.is_some_and(|len| len > fill.policy.max_body) {
         return Ok(Fetched::Response(
-            Response::from_parts(head, Body::stream(body)),
+            Response::from_parts(head, state.upstream.stream(None, body)),
             NotStored::TooLarge,
         ));
     }
@@ -190,10 +190,7 @@ async fn fetch_with(
         .inspect_err(|_| state.upstream.body_failed())?;
     match collected {
         Collected::TooLarge { prefix, rest } => {
-            let body = Body::Stream {
-                prefix: Some(prefix),
-                rest,
-            };
+            let body = state.upstream.stream(Some(prefix), rest);
             Ok(Fetched::Response(
                 Response::from_parts(head, body),
                 NotStored::TooLarge,

@@ -201,7 +201,7 @@ async fn fetch(state: &State, parts: &Parts, fill: &Fill, forward: Forward) -> R
         // A whole answer, a multipart one, a 416, an error: passed on.
         return passed_on(
             head,
-            Body::stream(body),
+            state.upstream.stream(None, body),
             Served::Bypass(BypassReason::Range),
         );
     };
@@ -215,11 +215,21 @@ async fn fetch(state: &State, parts: &Parts, fill: &Fill, forward: Forward) -> R
         state.cdn,
     ) {
         Ok(storage) => storage,
-        Err(reason) => return passed_on(head, Body::stream(body), not_stored(reason.as_str())),
+        Err(reason) => {
+            return passed_on(
+                head,
+                state.upstream.stream(None, body),
+                not_stored(reason.as_str()),
+            );
+        }
     };
     let max_body = fill.policy.max_body;
     if usize::try_from(part.len()).map_or(true, |len| len > max_body) {
-        return passed_on(head, Body::stream(body), not_stored("too-large"));
+        return passed_on(
+            head,
+            state.upstream.stream(None, body),
+            not_stored("too-large"),
+        );
     }
     let collected = match upstream::collect(body, max_body, state.upstream.timeout()).await {
         Ok(collected) => collected,
@@ -234,10 +244,7 @@ async fn fetch(state: &State, parts: &Parts, fill: &Fill, forward: Forward) -> R
             return passed_on(head, Body::full(bytes), not_stored("bad-content-range"));
         }
         Collected::TooLarge { prefix, rest } => {
-            let body = Body::Stream {
-                prefix: Some(prefix),
-                rest,
-            };
+            let body = state.upstream.stream(Some(prefix), rest);
             return passed_on(head, body, not_stored("too-large"));
         }
     };

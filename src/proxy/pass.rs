@@ -188,7 +188,7 @@ async fn relay(
             upstream::strip_hop_by_hop(&mut head.headers);
             upstream::append_via(&mut head.headers);
             served.annotate(&mut head.headers, None, Some(status.as_u16()));
-            Response::from_parts(head, Body::stream(body))
+            Response::from_parts(head, state.upstream.stream(None, body))
         }
         Err(error) => error_response(&error, served),
     }

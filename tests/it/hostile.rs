@@ -778,3 +778,60 @@ async fn clients_that_only_miss_cannot_make_folio_report_itself_unhealthy() {
     assert_eq!(health.json()["status"], "degraded", "{}", health.text());
     assert_eq!(health.json()["checks"]["hit_rate"]["status"], "warning");
 }
+
+#[tokio::test]
+async fn an_upstream_that_stalls_mid_body_frees_the_client_and_the_connection() {
+    // Four bytes of a hundred, then nothing, the connection held open.
+    let closed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = Arc::clone(&closed);
+    let (uri, origin) = scripted_origin(move |mut stream| {
+        let seen = Arc::clone(&seen);
+        async move {
+            let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncache-control: no-store\r\ncontent-length: 100\r\n\r\n{\"a\"";
+            let _ = tokio::io::AsyncWriteExt::write_all(&mut stream, head.as_bytes()).await;
+            let mut buffer = [0u8; 1024];
+            let read = tokio::io::AsyncReadExt::read(&mut stream, &mut buffer);
+            if let Ok(Ok(0) | Err(_)) = tokio::time::timeout(Duration::from_secs(60), read).await {
+                seen.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    })
+    .await;
+    let mut settings = settings(uri);
+    settings.upstream_timeout = Duration::from_secs(1);
+    let folio = Folio::start_with(settings, POLICIES).await;
+    let get = format!(
+        "GET /api/v1/products/1 HTTP/1.1\r\nHost: {}\r\nX-Tenant-ID: acme\r\nConnection: close\r\n\r\n",
+        host(&folio)
+    );
+    let post = format!(
+        "POST /api/v1/export HTTP/1.1\r\nHost: {}\r\nX-Tenant-ID: acme\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{{}}",
+        host(&folio)
+    );
+    for request in [get, post] {
+        let mut client = tokio::net::TcpStream::connect(folio.addr).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut client, request.as_bytes())
+            .await
+            .unwrap();
+        let mut received = Vec::new();
+        let read_all = tokio::io::AsyncReadExt::read_to_end(&mut client, &mut received);
+        let ended = tokio::time::timeout(Duration::from_secs(15), read_all).await;
+        let received = String::from_utf8_lossy(&received);
+        assert!(ended.is_ok(), "the client still waits: {received}");
+        assert!(received.starts_with("HTTP/1.1 200"), "{received}");
+        assert!(
+            received.ends_with("{\"a\""),
+            "cut short, never padded: {received}"
+        );
+    }
+    eventually(
+        Duration::from_secs(15),
+        "both upstream connections closed",
+        || {
+            let closed = Arc::clone(&closed);
+            async move { closed.load(Ordering::SeqCst) == 2 }
+        },
+    )
+    .await;
+    origin.abort();
+}
