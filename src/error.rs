@@ -44,6 +44,9 @@ pub(crate) enum ProxyError {
     /// `CONNECT`: a reverse proxy has no tunnel to open.
     #[error("folio does not tunnel: CONNECT is not served")]
     Tunnel,
+    /// A transfer coding other than `chunked` on the request's body.
+    #[error("folio reads request bodies sent plain or chunked only")]
+    TransferCoding,
     /// The request already passed through folio (`Via`): forwarding loops.
     #[error("the request already passed through folio: the upstream points back at it")]
     Loop,
@@ -61,7 +64,7 @@ impl ProxyError {
             Self::UpstreamTimeout(_) | Self::NotCached => StatusCode::GATEWAY_TIMEOUT,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Loop => StatusCode::LOOP_DETECTED,
-            Self::Tunnel => StatusCode::NOT_IMPLEMENTED,
+            Self::Tunnel | Self::TransferCoding => StatusCode::NOT_IMPLEMENTED,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -76,7 +79,7 @@ impl ProxyError {
             Self::NotCached => "only_if_cached",
             Self::BadRequest(_) => "bad_request",
             Self::Loop => "loop_detected",
-            Self::Tunnel => "not_implemented",
+            Self::Tunnel | Self::TransferCoding => "not_implemented",
             Self::Internal => "internal_error",
         }
     }

@@ -157,11 +157,28 @@ pub(crate) fn clean_headers(
         if hop_by_hop(text) || (bodiless && framing(text)) || (!trusted && client_address(text)) {
             doomed.push(name.clone());
         }
+        if name == header::TRANSFER_ENCODING && !only_chunked(headers.get_all(name)) {
+            return Err(ProxyError::TransferCoding);
+        }
     }
     for name in doomed {
         headers.remove(name);
     }
     Ok(())
+}
+
+/// Whether the request's transfer codings are `chunked` alone: hyper
+/// decodes that one only, so with another (`gzip, chunked`) the upstream
+/// would get a coded body as if it were plain (RFC 9112 §6.1: 501).
+fn only_chunked(values: http::header::GetAll<'_, http::HeaderValue>) -> bool {
+    values.iter().all(|value| {
+        value.to_str().is_ok_and(|text| {
+            text.split(',')
+                .map(str::trim)
+                .filter(|coding| !coding.is_empty())
+                .all(|coding| coding.eq_ignore_ascii_case("chunked"))
+        })
+    })
 }
 
 /// Makes `Host` one value, the host name alone: lower-cased, without its
@@ -207,12 +224,13 @@ pub(crate) fn canonical_host(headers: &mut HeaderMap, uri: &Uri) -> Result<(), P
             let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(lower)) else {
                 return bad("is not a host name");
             };
-            let whole = name.len() == host.len();
+            let whole = name.len() == host.len() && !name.bytes().any(|b| b.is_ascii_uppercase());
             LAST.set(Some((host.into(), whole, value.clone())));
             (whole, value)
         }
     };
-    // A Host header that is its name alone, without a port, is kept as sent.
+    // A Host header that is its name alone, lower-case and without a port,
+    // is kept as sent.
     if whole && given.is_some() {
         return Ok(());
     }
@@ -421,6 +439,7 @@ mod tests {
         for (sent, kept) in [
             ("Shop.Example:8080", "shop.example"),
             ("shop.example", "shop.example"),
+            ("a.EXAMPLE", "a.example"),
             ("[::1]:80", "[::1]"),
             ("127.0.0.1:9", "127.0.0.1"),
         ] {

@@ -21,6 +21,13 @@ pub(super) fn path(parts: &Parts) -> Result<String, ProxyError> {
         return Err(ProxyError::Tunnel);
     }
     inbound::refuse_loop(&parts.headers)?;
+    // `*` (asterisk-form) asks the server itself, not a resource; forwarded,
+    // it would become a path the routes and the key never read.
+    if !parts.uri.path().starts_with('/') {
+        return Err(ProxyError::BadRequest(
+            "a request target that is not a path".into(),
+        ));
+    }
     match canonical_path(parts.uri.path()) {
         Ok(path) => Ok(path.into_owned()),
         Err(why) => Err(ProxyError::BadRequest(format!(

@@ -298,6 +298,52 @@ async fn connect_is_refused_and_never_reaches_the_upstream() {
 }
 
 #[tokio::test]
+async fn a_request_target_that_is_not_a_path_never_reaches_the_upstream() {
+    let origin = RawOrigin::start().await;
+    let folio = Folio::start_with(settings(origin.uri()), POLICIES).await;
+    for method in ["GET", "OPTIONS"] {
+        let got = raw_request(
+            folio.addr,
+            &format!("{method} * HTTP/1.1\nHost: shop.example\nX-Tenant-ID: acme"),
+            b"",
+        )
+        .await;
+        assert_eq!(got.status, 400, "{method} *");
+        assert_eq!(got.json()["error"], "bad_request");
+    }
+    assert_eq!(origin.requests(), 0);
+}
+
+#[tokio::test]
+async fn a_body_in_a_transfer_coding_folio_does_not_decode_is_refused() {
+    let origin = RawOrigin::start().await;
+    let folio = Folio::start_with(settings(origin.uri()), POLICIES).await;
+    // hyper decodes `chunked` only: the gzip-coded bytes inside would
+    // reach the upstream as a plain body.
+    for coding in ["gzip, chunked", "deflate,chunked"] {
+        let got = raw_request(
+            folio.addr,
+            &format!(
+                "PUT /api/v1/products/1 HTTP/1.1\nHost: shop.example\nX-Tenant-ID: acme\nTransfer-Encoding: {coding}"
+            ),
+            b"2\r\n{}\r\n0\r\n\r\n",
+        )
+        .await;
+        assert_eq!(got.status, 501, "{coding}");
+        assert_eq!(got.json()["error"], "not_implemented");
+    }
+    assert_eq!(origin.requests(), 0);
+    let chunked = raw_request(
+        folio.addr,
+        "PUT /api/v1/products/1 HTTP/1.1\nHost: shop.example\nX-Tenant-ID: acme\nTransfer-Encoding: chunked",
+        b"2\r\n{}\r\n0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(chunked.status, 200);
+    assert_eq!(origin.requests(), 1);
+}
+
+#[tokio::test]
 async fn a_request_that_already_passed_through_folio_is_a_loop() {
     let upstream = TestUpstream::json("{}").await;
     let folio = Folio::start(&upstream, POLICIES).await;
