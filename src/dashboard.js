@@ -69,10 +69,13 @@ function render(stats) {
   const total = RESULTS.reduce((n, r) => n + stats.totals[r], 0);
   text("hit-ratio", pct(stats.hit_ratio));
   text("total-requests", total.toLocaleString("en"));
-  text("p50", ms(stats.latency_ms.p50));
-  text("p99", ms(stats.latency_ms.p99));
-  text("l1", stats.l1.capacity ? bytes(stats.l1.bytes) : "off");
-  text("l1-cap", stats.l1.capacity ? `of ${bytes(stats.l1.capacity)} · ${stats.l1.entries.toLocaleString("en")} entries` : "");
+  // A tenant's view has no instance-wide figures (null).
+  const latency = stats.latency_ms || {};
+  text("p50", latency.p50 == null ? "–" : ms(latency.p50));
+  text("p99", latency.p99 == null ? "–" : ms(latency.p99));
+  const l1 = stats.l1;
+  text("l1", !l1 ? "–" : l1.capacity ? bytes(l1.bytes) : "off");
+  text("l1-cap", l1 && l1.capacity ? `of ${bytes(l1.capacity)} · ${l1.entries.toLocaleString("en")} entries` : "");
   const redis = stats.redis;
   const el = document.getElementById("redis");
   el.textContent = !redis.configured ? "off" : redis.reachable ? `up · ${redis.latency_ms.toFixed(1)} ms` : "down";

@@ -244,8 +244,8 @@ fn ratio(part: u64, whole: u64) -> f64 {
 
 /// The figures the dashboard shows, per endpoint and tenant: of every
 /// tenant, or of `tenant` only (a tenant token's view: its own rows and
-/// totals; latency, L1 and Redis are the instance's, and the per-second
-/// rates, which count every tenant, are left out).
+/// totals; the latency, L1 and per-second rates, which count every
+/// tenant's requests and entries, are left out; Redis is the instance's).
 pub(crate) async fn stats(state: &State, tenant: Option<&str>) -> Value {
     let window = last_minute(state);
     let results = ["hit", "miss", "stale", "bypass", "error", "refused"];
@@ -314,11 +314,15 @@ pub(crate) async fn stats(state: &State, tenant: Option<&str>) -> Value {
         "hit_ratio": ratio(totals.get(Outcome::Hit) + totals.get(Outcome::Stale),
             totals.get(Outcome::Hit) + totals.get(Outcome::Stale) + totals.get(Outcome::Miss)),
         "rates_per_s": if tenant.is_none() { Value::Object(rates) } else { Value::Null },
-        "latency_ms": {
+        // The instance's figures count every tenant's requests and entries:
+        // a tenant's view leaves them out.
+        "latency_ms": if tenant.is_none() { json!({
             "p50": state.metrics.latency_quantile(0.5) * 1000.0,
             "p99": state.metrics.latency_quantile(0.99) * 1000.0,
-        },
-        "l1": { "bytes": bytes, "entries": entries, "capacity": capacity },
+        }) } else { Value::Null },
+        "l1": if tenant.is_none() {
+            json!({ "bytes": bytes, "entries": entries, "capacity": capacity })
+        } else { Value::Null },
         "redis": redis,
         "endpoints": endpoints,
         "top_paths": top,

@@ -508,6 +508,13 @@ mod reading {
             .map(|r| own["totals"][r].as_u64().unwrap())
             .sum();
         assert_eq!(requests, 8, "acme's totals are acme's");
+        for instance_wide in ["rates_per_s", "latency_ms", "l1"] {
+            assert!(
+                own[instance_wide].is_null(),
+                "{instance_wide} counts other tenants' requests and entries: {own}"
+            );
+        }
+        assert!(all["l1"]["entries"].as_u64().is_some());
 
         assert_eq!(
             read(&folio, "/_folio/metrics", Some(ACME_TOKEN))
