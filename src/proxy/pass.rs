@@ -94,19 +94,20 @@ impl WriteEffects {
         if !(status.is_success() || status.is_redirection()) {
             return;
         }
-        let mut scopes = vec![Scope::Path(self.path)];
+        let mut scopes = Vec::with_capacity(3 + self.events.len());
         // The URIs the answer names on this host are written too (RFC 9111 §4.4).
         for name in [header::LOCATION, header::CONTENT_LOCATION] {
             if let Some(path) = headers
                 .get(name)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| local_path(v, self.host.as_deref()))
+                .and_then(|v| local_path(v, self.host.as_deref(), &self.path))
                 // A path with no one reading is refused, so never stored.
                 && let Ok(path) = canonical_path(&path)
             {
                 scopes.push(Scope::Path(path.into()));
             }
         }
+        scopes.push(Scope::Path(self.path));
         if status.is_success() {
             scopes.extend(self.events);
         }
@@ -126,16 +127,35 @@ impl WriteEffects {
     }
 }
 
-/// The path of a URI reference on the request's host: a relative one, or an
-/// absolute one naming that host (RFC 9111 §4.4: only the same host).
-fn local_path(reference: &str, host: Option<&str>) -> Option<String> {
-    let uri: Uri = reference.parse().ok()?;
-    if let Some(authority) = uri.authority()
-        && host.is_none_or(|host| !authority.as_str().eq_ignore_ascii_case(host))
-    {
+/// The path of a URI reference on the request's host (RFC 9111 §4.4: only
+/// the same host): a relative one, resolved against the request's `base`
+/// path (RFC 3986 §5.2), or an absolute one naming that host, on any port
+/// (folio's keys hold the host without its port).
+fn local_path(reference: &str, host: Option<&str>, base: &str) -> Option<String> {
+    let reference = reference.split('#').next()?.trim();
+    let first_segment = reference.split(['/', '?']).next().unwrap_or("");
+    if reference.starts_with("//") || first_segment.contains(':') {
+        let absolute = if reference.starts_with("//") {
+            format!("http:{reference}")
+        } else {
+            reference.to_owned()
+        };
+        let uri: Uri = absolute.parse().ok()?;
+        let named = uri.authority()?.host();
+        return host
+            .filter(|host| named.eq_ignore_ascii_case(host))
+            .map(|_| uri.path().to_owned())
+            .filter(|p| p.starts_with('/'));
+    }
+    let path = reference.split('?').next().unwrap_or("");
+    if path.starts_with('/') {
+        return Some(path.to_owned());
+    }
+    if path.is_empty() {
         return None;
     }
-    Some(uri.path().to_owned()).filter(|p| p.starts_with('/'))
+    let directory = &base[..base.rfind('/').map_or(0, |at| at + 1)];
+    Some(format!("{directory}{path}")).filter(|p| p.starts_with('/'))
 }
 
 /// Forwards a request untouched by the cache, streaming both bodies.
@@ -207,4 +227,36 @@ pub(super) async fn forward_range(
         Body::Empty,
     );
     relay(state, request, Served::Bypass(BypassReason::Range), None).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::local_path;
+
+    #[test]
+    fn locations_on_the_same_host_name_a_path() {
+        let host = Some("shop.example");
+        for (reference, path) in [
+            ("/items/3", Some("/items/3")),
+            ("/items/3?x=1#top", Some("/items/3")),
+            ("items/6", Some("/api/items/6")),
+            ("../x", Some("/api/../x")),
+            ("http://shop.example/items/3", Some("/items/3")),
+            ("http://Shop.Example:8080/items/3", Some("/items/3")),
+            ("https://shop.example:443/items/3?x", Some("/items/3")),
+            ("//shop.example:9/items/3", Some("/items/3")),
+            ("http://elsewhere.example/items/3", None),
+            ("//elsewhere.example/items/3", None),
+            ("mailto:someone@shop.example", None),
+            ("", None),
+            ("?only=query", None),
+        ] {
+            assert_eq!(
+                local_path(reference, host, "/api/list").as_deref(),
+                path,
+                "{reference:?}"
+            );
+        }
+        assert_eq!(local_path("http://shop.example/x", None, "/"), None);
+    }
 }

@@ -1027,6 +1027,30 @@ mod methods {
     }
 
     #[tokio::test]
+    async fn locations_with_a_port_or_relative_to_the_request_count_too() {
+        let upstream = TestUpstream::start(|seen| match seen.method.as_str() {
+            "POST" => Reply::json("{}")
+                .status(201)
+                .header(
+                    "location",
+                    &format!("http://{}:8080/items/3", seen.header("host")),
+                )
+                .header("content-location", "items/6"),
+            _ => Reply::json("{}").header("cache-control", "max-age=60"),
+        })
+        .await;
+        let folio = rfc(&upstream).await;
+        for path in ["/items/3", "/items/6"] {
+            get(&folio.url(path), &[]).await;
+            assert_eq!(get(&folio.url(path), &[]).await.x_cache(), "HIT");
+        }
+        send("POST", &folio.url("/items"), &[], "{}").await;
+        for path in ["/items/3", "/items/6"] {
+            assert_eq!(get(&folio.url(path), &[]).await.x_cache(), "MISS", "{path}");
+        }
+    }
+
+    #[tokio::test]
     async fn a_failed_write_invalidates_nothing() {
         let upstream = TestUpstream::start(|seen| match seen.method.as_str() {
             "DELETE" => Reply::json("{}").status(500),
