@@ -134,7 +134,12 @@ async fn fetch_with(
                             entry.tags.push(tag.into());
                         }
                     }
-                    sealed(entry, true, DEFAULT_MAX_BODY.max(fill.policy.max_body))?
+                    let revalidated = head.status == StatusCode::NOT_MODIFIED;
+                    sealed(
+                        entry,
+                        revalidated,
+                        DEFAULT_MAX_BODY.max(fill.policy.max_body),
+                    )?
                 }
                 Err(reason) => {
                     let mut merged = merged;

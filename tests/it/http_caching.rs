@@ -968,6 +968,11 @@ mod methods {
         let head = send("HEAD", &folio.url("/"), &[], "").await;
         assert_eq!(upstream.last().method, "HEAD");
         assert_eq!(head.header("x-version"), "2");
+        assert!(
+            head.header("cache-status").contains("fwd-status=200"),
+            "the upstream's answer was a 200: {}",
+            head.header("cache-status")
+        );
         let hit = get(&folio.url("/"), &[]).await;
         assert_eq!(hit.x_cache(), "HIT");
         assert_eq!(hit.header("x-version"), "2");
