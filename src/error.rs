@@ -69,6 +69,18 @@ impl ProxyError {
         }
     }
 
+    /// Whether the request itself is the cause, not folio or its upstream.
+    pub(crate) fn is_the_requests(&self) -> bool {
+        matches!(
+            self,
+            Self::BadRequest(_)
+                | Self::Tunnel
+                | Self::TransferCoding
+                | Self::Loop
+                | Self::NotCached
+        )
+    }
+
     /// A stable, machine-readable name for the `error` field.
     pub(crate) fn code(&self) -> &'static str {
         match self {

@@ -47,12 +47,13 @@ use hyper::body::Incoming;
 use crate::body::Body;
 use crate::cache::entry::Entry;
 use crate::cache::{Cache, Layer};
+use crate::error::ProxyError;
 use crate::flight::Flights;
 use crate::freshness;
 use crate::invalidation::Invalidator;
 use crate::key::CacheKey;
 use crate::metrics::Metrics;
-use crate::outcome::{BypassReason, Forward};
+use crate::outcome::{BypassReason, Forward, Served};
 use crate::policy::{Policy, PolicySet};
 use crate::settings::{Cidr, TenantSource};
 use crate::upstream::{UPSTREAM_TIME, Upstream};
@@ -342,7 +343,7 @@ impl Cached {
             return partial::serve(state, parts, fill, asked, forward).await;
         }
         if asked.cc.only_if_cached {
-            return respond::not_cached();
+            return respond::error_response(&ProxyError::NotCached, Served::OnlyIfCached);
         }
         let validators = stale.as_ref().map(|(entry, _)| entry);
         let fill = self.fill(key, validators).asking(asked.cc.no_store);

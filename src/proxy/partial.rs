@@ -29,10 +29,11 @@ use super::fetch::make_entry;
 use super::fill::{Fill, store_unless_purged};
 use super::lookup::stored_facts;
 use super::pass::forward_range;
-use super::respond::{answer_headers, error_response, if_range_holds, not_cached};
+use super::respond::{answer_headers, error_response, if_range_holds};
 use crate::body::Body;
 use crate::cache::Layer;
 use crate::cache::entry::{Entry, EntryParts};
+use crate::error::ProxyError;
 use crate::freshness::{self, Asked, Use};
 use crate::invalidation::Verdict;
 use crate::outcome::{BypassReason, Forward, Served};
@@ -66,7 +67,7 @@ pub(super) async fn serve(
         return answer;
     }
     if asked.cc.only_if_cached {
-        return not_cached();
+        return error_response(&ProxyError::NotCached, Served::OnlyIfCached);
     }
     fetch(state, parts, &fill, forward).await
 }

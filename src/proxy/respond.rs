@@ -30,11 +30,16 @@ pub(super) struct Failed;
 pub(super) fn error_response(error: &ProxyError, served: Served) -> Response<Body> {
     let mut response = error.to_response();
     served.annotate(response.headers_mut(), None, None);
-    response.extensions_mut().insert(Failed);
+    if error.is_the_requests() {
+        response.extensions_mut().insert(Refused);
+    } else {
+        response.extensions_mut().insert(Failed);
+    }
     response
 }
 
-/// Marks answers folio made itself because of what the client asked.
+/// Marks answers folio made itself because of what the client asked: not
+/// a failure of folio or its upstream.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Refused;
 
@@ -43,13 +48,6 @@ pub(super) struct Refused;
 pub(super) fn refusal(error: &ProxyError) -> Response<Body> {
     let mut response = error.to_response();
     response.extensions_mut().insert(Refused);
-    response
-}
-
-/// `only-if-cached` with nothing stored that may answer (RFC 9111 §5.2.1.7).
-pub(super) fn not_cached() -> Response<Body> {
-    let mut response = refusal(&ProxyError::NotCached);
-    Served::OnlyIfCached.annotate(response.headers_mut(), None, None);
     response
 }
 
