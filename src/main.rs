@@ -120,9 +120,12 @@ struct ServeArgs {
     /// Where the tenant comes from: header:NAME, host or path:N.
     #[arg(long, env = "FOLIO_TENANT", default_value = "header:X-Tenant-ID")]
     tenant: TenantSource,
-    /// Longest wait for the upstream's answer (then 504), and for each part of a body it streams (then the answer is cut short)
+    /// Longest wait for the upstream's answer (then 504)
     #[arg(long, env = "FOLIO_UPSTREAM_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     upstream_timeout: Duration,
+    /// Longest wait for each part of a body the upstream streams on, not stored (then the answer is cut short)
+    #[arg(long, env = "FOLIO_UPSTREAM_READ_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    upstream_read_timeout: Duration,
     /// Longest wait for one Redis command (then it counts as a miss).
     #[arg(long, env = "FOLIO_L2_TIMEOUT", default_value = "50ms", value_parser = parse_duration)]
     l2_timeout: Duration,
@@ -321,6 +324,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     settings.l1_capacity = args.l1_capacity;
     settings.tenant = args.tenant;
     settings.upstream_timeout = args.upstream_timeout;
+    settings.upstream_read_timeout = args.upstream_read_timeout;
     settings.l2_timeout = args.l2_timeout;
     settings.cdn = !args.ignore_cdn_cache_control;
     settings.metrics_tenants = args.metrics_tenants;

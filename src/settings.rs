@@ -22,9 +22,12 @@ pub struct Settings {
     /// The API folio fronts, e.g. `http://127.0.0.1:8081` (a path prefix is kept).
     pub upstream: Uri,
     /// Longest wait for the upstream's response headers (and, for responses
-    /// being cached, its whole body); then 504. Also the longest wait for
-    /// each part of a body streamed on; then that answer is cut short.
+    /// being cached, its whole body); then 504.
     pub upstream_timeout: Duration,
+    /// Longest wait for each part of a body the upstream streams on (not
+    /// stored); then that answer is cut short, as nginx's
+    /// `proxy_read_timeout` does.
+    pub upstream_read_timeout: Duration,
     /// Longest wait for a TCP connection to the upstream; then 502.
     pub connect_timeout: Duration,
     /// L1 budget in bytes; 0 turns L1 off.
@@ -84,6 +87,7 @@ impl Settings {
         Self {
             upstream,
             upstream_timeout: Duration::from_secs(10),
+            upstream_read_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(2),
             l1_capacity: 256 << 20,
             redis: None,
@@ -116,6 +120,7 @@ impl std::fmt::Debug for Settings {
         let Self {
             upstream,
             upstream_timeout,
+            upstream_read_timeout,
             connect_timeout,
             l1_capacity,
             redis,
@@ -142,6 +147,7 @@ impl std::fmt::Debug for Settings {
         f.debug_struct("Settings")
             .field("upstream", &crate::tls::redact_url(&upstream.to_string()))
             .field("upstream_timeout", upstream_timeout)
+            .field("upstream_read_timeout", upstream_read_timeout)
             .field("connect_timeout", connect_timeout)
             .field("l1_capacity", l1_capacity)
             .field("redis", &redis.as_ref().map(redact))

@@ -42,6 +42,7 @@ pub(crate) fn state(
         security.trust.as_ref(),
     )
     .map_err(Error::Upstream)?
+    .with_read_timeout(settings.upstream_read_timeout)
     .with_metrics(Arc::clone(&metrics));
     let redis = match (&settings.redis, settings.redis_cluster.is_empty()) {
         (Some(_), false) => {

@@ -50,6 +50,8 @@ pub(crate) struct Upstream {
     /// A path prefix from the upstream URL (`http://api/v2` → `/v2`), or empty.
     base_path: String,
     timeout: Duration,
+    /// Longest wait for each part of a body streamed on.
+    read_timeout: Duration,
     metrics: Arc<Metrics>,
 }
 
@@ -102,8 +104,15 @@ impl Upstream {
             authority,
             base_path: base.path().trim_end_matches('/').to_owned(),
             timeout,
+            read_timeout: timeout,
             metrics: Arc::new(Metrics::new(0)),
         })
+    }
+
+    /// Cuts a streamed body short when no part of it comes for `limit`.
+    pub(crate) fn with_read_timeout(mut self, limit: Duration) -> Self {
+        self.read_timeout = limit;
+        self
     }
 
     /// Counts latency and failures in `metrics`.
@@ -117,9 +126,9 @@ impl Upstream {
     }
 
     /// An answer's body, streamed on after `prefix`; it ends in an error
-    /// when the upstream sends no part of it for the timeout.
+    /// when the upstream sends no part of it for the read timeout.
     pub(crate) fn stream(&self, prefix: Option<Bytes>, rest: Incoming) -> Body {
-        Body::from_upstream(prefix, rest, self.timeout)
+        Body::from_upstream(prefix, rest, self.read_timeout)
     }
 
     /// A request for `path_and_query` on the upstream.

@@ -844,7 +844,7 @@ async fn an_upstream_that_stalls_mid_body_frees_the_client_and_the_connection() 
     })
     .await;
     let mut settings = settings(uri);
-    settings.upstream_timeout = Duration::from_secs(1);
+    settings.upstream_read_timeout = Duration::from_secs(1);
     let folio = Folio::start_with(settings, POLICIES).await;
     let get = format!(
         "GET /api/v1/products/1 HTTP/1.1\r\nHost: {}\r\nX-Tenant-ID: acme\r\nConnection: close\r\n\r\n",
