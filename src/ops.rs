@@ -114,6 +114,18 @@ fn last_minute(state: &State) -> Window {
     }
 }
 
+/// A health body with its levels alone: the overall status and each
+/// check's, none of the figures.
+pub(crate) fn levels_only(health: &Value) -> Value {
+    let checks: serde_json::Map<String, Value> = health["checks"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(name, check)| (name.clone(), json!({ "status": check["status"] })))
+        .collect();
+    json!({ "status": health["status"], "checks": checks })
+}
+
 /// Redis reachability and the latency of one PING, when L2 is on.
 async fn redis_ping(state: &State) -> Option<(bool, f64)> {
     let l2 = state.cache.l2()?;

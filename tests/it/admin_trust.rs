@@ -494,6 +494,22 @@ mod reading {
                 "{path} holds no figures"
             );
         }
+        // Health tells a load balancer the levels; the figures behind them
+        // (every tenant's requests, L1 entries) are the operator's.
+        for token in [None, Some(ACME_TOKEN)] {
+            let health = read(&folio, "/_folio/health", token).await.json();
+            assert_eq!(health["status"], "healthy", "{health}");
+            assert_eq!(health["checks"]["hit_rate"]["status"], "ok", "{health}");
+            for check in health["checks"].as_object().unwrap().values() {
+                assert_eq!(
+                    check.as_object().unwrap().len(),
+                    1,
+                    "only a level: {health}"
+                );
+            }
+        }
+        let operator = read(&folio, "/_folio/health", Some(OPERATOR)).await.json();
+        assert_eq!(operator["checks"]["l1"]["entries"], 2, "{operator}");
 
         let all = read(&folio, "/_folio/stats", Some(OPERATOR)).await.json();
         assert_eq!(tenants(&all["endpoints"]), ["acme", "globex"]);
