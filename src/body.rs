@@ -71,7 +71,7 @@ impl Body {
             rest,
             stall: Some(Stall {
                 limit,
-                timer: Box::pin(tokio::time::sleep(limit)),
+                timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
                 waiting: false,
             }),
         }
@@ -98,7 +98,11 @@ impl http_body::Body for Body {
                     return Poll::Ready(Some(Ok(Frame::data(bytes))));
                 }
                 if let Some(stall) = stall.as_mut().filter(|s| !s.waiting) {
-                    let deadline = Instant::now() + stall.limit;
+                    // A limit past what the clock can hold waits a year.
+                    let now = Instant::now();
+                    let deadline = now
+                        .checked_add(stall.limit)
+                        .unwrap_or(now + Duration::from_secs(365 * 24 * 3600));
                     stall.timer.as_mut().reset(deadline);
                     stall.waiting = true;
                 }

@@ -881,3 +881,17 @@ async fn an_upstream_that_stalls_mid_body_frees_the_client_and_the_connection() 
     .await;
     origin.abort();
 }
+
+#[tokio::test]
+async fn a_read_timeout_past_what_the_clock_holds_streams_as_usual() {
+    let upstream = TestUpstream::start(|_| {
+        Reply::json(r#"{"streamed":true}"#).header("cache-control", "no-store")
+    })
+    .await;
+    let mut settings = settings(upstream.uri());
+    settings.upstream_read_timeout = Duration::MAX;
+    let folio = Folio::start_with(settings, POLICIES).await;
+    let got = get(&folio.url("/api/v1/products/1"), ACME).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.text(), r#"{"streamed":true}"#);
+}
