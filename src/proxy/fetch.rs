@@ -30,14 +30,17 @@ pub(super) enum Fetched {
 /// Asks the upstream for the cache: a GET (also for HEAD), without the
 /// client's conditionals, but with the stale entry's validators.
 pub(super) async fn fetch(state: &State, fill: &Fill) -> Result<Fetched, ProxyError> {
-    fetch_with(state, fill, fill.stale.as_ref()).await
+    let first_asked = tokio::time::Instant::now();
+    fetch_with(state, fill, fill.stale.as_ref(), first_asked).await
 }
 
-/// `fetch`, with `stale`'s validators.
+/// `fetch`, with `stale`'s validators, for a fill that first asked the
+/// upstream at `first_asked`.
 async fn fetch_with(
     state: &State,
     fill: &Fill,
     stale: Option<&Entry>,
+    first_asked: tokio::time::Instant,
 ) -> Result<Fetched, ProxyError> {
     let mut headers = upstream::forward_headers(fill.headers.clone(), &fill.uri, fill.client);
     for name in [
@@ -95,8 +98,15 @@ async fn fetch_with(
         // A 304 naming another representation than the stored one updates
         // nothing (RFC 9111 §4.3.4): the stored one is outdated, so it
         // goes, and the upstream is asked again, without validators.
+        // Within the time the first ask had: the client waits one
+        // upstream timeout at most.
         state.cache.remove(&fill.key).await;
-        return Box::pin(fetch_with(state, fill, None)).await;
+        let timeout = state.upstream.timeout();
+        let left = timeout.saturating_sub(first_asked.elapsed());
+        let again = Box::pin(fetch_with(state, fill, None, first_asked));
+        return tokio::time::timeout(left, again)
+            .await
+            .unwrap_or(Err(ProxyError::UpstreamTimeout(timeout)));
     }
     if (head.status == StatusCode::NOT_MODIFIED || fill.head)
         && let Some(stale) = stale

@@ -857,6 +857,38 @@ mod validation {
     }
 
     #[tokio::test]
+    async fn asking_again_after_a_304_for_another_representation_keeps_to_the_timeout() {
+        let first = Arc::new(AtomicUsize::new(0));
+        let upstream = TestUpstream::start(move |seen| {
+            if first.fetch_add(1, Ordering::SeqCst) == 0 {
+                return Reply::json(r#"{"version":1}"#)
+                    .header("etag", "\"v1\"")
+                    .header("cache-control", "max-age=1");
+            }
+            let reply = if seen.header("if-none-match").is_empty() {
+                Reply::json(r#"{"version":2}"#).header("etag", "\"v2\"")
+            } else {
+                Reply::json("").status(304).header("etag", "\"v2\"")
+            };
+            reply.delay(Duration::from_millis(700))
+        })
+        .await;
+        let mut settings = settings(upstream.uri());
+        settings.upstream_timeout = Duration::from_secs(1);
+        let folio = Folio::start_with(settings, "").await;
+        get(&folio.url("/"), &[]).await;
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let started = std::time::Instant::now();
+        let after = get(&folio.url("/"), &[]).await;
+        // Two asks of 700 ms do not fit in one timeout of 1 s: the stored
+        // answer is served stale on the timeout, as on any upstream error.
+        let took = started.elapsed();
+        assert!(took < Duration::from_millis(1300), "{took:?}");
+        assert_eq!(after.status, 200);
+        assert_eq!(after.x_cache(), "STALE");
+    }
+
+    #[tokio::test]
     async fn a_304_cannot_relabel_the_coding_of_a_stored_body() {
         let upstream = TestUpstream::start(|seen| {
             if seen.header("if-none-match") == "\"v1\"" {
