@@ -37,6 +37,37 @@ use crate::tls::Trust;
 const BREAKER_THRESHOLD: u32 = 3;
 /// How long an open breaker skips Redis before trying again.
 const BREAKER_COOLDOWN: Duration = Duration::from_secs(1);
+/// How long giving a lease back may wait for Redis.
+const RELEASE_WAIT: Duration = Duration::from_secs(30);
+/// Deletes a lease only while it holds the value it was taken with.
+const RELEASE_IF_OURS: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
+
+/// Whether this instance took the lease to fetch a key for every instance.
+#[derive(Debug)]
+pub(crate) enum LeaseTaken {
+    Ours(Ticket),
+    /// Another instance holds it.
+    Theirs,
+    /// Redis cannot say.
+    Unknown,
+}
+
+/// A lease's value: this attempt's alone, so that giving it back removes
+/// only the lease it took.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ticket(u64);
+
+impl Ticket {
+    fn new() -> Self {
+        use std::hash::{BuildHasher, Hasher};
+        static SEED: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+            std::sync::OnceLock::new();
+        static COUNT: AtomicU64 = AtomicU64::new(0);
+        let mut hasher = SEED.get_or_init(Default::default).build_hasher();
+        hasher.write_u64(COUNT.fetch_add(1, Ordering::Relaxed));
+        Self(hasher.finish())
+    }
+}
 
 /// Where L2 lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -332,19 +363,30 @@ impl L2 {
     }
 
     /// Takes the lease to fetch `key` from the upstream for `ttl`, unless
-    /// another instance holds it: `Some(true)` taken, `Some(false)` held
-    /// elsewhere, `None` when Redis cannot say.
-    pub(crate) async fn take_lease(&self, key: &CacheKey, ttl: Duration) -> Option<bool> {
+    /// another instance holds it.
+    pub(crate) async fn take_lease(&self, key: &CacheKey, ttl: Duration) -> LeaseTaken {
+        if !self.breaker.allows() {
+            return LeaseTaken::Unknown;
+        }
+        let ticket = Ticket::new();
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         let mut cmd = redis::cmd("SET");
         cmd.arg(self.lease_key(key))
-            .arg(1)
+            .arg(ticket.0)
             .arg("NX")
             .arg("PX")
             .arg(ttl_ms);
-        self.guarded::<Option<String>>(&cmd, "SET")
-            .await
-            .map(|reply| reply.is_some())
+        let reply = tokio::time::timeout(self.timeout, self.command::<Option<String>>(&cmd)).await;
+        match self.settle(reply, "SET") {
+            Some(Some(_)) => LeaseTaken::Ours(ticket),
+            Some(None) => LeaseTaken::Theirs,
+            // A stalled Redis still runs the command once it wakes: the
+            // lease would then hold the key for every instance, for nobody.
+            None => {
+                self.release_lease(key, ticket);
+                LeaseTaken::Unknown
+            }
+        }
     }
 
     /// Whether another instance still holds the lease of `key`.
@@ -354,12 +396,19 @@ impl L2 {
         self.guarded::<u64>(&cmd, "EXISTS").await.map(|n| n > 0)
     }
 
-    /// Gives the lease of `key` back, in the background.
-    pub(crate) fn release_lease(&self, key: &CacheKey) {
+    /// Gives the lease of `key` back if it is still `ticket`'s (not one
+    /// another instance took since), in the background: after the command
+    /// that took it, however long Redis takes, within [`RELEASE_WAIT`].
+    pub(crate) fn release_lease(&self, key: &CacheKey, ticket: Ticket) {
         let this = self.clone();
-        let mut cmd = redis::cmd("DEL");
-        cmd.arg(self.lease_key(key));
-        tokio::spawn(async move { this.guarded::<u64>(&cmd, "DEL").await });
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(RELEASE_IF_OURS)
+            .arg(1)
+            .arg(self.lease_key(key))
+            .arg(ticket.0);
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(RELEASE_WAIT, this.command::<u64>(&cmd)).await;
+        });
     }
 
     /// Deletes `key`; waits, bounded by the timeout. Whether it was there.

@@ -89,11 +89,12 @@ const LEASE_POLL: Duration = Duration::from_millis(20);
 pub(super) struct Lease {
     pub(super) l2: crate::cache::l2::L2,
     pub(super) key: CacheKey,
+    pub(super) ticket: crate::cache::l2::Ticket,
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.l2.release_lease(&self.key);
+        self.l2.release_lease(&self.key, self.ticket);
     }
 }
 

@@ -16,6 +16,7 @@ use crate::body::Body;
 use crate::cache::Layer;
 use crate::cache::entry::Entry;
 use crate::cache::forms::Forms;
+use crate::cache::l2::LeaseTaken;
 use crate::error::ProxyError;
 use crate::flight::Outcome;
 use crate::freshness::{self, NotStored};
@@ -80,13 +81,14 @@ pub(super) async fn fill_and_respond(
     if let Some(l2) = state.cache.l2().filter(|_| leader.is_some()) {
         let ttl = state.upstream.timeout().saturating_add(FOLLOWER_MARGIN);
         match l2.take_lease(&fill.key, ttl).await {
-            Some(true) => {
+            LeaseTaken::Ours(ticket) => {
                 _lease = Some(Lease {
                     l2: l2.clone(),
                     key: fill.key,
+                    ticket,
                 })
             }
-            Some(false) => {
+            LeaseTaken::Theirs => {
                 if let Some(entry) = wait_for_shared(state, parts, &fill, asked, l2, ttl).await {
                     if let Some(leader) = leader {
                         leader.finish(Outcome::Shared(entry.clone()));
@@ -95,7 +97,7 @@ pub(super) async fn fill_and_respond(
                     return answer(&entry, served, SystemTime::now());
                 }
             }
-            None => {}
+            LeaseTaken::Unknown => {}
         }
     }
     let fetched = fetch(state, &fill).await;

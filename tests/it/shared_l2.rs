@@ -154,3 +154,41 @@ async fn folio_starts_and_serves_when_redis_is_down_from_the_start() {
         "HIT"
     );
 }
+
+#[tokio::test]
+async fn a_lease_taken_while_redis_stalled_does_not_hold_the_key_for_every_instance() {
+    let redis = TestRedis::start().await;
+    let upstream = TestUpstream::json(r#"{"id":7}"#).await;
+    let a = folio_with_redis(&upstream, &redis).await;
+    let b = folio_with_redis(&upstream, &redis).await;
+    let acme = [("x-tenant-id", "acme")];
+    get(&a.url("/api/v1/products/1"), &acme).await;
+    eventually(
+        Duration::from_secs(5),
+        "A is connected to Redis",
+        || async { !redis.keys().await.is_empty() },
+    )
+    .await;
+    // Redis freezes while A misses: A's lease command times out on A's
+    // side, and Redis runs it when it wakes.
+    redis.pause();
+    assert_eq!(get(&a.url("/api/v1/products/7"), &acme).await.status, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    redis.resume();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    eprintln!("KEYS {:?}", redis.keys().await);
+    eventually(Duration::from_secs(5), "no lease left behind", || async {
+        !redis.keys().await.iter().any(|key| key.contains("lease:"))
+    })
+    .await;
+    // B has the key fetched at once, not after a lease held for nobody
+    // runs out (the upstream timeout and more).
+    let started = Instant::now();
+    let got = get(&b.url("/api/v1/products/7"), &acme).await;
+    assert_eq!(got.status, 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
