@@ -17,6 +17,11 @@ use http::header::{self, HeaderMap, HeaderValue};
 /// Bodies under this are sent as they are: the coding's framing and a
 /// client's decoding would cost more than the bytes saved.
 pub(crate) const MIN_COMPRESSED_BODY: usize = 256;
+/// Bodies over this are stored as they came: compressing one (and making
+/// a gzip form of it for a client that takes no brotli) costs tens of
+/// milliseconds on a thread that serves every other request, and one
+/// client could keep both threads doing that for large answers.
+pub(crate) const MAX_COMPRESSED_BODY: usize = 1 << 20;
 /// Brotli quality 5: where the ratio on 1 KB JSON flattens (410 bytes for
 /// 2.5 KB, against 437 at quality 1).
 const BROTLI_QUALITY: i32 = 5;
@@ -68,9 +73,12 @@ pub(crate) enum Form {
 
 /// Whether an answer with these headers and body should be stored
 /// compressed: a textual type (JSON, text, XML, JavaScript), not already
-/// coded by the upstream, and large enough to gain.
+/// coded by the upstream, large enough to gain and small enough to cost
+/// little.
 pub(crate) fn worth_compressing(headers: &HeaderMap, body: &[u8]) -> bool {
-    if body.len() < MIN_COMPRESSED_BODY || headers.contains_key(header::CONTENT_ENCODING) {
+    if !(MIN_COMPRESSED_BODY..=MAX_COMPRESSED_BODY).contains(&body.len())
+        || headers.contains_key(header::CONTENT_ENCODING)
+    {
         return false;
     }
     let Some(content_type) = headers
@@ -268,6 +276,21 @@ mod tests {
         let gzipped = gzip(&decoded);
         let back = decode(Coding::Gzip, &gzipped, 1 << 20).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(&back[..], &body[..]);
+    }
+
+    #[test]
+    fn bodies_too_large_to_compress_cheaply_are_stored_as_they_came() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        let json = |len: usize| format!("[{}]", "1,".repeat(len / 2)).into_bytes();
+        assert!(worth_compressing(&headers, &json(MAX_COMPRESSED_BODY - 16)));
+        assert!(!worth_compressing(
+            &headers,
+            &json(MAX_COMPRESSED_BODY + 16)
+        ));
     }
 
     #[test]
