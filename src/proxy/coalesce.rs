@@ -146,6 +146,7 @@ fn answers(
     now: SystemTime,
 ) -> bool {
     *entry.tenant() == *fill.tenant
+        && entry.path() == &*fill.path
         && state.invalidator.verdict(&fill.key, entry) == Verdict::Valid
         && entry.vary_matches(&parts.headers)
         && (!fill.authorization || entry.shared_ok())

@@ -16,7 +16,7 @@ use crate::cache::Layer;
 use crate::cache::entry::Entry;
 use crate::freshness::{self, Stored, Use};
 use crate::invalidation::Verdict;
-use crate::key::CacheKey;
+use crate::key::{CacheKey, normalize_path};
 use crate::outcome::{Forward, Served};
 use crate::policy::Policy;
 
@@ -151,8 +151,9 @@ pub(super) fn decide(
     let authorization = !policy.private && parts.headers.contains_key(header::AUTHORIZATION);
     if let Some((entry, layer)) = entry {
         let verdict = state.invalidator.verdict(&key, &entry);
-        if entry.tenant() != tenant {
-            // Cannot happen short of a SHA-256 collision; never serve it.
+        if entry.tenant() != tenant || entry.path() != normalize_path(parts.uri.path()) {
+            // Short of a SHA-256 collision, only a value copied onto another
+            // key in Redis (which plain entries cannot tell): never serve it.
         } else if verdict == Verdict::Purged {
             state.cache.remove_local(&key); // free the memory; L2 expires by itself
         } else if !entry.vary_matches(&parts.headers) {

@@ -96,6 +96,7 @@ async fn usable_part(
     let (entry, layer) = state.cache.lookup(&fill.key.part(), now).await?;
     let usable = entry.status() == StatusCode::PARTIAL_CONTENT
         && *entry.tenant() == *fill.tenant
+        && entry.path() == &*fill.path
         // Checked against the whole response's key: purging it purges its part.
         && state.invalidator.verdict(&fill.key, &entry) == Verdict::Valid
         && (!fill.authorization || entry.shared_ok())
@@ -343,6 +344,7 @@ async fn store(
 fn same_representation(fill: &Fill, old: &Entry, new: &Entry) -> bool {
     old.status() == StatusCode::PARTIAL_CONTENT
         && *old.tenant() == *fill.tenant
+        && old.path() == &*fill.path
         && old.upstream_etag()
         && new.upstream_etag()
         && !new.etag_bytes().starts_with(b"W/")

@@ -192,3 +192,46 @@ async fn a_lease_taken_while_redis_stalled_does_not_hold_the_key_for_every_insta
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn an_entry_copied_onto_another_key_in_redis_is_not_served_for_it() {
+    let redis = TestRedis::start().await;
+    let upstream = TestUpstream::start(|seen| {
+        crate::support::Reply::json(format!(r#"{{"path":"{}"}}"#, seen.uri.path()))
+    })
+    .await;
+    let a = folio_with_redis(&upstream, &redis).await;
+    let acme = [("x-tenant-id", "acme")];
+    for id in [1, 2] {
+        get(&a.url(&format!("/api/v1/products/{id}")), &acme).await;
+    }
+    let entry_keys = || async {
+        let mut entries = Vec::new();
+        for key in redis.keys().await {
+            if let Some(value) = redis.get_raw(&key).await {
+                entries.push((key, value));
+            }
+        }
+        entries
+    };
+    eventually(Duration::from_secs(5), "both entries in Redis", || async {
+        entry_keys().await.len() == 2
+    })
+    .await;
+    let holding = |entries: &[(String, Vec<u8>)], path: &str| {
+        entries
+            .iter()
+            .find(|(_, value)| value.windows(path.len()).any(|w| w == path.as_bytes()))
+            .cloned()
+            .unwrap_or_else(|| panic!("no entry holds {path}"))
+    };
+    let entries = entry_keys().await;
+    let (key_of_1, _) = holding(&entries, "/api/v1/products/1");
+    let (_, value_of_2) = holding(&entries, "/api/v1/products/2");
+    redis.set_raw(&key_of_1, &value_of_2).await;
+
+    let b = folio_with_redis(&upstream, &redis).await;
+    let got = get(&b.url("/api/v1/products/1"), &acme).await;
+    assert_eq!(got.json()["path"], "/api/v1/products/1", "{}", got.text());
+    assert_eq!(got.x_cache(), "MISS");
+}
