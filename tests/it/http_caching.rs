@@ -14,6 +14,12 @@ async fn rfc(upstream: &TestUpstream) -> Folio {
     Folio::start(upstream, "").await
 }
 
+/// Has `/` stored, then waits for its `max-age=1` to run out.
+async fn stored_then_stale(folio: &Folio) {
+    get(&folio.url("/"), &[]).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+}
+
 /// An upstream answering `/` with these headers and a counter in the body.
 async fn answering(headers: &'static [(&'static str, &'static str)]) -> TestUpstream {
     let count = Arc::new(AtomicUsize::new(0));
@@ -507,8 +513,7 @@ mod response_directives {
         let upstream =
             answering(&[("cache-control", "max-age=1, stale-while-revalidate=60")]).await;
         let folio = rfc(&upstream).await;
-        get(&folio.url("/"), &[]).await;
-        tokio::time::sleep(Duration::from_millis(1100)).await;
+        stored_then_stale(&folio).await;
         assert_eq!(get(&folio.url("/"), &[]).await.x_cache(), "STALE");
     }
 
@@ -614,8 +619,7 @@ mod request_directives {
     async fn max_stale_accepts_a_stale_entry() {
         let upstream = answering(&[("cache-control", "max-age=1")]).await;
         let folio = rfc(&upstream).await;
-        get(&folio.url("/"), &[]).await;
-        tokio::time::sleep(Duration::from_millis(1100)).await;
+        stored_then_stale(&folio).await;
         let got = get(&folio.url("/"), &[("cache-control", "max-stale=60")]).await;
         assert_eq!(got.x_cache(), "STALE");
         assert_eq!(upstream.total_hits(), 1);
@@ -800,8 +804,7 @@ mod validation {
         })
         .await;
         let folio = rfc(&upstream).await;
-        get(&folio.url("/"), &[]).await;
-        tokio::time::sleep(Duration::from_millis(1100)).await;
+        stored_then_stale(&folio).await;
         let revalidated = get(&folio.url("/"), &[]).await;
         assert_eq!(revalidated.status, 200);
         assert_eq!(revalidated.text(), r#"{"body":1}"#);
@@ -841,8 +844,7 @@ mod validation {
         })
         .await;
         let folio = rfc(&upstream).await;
-        get(&folio.url("/"), &[]).await;
-        tokio::time::sleep(Duration::from_millis(1100)).await;
+        stored_then_stale(&folio).await;
         let after = get(&folio.url("/"), &[]).await;
         assert_eq!(after.text(), r#"{"version":2}"#);
         assert_eq!(after.header("etag"), "\"v2\"");
@@ -876,8 +878,7 @@ mod validation {
         let mut settings = settings(upstream.uri());
         settings.upstream_timeout = Duration::from_secs(1);
         let folio = Folio::start_with(settings, "").await;
-        get(&folio.url("/"), &[]).await;
-        tokio::time::sleep(Duration::from_millis(1100)).await;
+        stored_then_stale(&folio).await;
         let started = std::time::Instant::now();
         let after = get(&folio.url("/"), &[]).await;
         // Two asks of 700 ms do not fit in one timeout of 1 s: the stored
@@ -905,8 +906,7 @@ mod validation {
         })
         .await;
         let folio = rfc(&upstream).await;
-        get(&folio.url("/"), &[]).await;
-        tokio::time::sleep(Duration::from_millis(1100)).await;
+        stored_then_stale(&folio).await;
         for _ in 0..2 {
             let got = get(&folio.url("/"), &[]).await;
             assert_eq!(got.text(), r#"{"plain":true}"#);
@@ -995,8 +995,7 @@ mod methods {
         })
         .await;
         let folio = rfc(&upstream).await;
-        get(&folio.url("/"), &[]).await;
-        tokio::time::sleep(Duration::from_millis(1100)).await;
+        stored_then_stale(&folio).await;
         let head = send("HEAD", &folio.url("/"), &[], "").await;
         assert_eq!(upstream.last().method, "HEAD");
         assert_eq!(head.header("x-version"), "2");
