@@ -401,13 +401,21 @@ impl L2 {
     /// that took it, however long Redis takes, within [`RELEASE_WAIT`].
     pub(crate) fn release_lease(&self, key: &CacheKey, ticket: Ticket) {
         let this = self.clone();
+        let lease = self.lease_key(key);
         let mut cmd = redis::cmd("EVAL");
-        cmd.arg(RELEASE_IF_OURS)
-            .arg(1)
-            .arg(self.lease_key(key))
-            .arg(ticket.0);
+        cmd.arg(RELEASE_IF_OURS).arg(1).arg(&lease).arg(ticket.0);
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(RELEASE_WAIT, this.command::<u64>(&cmd)).await;
+            let released = tokio::time::timeout(RELEASE_WAIT, this.command::<u64>(&cmd)).await;
+            // A server that refuses scripts (an ACL without EVAL) still
+            // gets the lease back, unconditionally.
+            if let Ok(Err(error)) = released
+                && !error.is_io_error()
+            {
+                debug!(%error, "Redis refused the lease script; giving the lease back with DEL");
+                let mut del = redis::cmd("DEL");
+                del.arg(&lease);
+                let _ = tokio::time::timeout(RELEASE_WAIT, this.command::<u64>(&del)).await;
+            }
         });
     }
 

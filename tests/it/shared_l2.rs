@@ -235,3 +235,34 @@ async fn an_entry_copied_onto_another_key_in_redis_is_not_served_for_it() {
     assert_eq!(got.json()["path"], "/api/v1/products/1", "{}", got.text());
     assert_eq!(got.x_cache(), "MISS");
 }
+
+#[tokio::test]
+async fn a_lease_is_given_back_where_redis_runs_no_scripts() {
+    let redis = TestRedis::start().await;
+    redis.restrict("-@scripting").await;
+    let upstream = TestUpstream::start(|seen| {
+        let reply = crate::support::Reply::json(r#"{"id":1}"#);
+        match seen.uri.path() {
+            "/api/v1/products/1" => reply,
+            _ => reply.header("cache-control", "no-store"),
+        }
+    })
+    .await;
+    let a = folio_with_redis(&upstream, &redis).await;
+    let acme = [("x-tenant-id", "acme")];
+    get(&a.url("/api/v1/products/1"), &acme).await;
+    eventually(
+        Duration::from_secs(5),
+        "A is connected to Redis",
+        || async { redis.keys().await.iter().any(|key| !key.contains("lease:")) },
+    )
+    .await;
+    let got = get(&a.url("/api/v1/products/9"), &acme).await;
+    assert_eq!(got.status, 200);
+    // Not stored, so the lease is all that tells other instances to wait:
+    // it must go now, not when it runs out (the upstream timeout and more).
+    eventually(Duration::from_secs(2), "the lease given back", || async {
+        !redis.keys().await.iter().any(|key| key.contains("lease:"))
+    })
+    .await;
+}

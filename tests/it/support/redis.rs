@@ -208,6 +208,19 @@ impl TestRedis {
         values
     }
 
+    /// Takes `categories` (ACL syntax, e.g. `-@scripting`) from the default
+    /// user, as a locked-down managed Redis does.
+    pub(crate) async fn restrict(&self, categories: &str) {
+        let mut conn = self.connection().await.expect("redis is not reachable");
+        redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg("default")
+            .arg(categories)
+            .query_async::<()>(&mut conn)
+            .await
+            .unwrap();
+    }
+
     /// Empties every database, as an operator's `FLUSHALL` would.
     pub(crate) async fn flushall(&self) {
         let mut conn = self.connection().await.expect("redis is not reachable");
