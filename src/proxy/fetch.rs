@@ -249,17 +249,24 @@ fn sealed(parts: EntryParts, revalidated: bool, max_body: usize) -> Result<Fetch
 }
 
 /// Whether a 304 describes the stored response (RFC 9111 §4.3.4): its
-/// strong ETag is the stored one, its weak ETag matches it weakly, or,
+/// strong ETag is the stored strong one, an ETag matches a weak one (or a
+/// weak ETag a strong one) weakly, or,
 /// without an ETag, its Last-Modified is the stored one. A 304 with no
 /// validator at all answers the validators it was asked with.
 fn describes(stale: &Entry, not_modified: &HeaderMap) -> bool {
     if let Some(etag) = not_modified.get(header::ETAG) {
         let etag = etag.as_bytes();
         let stored = stale.etag_bytes();
+        // Strong against strong byte for byte; with a weak side, the
+        // opaque tags: nginx's gzip weakens a 200's ETag, not its 304's.
+        fn opaque(tag: &[u8]) -> &[u8] {
+            tag.strip_prefix(b"W/").unwrap_or(tag)
+        }
         return stale.upstream_etag()
-            && match etag.strip_prefix(b"W/") {
-                Some(weak) => weak == stored.strip_prefix(b"W/").unwrap_or(stored),
-                None => etag == stored,
+            && if etag.starts_with(b"W/") || stored.starts_with(b"W/") {
+                opaque(etag) == opaque(stored)
+            } else {
+                etag == stored
             };
     }
     match not_modified.get(header::LAST_MODIFIED) {

@@ -890,6 +890,30 @@ mod validation {
     }
 
     #[tokio::test]
+    async fn a_strong_304_for_a_weakened_etag_refreshes_the_entry() {
+        // nginx with gzip: the 200 goes out as W/"x", its 304 as "x".
+        let upstream = TestUpstream::start(|seen| {
+            if seen.header("if-none-match") == "W/\"x\"" {
+                Reply::json("")
+                    .status(304)
+                    .header("etag", "\"x\"")
+                    .header("cache-control", "max-age=60")
+            } else {
+                Reply::json(r#"{"v":1}"#)
+                    .header("etag", "W/\"x\"")
+                    .header("cache-control", "max-age=1")
+            }
+        })
+        .await;
+        let folio = rfc(&upstream).await;
+        stored_then_stale(&folio).await;
+        let revalidated = get(&folio.url("/"), &[]).await;
+        assert_eq!(revalidated.text(), r#"{"v":1}"#);
+        assert_eq!(upstream.total_hits(), 2, "refreshed, not fetched again");
+        assert_eq!(get(&folio.url("/"), &[]).await.x_cache(), "HIT");
+    }
+
+    #[tokio::test]
     async fn a_304_cannot_relabel_the_coding_of_a_stored_body() {
         let upstream = TestUpstream::start(|seen| {
             if seen.header("if-none-match") == "\"v1\"" {
