@@ -279,10 +279,14 @@ impl Metrics {
         top
     }
 
-    /// The quantile `q` of every request's duration, in seconds.
+    /// The quantile `q` of the duration of every request folio served (not
+    /// refused), in seconds.
     pub(crate) fn latency_quantile(&self, q: f64) -> f64 {
         let merged = Histogram::default();
-        for h in &self.durations {
+        // Refusals take microseconds and are the clients' to send: a flood
+        // of them would pull the latency of what folio serves down.
+        let served = Result::ALL.iter().filter(|r| **r != Result::Refused);
+        for h in served.map(|r| &self.durations[*r as usize]) {
             for (i, bucket) in h.buckets.iter().enumerate() {
                 merged.buckets[i].fetch_add(bucket.load(Ordering::Relaxed), Ordering::Relaxed);
             }

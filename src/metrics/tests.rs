@@ -145,3 +145,30 @@ fn histograms_are_cumulative_and_quantiles_pick_buckets() {
 fn label_values_are_escaped() {
     assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
 }
+
+#[test]
+fn refusals_do_not_pull_the_latency_of_what_is_served_down() {
+    let metrics = Metrics::new(4);
+    let (endpoint, tenant) = (Arc::from("/p"), Arc::from("acme"));
+    metrics.request(
+        &endpoint,
+        &tenant,
+        Result::Hit,
+        Layer::L1,
+        Duration::from_millis(50),
+    );
+    for _ in 0..100 {
+        metrics.request(
+            &endpoint,
+            &tenant,
+            Result::Refused,
+            Layer::None,
+            Duration::from_micros(10),
+        );
+    }
+    assert!(
+        metrics.latency_quantile(0.5) >= 0.025,
+        "{}",
+        metrics.latency_quantile(0.5)
+    );
+}
