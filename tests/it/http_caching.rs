@@ -20,6 +20,21 @@ async fn stored_then_stale(folio: &Folio) {
     tokio::time::sleep(Duration::from_millis(1100)).await;
 }
 
+/// An upstream answering `/` with `body` under `etag` for a second, and
+/// `not_modified` (fresh for a minute) to a request naming that ETag.
+async fn revalidating(etag: &'static str, body: &'static str, not_modified: Reply) -> TestUpstream {
+    TestUpstream::start(move |seen| {
+        if seen.header("if-none-match") == etag {
+            not_modified.clone().header("cache-control", "max-age=60")
+        } else {
+            Reply::json(body)
+                .header("etag", etag)
+                .header("cache-control", "max-age=1")
+        }
+    })
+    .await
+}
+
 /// An upstream answering `/` with these headers and a counter in the body.
 async fn answering(headers: &'static [(&'static str, &'static str)]) -> TestUpstream {
     let count = Arc::new(AtomicUsize::new(0));
@@ -892,19 +907,8 @@ mod validation {
     #[tokio::test]
     async fn a_strong_304_for_a_weakened_etag_refreshes_the_entry() {
         // nginx with gzip: the 200 goes out as W/"x", its 304 as "x".
-        let upstream = TestUpstream::start(|seen| {
-            if seen.header("if-none-match") == "W/\"x\"" {
-                Reply::json("")
-                    .status(304)
-                    .header("etag", "\"x\"")
-                    .header("cache-control", "max-age=60")
-            } else {
-                Reply::json(r#"{"v":1}"#)
-                    .header("etag", "W/\"x\"")
-                    .header("cache-control", "max-age=1")
-            }
-        })
-        .await;
+        let not_modified = Reply::json("").status(304).header("etag", "\"x\"");
+        let upstream = revalidating("W/\"x\"", r#"{"v":1}"#, not_modified).await;
         let folio = rfc(&upstream).await;
         stored_then_stale(&folio).await;
         let revalidated = get(&folio.url("/"), &[]).await;
@@ -915,20 +919,11 @@ mod validation {
 
     #[tokio::test]
     async fn a_304_cannot_relabel_the_coding_of_a_stored_body() {
-        let upstream = TestUpstream::start(|seen| {
-            if seen.header("if-none-match") == "\"v1\"" {
-                Reply::json("")
-                    .status(304)
-                    .header("etag", "\"v1\"")
-                    .header("content-encoding", "gzip")
-                    .header("cache-control", "max-age=60")
-            } else {
-                Reply::json(r#"{"plain":true}"#)
-                    .header("etag", "\"v1\"")
-                    .header("cache-control", "max-age=1")
-            }
-        })
-        .await;
+        let not_modified = Reply::json("")
+            .status(304)
+            .header("etag", "\"v1\"")
+            .header("content-encoding", "gzip");
+        let upstream = revalidating("\"v1\"", r#"{"plain":true}"#, not_modified).await;
         let folio = rfc(&upstream).await;
         stored_then_stale(&folio).await;
         for _ in 0..2 {

@@ -155,6 +155,16 @@ async fn folio_starts_and_serves_when_redis_is_down_from_the_start() {
     );
 }
 
+/// Has `folio` store `/api/v1/products/1` for acme in Redis: its
+/// connection is up (it connects on first use).
+async fn connected(folio: &Folio, redis: &TestRedis) {
+    get(&folio.url("/api/v1/products/1"), &[("x-tenant-id", "acme")]).await;
+    eventually(Duration::from_secs(5), "connected to Redis", || async {
+        redis.keys().await.iter().any(|key| !key.contains("lease:"))
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_lease_taken_while_redis_stalled_does_not_hold_the_key_for_every_instance() {
     let redis = TestRedis::start().await;
@@ -162,13 +172,7 @@ async fn a_lease_taken_while_redis_stalled_does_not_hold_the_key_for_every_insta
     let a = folio_with_redis(&upstream, &redis).await;
     let b = folio_with_redis(&upstream, &redis).await;
     let acme = [("x-tenant-id", "acme")];
-    get(&a.url("/api/v1/products/1"), &acme).await;
-    eventually(
-        Duration::from_secs(5),
-        "A is connected to Redis",
-        || async { !redis.keys().await.is_empty() },
-    )
-    .await;
+    connected(&a, &redis).await;
     // Redis freezes while A misses: A's lease command times out on A's
     // side, and Redis runs it when it wakes.
     redis.pause();
@@ -250,13 +254,7 @@ async fn a_lease_is_given_back_where_redis_runs_no_scripts() {
     .await;
     let a = folio_with_redis(&upstream, &redis).await;
     let acme = [("x-tenant-id", "acme")];
-    get(&a.url("/api/v1/products/1"), &acme).await;
-    eventually(
-        Duration::from_secs(5),
-        "A is connected to Redis",
-        || async { redis.keys().await.iter().any(|key| !key.contains("lease:")) },
-    )
-    .await;
+    connected(&a, &redis).await;
     let got = get(&a.url("/api/v1/products/9"), &acme).await;
     assert_eq!(got.status, 200);
     // Not stored, so the lease is all that tells other instances to wait:
