@@ -32,6 +32,11 @@ pub(crate) enum ProxyError {
     /// No response headers within the upstream timeout.
     #[error("the upstream did not answer within {0:?}")]
     UpstreamTimeout(Duration),
+    /// An answer that cannot be one to what folio asked: a 1xx as the final
+    /// answer to a request that asked no upgrade, a 304 to one without
+    /// validators.
+    #[error("the upstream's answer does not fit what folio asked: {0}")]
+    UpstreamInvalid(String),
     /// The response body broke off or stalled.
     #[error("the upstream's response body could not be read: {0}")]
     UpstreamBody(String),
@@ -58,9 +63,10 @@ pub(crate) enum ProxyError {
 impl ProxyError {
     pub(crate) fn status(&self) -> StatusCode {
         match self {
-            Self::UpstreamUnavailable(_) | Self::UpstreamTls(_) | Self::UpstreamBody(_) => {
-                StatusCode::BAD_GATEWAY
-            }
+            Self::UpstreamUnavailable(_)
+            | Self::UpstreamTls(_)
+            | Self::UpstreamInvalid(_)
+            | Self::UpstreamBody(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout(_) | Self::NotCached => StatusCode::GATEWAY_TIMEOUT,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Loop => StatusCode::LOOP_DETECTED,
@@ -87,6 +93,7 @@ impl ProxyError {
             Self::UpstreamUnavailable(_) => "upstream_unavailable",
             Self::UpstreamTls(_) => "upstream_tls",
             Self::UpstreamTimeout(_) => "upstream_timeout",
+            Self::UpstreamInvalid(_) => "upstream_invalid",
             Self::UpstreamBody(_) => "upstream_body",
             Self::NotCached => "only_if_cached",
             Self::BadRequest(_) => "bad_request",

@@ -9,7 +9,9 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use futures_util::future::Either;
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, Version, header};
+use http::{
+    HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header,
+};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
@@ -170,6 +172,8 @@ impl Upstream {
         &self,
         request: Request<Body>,
     ) -> Result<Response<Incoming>, ProxyError> {
+        let conditional = request.headers().contains_key(header::IF_NONE_MATCH)
+            || request.headers().contains_key(header::IF_MODIFIED_SINCE);
         let started = std::time::Instant::now();
         let exchange = match &self.client {
             Transport::Plain(client) => Either::Left(client.request(request)),
@@ -184,10 +188,18 @@ impl Upstream {
             // answer) would hand the client's connection to the upstream.
             Ok(Ok(response)) if response.status().is_informational() => {
                 self.metrics.upstream_errors[0].fetch_add(1, Ordering::Relaxed);
-                Err(ProxyError::UpstreamUnavailable(format!(
-                    "the upstream answered {} to a request that asked for no upgrade",
+                Err(ProxyError::UpstreamInvalid(format!(
+                    "it answered {} to a request that asked for no upgrade",
                     response.status()
                 )))
+            }
+            // It describes nothing folio or the client holds: stored or
+            // passed on, it is an empty answer for every client of the key.
+            Ok(Ok(response)) if response.status() == StatusCode::NOT_MODIFIED && !conditional => {
+                self.metrics.upstream_errors[0].fetch_add(1, Ordering::Relaxed);
+                Err(ProxyError::UpstreamInvalid(
+                    "it answered 304 Not Modified to a request without validators".into(),
+                ))
             }
             Ok(Ok(response)) => Ok(response),
             Ok(Err(error)) => {

@@ -709,6 +709,31 @@ async fn an_upstream_switching_protocols_unasked_is_a_502() {
 }
 
 #[tokio::test]
+async fn an_upstream_answering_304_to_a_request_without_validators_is_a_502() {
+    // folio asks without validators when it has nothing stored (it drops the
+    // client's own): a 304 then describes nothing folio or the client holds.
+    let upstream = TestUpstream::start(|_| {
+        Reply::json("")
+            .status(304)
+            .header("etag", "\"v1\"")
+            .header("cache-control", "public, max-age=60")
+    })
+    .await;
+    let folio = Folio::start(&upstream, "").await;
+    let url = folio.url("/api/v1/products/7");
+    let plain = get(&url, ACME).await;
+    assert_eq!(plain.status, 502);
+    assert_eq!(plain.json()["error"], "upstream_invalid");
+    let conditional = get(
+        &url,
+        &[("x-tenant-id", "acme"), ("if-none-match", "\"v1\"")],
+    )
+    .await;
+    assert_eq!(conditional.status, 502);
+    folio.stop().await;
+}
+
+#[tokio::test]
 async fn a_tag_purge_reaches_an_entry_revalidated_by_a_bare_304() {
     let upstream = TestUpstream::start(|seen| {
         if seen.header("if-none-match") == "\"v1\"" {
