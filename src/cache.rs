@@ -8,6 +8,7 @@ pub(crate) mod l1;
 pub(crate) mod l2;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use entry::Entry;
@@ -40,6 +41,11 @@ pub(crate) struct Cache {
     l1: Option<L1>,
     l2: Option<L2>,
     forms: Option<Forms>,
+    /// Whether this instance holds every purge logged in Redis: until it
+    /// has replayed the log, an entry in L2 may be one purged while it was
+    /// not listening (purges leave marks, they do not delete), so L2 is
+    /// not read (see `invalidation`).
+    shared_current: Arc<AtomicBool>,
 }
 
 /// The share (1/n) of L1's budget given to decoded forms of compressed entries.
@@ -59,7 +65,12 @@ impl Cache {
             .map(|target| L2::new(target, l2_timeout, Arc::clone(metrics), protection))
             .transpose()?;
         let forms = (l1_capacity > 0).then(|| Forms::new(l1_capacity / FORMS_SHARE));
-        Ok(Self { l1, l2, forms })
+        Ok(Self {
+            l1,
+            l2,
+            forms,
+            shared_current: Arc::default(),
+        })
     }
 
     /// The entry for `key`, whether fresh or not (the caller decides), and the
@@ -81,7 +92,7 @@ impl Cache {
         key: &CacheKey,
         now: SystemTime,
     ) -> Option<(Entry, Layer)> {
-        let l2 = self.l2.as_ref()?;
+        let l2 = self.shared()?;
         // Boxed: a round trip's state would otherwise be carried (and
         // copied as the future moves) by every L1 hit too.
         let entry = Box::pin(l2.get(key)).await?;
@@ -92,6 +103,20 @@ impl Cache {
             l1.insert(*key, entry.clone());
         }
         Some((entry, Layer::L2))
+    }
+
+    /// L2 when it may be read: this instance has applied every logged purge.
+    pub(crate) fn shared(&self) -> Option<&L2> {
+        self.l2
+            .as_ref()
+            .filter(|_| self.shared_current.load(Ordering::Acquire))
+    }
+
+    /// Whether this instance holds every purge logged in Redis (the
+    /// invalidation listener says so after each replay of the whole log,
+    /// and takes it back when its subscription drops).
+    pub(crate) fn set_shared_current(&self, current: bool) {
+        self.shared_current.store(current, Ordering::Release);
     }
 
     /// The entry for `key` in L1 only (no Redis round trip).

@@ -10,6 +10,10 @@
 //! trimmed from the log, a chunk at a time; marks dated in the future are
 //! dated now. Health reports whether the listener is subscribed and current.
 //!
+//! A purge leaves a mark; it deletes nothing from Redis. So an instance
+//! reads no entry from Redis until it has replayed the whole log: not when
+//! it starts (a deploy, a scale-out), nor after its subscription dropped.
+//!
 //! Times come from a clock aligned to Redis `TIME`, so instances on
 //! different machines agree on "before the purge" up to the round trip.
 
@@ -258,6 +262,9 @@ impl Invalidator {
             loop {
                 let listened = this.listen(&l2).await;
                 this.listening.subscribed.store(false, Ordering::Relaxed);
+                // Purges logged from now until the next full replay would
+                // not be applied here: entries in Redis wait until then.
+                this.cache.set_shared_current(false);
                 match listened {
                     Ok(()) => backoff = Duration::from_millis(100),
                     Err(error) => {
@@ -286,6 +293,7 @@ impl Invalidator {
             Ordering::Relaxed,
         );
         self.listening.subscribed.store(true, Ordering::Relaxed);
+        self.cache.set_shared_current(true);
         info!(
             "invalidation listener subscribed; purge log replayed ({replayed} logged marks in {took:?}; {} scopes held)",
             self.marks.len()

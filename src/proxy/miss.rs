@@ -78,7 +78,7 @@ pub(super) async fn fill_and_respond(
     // others wait for its entry in L2 (and fetch themselves if it does not
     // come, or Redis cannot say).
     let mut _lease = None;
-    if let Some(l2) = state.cache.l2().filter(|_| leader.is_some()) {
+    if let Some(l2) = state.cache.shared().filter(|_| leader.is_some()) {
         let ttl = state.upstream.timeout().saturating_add(FOLLOWER_MARGIN);
         match l2.take_lease(&fill.key, ttl).await {
             LeaseTaken::Ours(ticket) => {

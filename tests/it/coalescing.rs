@@ -85,6 +85,9 @@ async fn a_cold_key_on_four_instances_reaches_the_upstream_once() {
         settings.l2_timeout = Duration::from_secs(1);
         instances.push(Folio::start_with(settings, PRODUCTS).await);
     }
+    for folio in &instances {
+        folio.replayed_purges().await;
+    }
     for id in 0..3 {
         let path = format!("/api/v1/products/{id}");
         let mut requests = tokio::task::JoinSet::new();

@@ -156,6 +156,16 @@ impl Folio {
         }
     }
 
+    /// Returns once this folio has replayed the purge log in Redis: until
+    /// then it reads no entry from Redis.
+    pub(crate) async fn replayed_purges(&self) {
+        let health = format!("http://{}/_folio/health", self.admin);
+        eventually(REQUEST_TIMEOUT, "the purge log replayed", || async {
+            get(&health, &[]).await.json()["checks"]["invalidation"]["subscribed"] == true
+        })
+        .await;
+    }
+
     pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }

@@ -233,6 +233,7 @@ async fn redis_over_tls_with_an_acl_user_gives_a_miss_then_an_l2_hit_over_tls_cl
     };
     let a = start().await;
     let b = start().await;
+    b.replayed_purges().await;
     let client = ca.client_config(&[b"h2", b"http/1.1"]);
 
     let miss = tls_get(a.addr, client.clone(), "/api/v1/products/42", ACME).await;
@@ -383,6 +384,7 @@ async fn entries_are_sealed_in_redis_and_open_only_with_the_key() {
 
     // The same key file: an L2 hit.
     let b = start(Some(&keys)).await;
+    b.replayed_purges().await;
     let hit = get(&b.url("/api/v1/products/42"), ACME).await;
     assert_eq!(hit.x_cache(), "HIT");
     assert_eq!(hit.header("x-cache-layer"), "L2");
@@ -393,6 +395,7 @@ async fn entries_are_sealed_in_redis_and_open_only_with_the_key() {
     // No key file, or another key under the same id: a miss, counted.
     for keys in [None, Some(other_keys.as_path())] {
         let stranger = start(keys).await;
+        stranger.replayed_purges().await;
         let miss = get(&stranger.url("/api/v1/products/42"), ACME).await;
         assert_eq!(miss.status, 200);
         assert_eq!(miss.x_cache(), "MISS", "keys {keys:?}");
@@ -428,6 +431,7 @@ async fn a_rotated_key_file_reads_entries_sealed_with_the_old_key() {
     })
     .await;
     let after = start(&rotated).await;
+    after.replayed_purges().await;
     let hit = get(&after.url("/api/v1/products/1"), ACME).await;
     assert_eq!(hit.header("x-cache-layer"), "L2", "sealed with the old key");
     assert_eq!(hit.text(), ANSWER);
@@ -439,6 +443,7 @@ async fn a_rotated_key_file_reads_entries_sealed_with_the_old_key() {
     })
     .await;
     let old_only = start(&old).await;
+    old_only.replayed_purges().await;
     assert_eq!(
         get(&old_only.url("/api/v1/products/2"), ACME)
             .await
@@ -495,6 +500,7 @@ async fn a_tampered_or_moved_entry_is_a_miss_never_an_error() {
     .await;
 
     let reader = start().await;
+    reader.replayed_purges().await;
     for path in [
         "/api/v1/products/1",
         "/api/v1/products/2",
@@ -692,6 +698,7 @@ async fn a_redis_cluster_over_tls_shares_sealed_entries_and_purges() {
     };
     let a = start().await;
     let b = start().await;
+    b.replayed_purges().await;
     for id in 0..20 {
         let got = get(&a.url(&format!("/api/v1/products/{id}")), ACME).await;
         assert_eq!(got.x_cache(), "MISS");
