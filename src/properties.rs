@@ -249,6 +249,24 @@ proptest! {
     }
 
     #[test]
+    fn any_numbers_in_a_policy_load_or_fail_where_they_stand(
+        numbers in prop::collection::vec((any::<u64>(), prop::sample::select(vec!["", "ms", "s", "m", "h", "d", "KB", "GB"])), 4),
+    ) {
+        let fields = ["cache_ttl", "stale_while_revalidate", "stale_if_error", "max_body"];
+        let mut yaml = String::from("\"/p\":\n");
+        for (field, (number, unit)) in fields.iter().zip(&numbers) {
+            yaml.push_str(&format!("  {field}: {number}{unit}\n"));
+        }
+        if let Err(errors) = PolicySet::from_yaml("p.yaml", &yaml) {
+            prop_assert!(!errors.0.is_empty());
+            for error in &errors.0 {
+                prop_assert!((2..=5).contains(&error.line), "{}", error);
+                prop_assert!(fields.contains(&error.field.as_str()), "{}", error);
+            }
+        }
+    }
+
+    #[test]
     fn the_forwarded_query_keys_as_the_request_did(query in query(), keep_all in any::<bool>()) {
         let set = PolicySet::from_yaml(
             "p.yaml",

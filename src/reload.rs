@@ -12,7 +12,7 @@ use serde::Serialize;
 use tracing::{info, warn};
 
 use crate::invalidation::{Mark, Scope, route_tag};
-use crate::policy::{Policy, PolicyErrors, PolicySet};
+use crate::policy::{Policy, PolicyError, PolicyErrors, PolicySet};
 use crate::proxy::State;
 
 /// What a reload changed.
@@ -26,9 +26,18 @@ pub(crate) struct Reloaded {
 
 pub(crate) async fn reload(state: &State, dir: &Path) -> Result<Reloaded, PolicyErrors> {
     let dir = dir.to_path_buf();
-    let fresh = match tokio::task::spawn_blocking(move || PolicySet::load_dir(&dir)).await {
+    let reading = dir.clone();
+    let fresh = match tokio::task::spawn_blocking(move || PolicySet::load_dir(&reading)).await {
         Ok(loaded) => loaded?,
-        Err(_) => return Err(PolicyErrors(Vec::new())),
+        // A bug in the loader: said as a problem, never as "0 problems".
+        Err(failed) => {
+            return Err(PolicyErrors(vec![PolicyError {
+                file: dir,
+                line: 0,
+                field: "policies".into(),
+                message: format!("folio failed while reading them (a bug: {failed})"),
+            }]));
+        }
     };
     let current = state.policies.load_full();
     let mut report = Reloaded {

@@ -371,10 +371,11 @@ impl Ctx<'_> {
         if let Some(methods) = methods {
             policy.methods = methods;
         }
-        let lifetime = policy.ttl.unwrap_or_default()
-            + policy
+        let lifetime = policy.ttl.unwrap_or_default().saturating_add(
+            policy
                 .stale_while_revalidate
-                .max(policy.stale_if_error.unwrap_or_default());
+                .max(policy.stale_if_error.unwrap_or_default()),
+        );
         if lifetime > super::MAX_ENTRY_LIFETIME {
             self.fail(
                 "cache_ttl",
