@@ -33,7 +33,7 @@ use crate::body::Body;
 use crate::invalidation::{Mark, NotPropagated, Scope, scopes_for_event};
 use crate::key::{CacheKey, canonical_path};
 use crate::proxy::State;
-use crate::settings::{AdminAuth, Settings};
+use crate::settings::{AdminAuth, Settings, TenantSource};
 
 mod openapi;
 mod route;
@@ -329,7 +329,15 @@ async fn authorized_body<T: for<'de> Deserialize<'de>>(
 }
 
 /// The tenant a mutation acts for: `None` is every tenant (operators only).
-fn tenant_for(caller: &Caller, asked: Option<String>) -> Result<Option<Box<str>>, Refusal> {
+fn tenant_for(
+    source: &TenantSource,
+    caller: &Caller,
+    asked: Option<String>,
+) -> Result<Option<Box<str>>, Refusal> {
+    let asked = asked
+        .map(|given| source.named(&given))
+        .transpose()
+        .map_err(|why| Refusal::bad_request("bad_tenant", why))?;
     match (caller, asked) {
         (Caller::Operator, asked) => Ok(asked.map(Into::into)),
         (Caller::Tenant(own), None) => Ok(Some(own.as_str().into())),
@@ -374,7 +382,7 @@ fn served_path<'a>(
 }
 
 async fn purge(admin: &Admin, caller: &Caller, request: PurgeRequest) -> Result<Value, Refusal> {
-    let tenant = tenant_for(caller, request.tenant)?;
+    let tenant = tenant_for(&admin.state.tenant, caller, request.tenant)?;
     let mut scopes: Vec<Scope> = request
         .tags
         .iter()
@@ -468,7 +476,7 @@ struct EventRequest {
 }
 
 async fn event(admin: &Admin, caller: &Caller, request: EventRequest) -> Result<Value, Refusal> {
-    let tenant = tenant_for(caller, request.tenant)?;
+    let tenant = tenant_for(&admin.state.tenant, caller, request.tenant)?;
     let params: HashMap<String, String> = request
         .params
         .into_iter()
@@ -603,19 +611,60 @@ mod tests {
     #[test]
     fn tenant_tokens_act_for_their_tenant_only() {
         let acme = Caller::Tenant("acme".into());
-        assert_eq!(tenant_for(&acme, None).unwrap().as_deref(), Some("acme"));
+        let header = TenantSource::default();
         assert_eq!(
-            tenant_for(&acme, Some("acme".into())).unwrap().as_deref(),
+            tenant_for(&header, &acme, None).unwrap().as_deref(),
             Some("acme")
         );
         assert_eq!(
-            tenant_for(&acme, Some("globex".into())).unwrap_err().status,
+            tenant_for(&header, &acme, Some("acme".into()))
+                .unwrap()
+                .as_deref(),
+            Some("acme")
+        );
+        assert_eq!(
+            tenant_for(&header, &acme, Some("globex".into()))
+                .unwrap_err()
+                .status,
             StatusCode::FORBIDDEN
         );
         assert_eq!(
-            tenant_for(&Caller::Operator, None).unwrap(),
+            tenant_for(&header, &Caller::Operator, None).unwrap(),
             None,
             "operators may purge every tenant"
         );
+    }
+
+    #[test]
+    fn a_purge_names_its_tenant_as_requests_do_or_is_refused() {
+        let host = TenantSource::Host;
+        let shop = Caller::Tenant("shop.example".into());
+        for spelling in ["Shop.Example", "SHOP.EXAMPLE:8080", " shop.example "] {
+            assert_eq!(
+                tenant_for(&host, &Caller::Operator, Some(spelling.into()))
+                    .unwrap()
+                    .as_deref(),
+                Some("shop.example"),
+                "{spelling}"
+            );
+            assert_eq!(
+                tenant_for(&host, &shop, Some(spelling.into()))
+                    .unwrap()
+                    .as_deref(),
+                Some("shop.example"),
+            );
+        }
+        let header = TenantSource::default();
+        assert_eq!(
+            tenant_for(&header, &Caller::Operator, Some("Acme".into()))
+                .unwrap()
+                .as_deref(),
+            Some("Acme"),
+            "a header's tenant keeps its case, as requests' do"
+        );
+        for nobody in ["", "a b", "acme,globex", "<b>"] {
+            let refused = tenant_for(&header, &Caller::Operator, Some(nobody.into())).unwrap_err();
+            assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{nobody:?}");
+        }
     }
 }

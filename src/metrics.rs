@@ -25,6 +25,7 @@ mod render;
 pub(crate) use histogram::Histogram;
 
 use labels::Labels;
+pub(crate) use labels::is_reserved as is_reserved_label;
 
 /// What a request came to, as the `result` label says it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -230,7 +230,41 @@ pub(crate) fn valid_tenant(tenant: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"._-~:@[]".contains(&b))
 }
 
+/// The tenant a `Host` names: the host lower-cased, without its port.
+fn host_tenant(host: &str) -> Cow<'_, str> {
+    let host = host
+        .rsplit_once(':')
+        .filter(|(name, port)| !name.is_empty() && port.bytes().all(|b| b.is_ascii_digit()))
+        .map_or(host, |(name, _)| name);
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    }
+}
+
 impl TenantSource {
+    /// The tenant requests know by `given`, as the admin API and tokens
+    /// name one: a host lower-cased and without its port, like the `Host`
+    /// requests send; otherwise as given (header values are trimmed). A
+    /// name no request could have is refused: a purge for it would purge
+    /// nothing, and say it had.
+    pub(crate) fn named(&self, given: &str) -> Result<String, String> {
+        let given = given.trim();
+        let tenant = match self {
+            Self::Host => host_tenant(given).into_owned(),
+            Self::Header(_) | Self::PathSegment(_) => given.to_owned(),
+        };
+        if valid_tenant(&tenant) {
+            Ok(tenant)
+        } else {
+            Err(format!(
+                "'{}' is not a tenant: expected 1 to {MAX_TENANT_LEN} letters, digits or . _ - ~ : @ [ ]",
+                given.escape_debug()
+            ))
+        }
+    }
+
     /// The header the tenant is read from, if it comes from one.
     pub(crate) fn header(&self) -> Option<&HeaderName> {
         match self {
@@ -271,18 +305,7 @@ impl TenantSource {
                 if host.is_empty() {
                     return Ok(Cow::Borrowed(""));
                 }
-                let host = host.rsplit_once(':').map_or(host, |(h, port)| {
-                    if port.bytes().all(|b| b.is_ascii_digit()) && !h.is_empty() {
-                        h
-                    } else {
-                        host
-                    }
-                });
-                if host.bytes().any(|b| b.is_ascii_uppercase()) {
-                    Cow::Owned(host.to_ascii_lowercase())
-                } else {
-                    Cow::Borrowed(host)
-                }
+                host_tenant(host)
             }
             Self::PathSegment(n) => {
                 match crate::policy::route::split_path(parts.uri.path()).nth(n - 1) {

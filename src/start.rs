@@ -12,6 +12,25 @@ use crate::proxy::{Hot, State};
 use crate::settings::Settings;
 use crate::{access, cache, invalidation, metrics, tls, upstream};
 
+/// Refuses a token's tenant that requests cannot name as written (a token
+/// for `Shop.Example` with `--tenant host`, where requests name
+/// `shop.example`, could purge nothing of its own), or that the figures use
+/// for many tenants at once (it would read theirs).
+fn token_tenant(settings: &Settings, tenant: &str) -> Result<(), String> {
+    let named = settings.tenant.named(tenant)?;
+    if named != tenant {
+        return Err(format!(
+            "requests name tenant '{tenant}' '{named}' (a Host is lower-cased, without its port): write that"
+        ));
+    }
+    if metrics::is_reserved_label(tenant) {
+        return Err(format!(
+            "'{tenant}' is the figures' name for every tenant without a label of its own: a token for it would read theirs"
+        ));
+    }
+    Ok(())
+}
+
 /// The state every request shares, and the listener's certificate when it
 /// speaks TLS.
 pub(crate) fn state(
@@ -22,6 +41,10 @@ pub(crate) fn state(
         .admin
         .validate()
         .map_err(|e| Error::Config(format!("refusing to start: {e}")))?;
+    for (tenant, _) in &settings.admin.tenant_tokens {
+        token_tenant(settings, tenant)
+            .map_err(|e| Error::Config(format!("refusing to start: --tenant-token: {e}")))?;
+    }
     let known_tenants = || settings.admin.tenant_tokens.iter().map(|(t, _)| t.as_str());
     let metrics = Arc::new(
         metrics::Metrics::new(settings.metrics_tenants).with_known_tenants(known_tenants()),
@@ -160,5 +183,26 @@ impl Security {
             served,
             keyring,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::TenantSource;
+
+    #[test]
+    fn a_token_names_its_tenant_as_requests_do_and_never_a_shared_label() {
+        let mut settings = Settings::new(http::Uri::from_static("http://127.0.0.1:1"));
+        assert_eq!(token_tenant(&settings, "Acme"), Ok(()));
+        for shared in ["other", "-"] {
+            let refused = token_tenant(&settings, shared).unwrap_err();
+            assert!(refused.contains("would read theirs"), "{refused}");
+        }
+        assert!(token_tenant(&settings, "a/b").is_err());
+        settings.tenant = TenantSource::Host;
+        assert_eq!(token_tenant(&settings, "shop.example"), Ok(()));
+        let refused = token_tenant(&settings, "Shop.Example").unwrap_err();
+        assert!(refused.contains("'shop.example'"), "{refused}");
     }
 }

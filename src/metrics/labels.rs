@@ -181,6 +181,6 @@ pub(super) fn is_label(tenant: &str) -> bool {
 }
 
 /// The labels folio uses itself: a tenant with that name counts as `other`.
-pub(super) fn is_reserved(tenant: &str) -> bool {
+pub(crate) fn is_reserved(tenant: &str) -> bool {
     matches!(tenant, "other" | "-")
 }

@@ -837,3 +837,32 @@ async fn health_says_degraded_while_the_listener_cannot_subscribe() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn with_tenants_from_the_host_a_purge_names_the_tenant_as_any_request_spells_it() {
+    let (upstream, _) = TestUpstream::versioned().await;
+    let mut settings = settings(upstream.uri());
+    settings.tenant = folio::TenantSource::Host;
+    let folio = Folio::start_with(settings, POLICIES).await;
+    let shop = [("host", "Shop.Example:8080")];
+    let url = folio.url("/api/v1/products/1");
+    for spelling in ["Shop.Example", "SHOP.EXAMPLE:8080"] {
+        get(&url, &shop).await;
+        assert_eq!(get(&url, &shop).await.x_cache(), "HIT");
+        let body = serde_json::json!({ "tags": ["product:1"], "tenant": spelling }).to_string();
+        let purged = folio.admin_post("/_folio/purge", &[], &body).await;
+        assert_eq!(purged.status, 200, "{}", purged.text());
+        assert_eq!(purged.json()["tenant"], "shop.example");
+        assert_eq!(get(&url, &shop).await.x_cache(), "MISS", "{spelling}");
+    }
+    // A name no request can have purges nothing, so it is refused.
+    let refused = folio
+        .admin_post(
+            "/_folio/purge",
+            &[],
+            r#"{"all":true,"tenant":"shop example"}"#,
+        )
+        .await;
+    assert_eq!(refused.status, 400);
+    assert_eq!(refused.json()["error"], "bad_tenant");
+}
