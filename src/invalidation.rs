@@ -53,6 +53,9 @@ const TRIM_CHUNK: isize = 1000;
 const MAX_FUTURE: Duration = Duration::from_secs(5);
 /// The listener is behind when its last replay is older than this.
 const MAX_LAG: Duration = Duration::from_secs(10);
+/// Marks kept while Redis cannot be told; past it they widen to one mark a
+/// tenant (all of it), never lost.
+const MAX_PENDING: usize = 10_000;
 
 /// What the invalidation listener is doing, for health.
 #[derive(Debug, Default)]
@@ -87,7 +90,7 @@ impl ListenerStatus {
 /// The purges could not be told to the other instances.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "applied on this instance, but Redis could not be told ({0}): other instances may still serve the purged entries"
+    "applied on this instance, but Redis could not be told ({0}): other instances may still serve the purged entries until it is back, when it is told"
 )]
 pub(crate) struct NotPropagated(String);
 
@@ -100,6 +103,8 @@ pub(crate) struct Invalidator {
     /// Redis time minus local time, in µs.
     offset_us: AtomicI64,
     listening: Listening,
+    /// Marks Redis could not be told: the listener tells it once it can.
+    pending: std::sync::Mutex<Vec<Mark>>,
 }
 
 impl Invalidator {
@@ -116,6 +121,7 @@ impl Invalidator {
             metrics,
             offset_us: AtomicI64::new(0),
             listening: Listening::default(),
+            pending: std::sync::Mutex::default(),
         }
     }
 
@@ -187,9 +193,45 @@ impl Invalidator {
         let Some(l2) = self.cache.l2() else {
             return Ok(());
         };
-        self.propagate(l2, marks)
-            .await
-            .map_err(|e| NotPropagated(e.to_string()))
+        self.propagate(l2, marks, 0).await.map_err(|e| {
+            // Other instances would serve what this purged for as long as
+            // the entries live: they are told when Redis is back.
+            self.keep_pending(marks);
+            NotPropagated(e.to_string())
+        })
+    }
+
+    fn keep_pending(&self, marks: &[Mark]) {
+        let mut pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        pending.extend_from_slice(marks);
+        if pending.len() > MAX_PENDING {
+            *pending = widened(&pending);
+        }
+    }
+
+    /// Tells Redis the marks it could not be told before, logged as of now
+    /// (so every instance's next poll reads them) under the time each purge
+    /// was made (so what was fetched after it stays).
+    async fn send_pending(&self, l2: &L2) {
+        let marks = std::mem::take(
+            &mut *self
+                .pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        if marks.is_empty() {
+            return;
+        }
+        match self.propagate(l2, &marks, self.now_us()).await {
+            Ok(()) => info!(
+                marks = marks.len(),
+                "purges Redis could not be told when they were made are told now"
+            ),
+            Err(_) => self.keep_pending(&marks),
+        }
     }
 
     /// Deletes keys from every tier now (to count them) and marks them, so
@@ -218,12 +260,13 @@ impl Invalidator {
 
     /// Logs and publishes `marks`, a page at a time so that a purge of
     /// thousands of tags is as many commands that each fit the L2 timeout.
-    async fn propagate(&self, l2: &L2, marks: &[Mark]) -> redis::RedisResult<()> {
+    /// Each is logged at its time, or at `logged_at` when that is later.
+    async fn propagate(&self, l2: &L2, marks: &[Mark], logged_at: u64) -> redis::RedisResult<()> {
         for page in marks.chunks(REPLAY_PAGE) {
             let mut zadd = redis::cmd("ZADD");
             zadd.arg(l2.name("purges"));
             for mark in page {
-                zadd.arg(mark.at)
+                zadd.arg(mark.at.max(logged_at))
                     .arg(serde_json::to_string(mark).unwrap_or_default());
             }
             let payload = serde_json::to_string(page).unwrap_or_default();
@@ -339,6 +382,7 @@ impl Invalidator {
     /// before the newest mark the last poll read, whichever is later (so a
     /// burst of purges is read once, not for five seconds).
     async fn poll(&self, l2: &L2) {
+        self.send_pending(l2).await;
         let recent = self.now_us().saturating_sub(duration_us(POLL_OVERLAP));
         let read_through = self.listening.polled_through_us.load(Ordering::Relaxed);
         let since = recent.max(read_through.saturating_sub(duration_us(Duration::from_secs(1))));
@@ -482,6 +526,29 @@ impl Invalidator {
     }
 }
 
+/// `marks` as one mark a tenant covering all of it, as of its latest:
+/// wider than what was asked, never less.
+fn widened(marks: &[Mark]) -> Vec<Mark> {
+    let mut latest: std::collections::HashMap<Option<&str>, u64> = Default::default();
+    for mark in marks {
+        let at = latest.entry(mark.tenant.as_deref()).or_default();
+        *at = (*at).max(mark.at);
+    }
+    if latest.len() > MAX_PENDING {
+        let at = latest.values().copied().max().unwrap_or_default();
+        latest = [(None, at)].into();
+    }
+    latest
+        .into_iter()
+        .map(|(tenant, at)| Mark {
+            tenant: tenant.map(Into::into),
+            scope: Scope::All,
+            at,
+            soft: false,
+        })
+        .collect()
+}
+
 fn duration_us(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
@@ -510,4 +577,38 @@ async fn subscribe(l2: &L2) -> redis::RedisResult<redis::aio::PubSub> {
     }
     Err(last_error
         .unwrap_or_else(|| redis::RedisError::from((redis::ErrorKind::Io, "no Redis node given"))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pending_marks_widen_to_all_of_each_tenant_as_of_its_latest() {
+        let mark = |tenant: Option<&str>, at| Mark {
+            tenant: tenant.map(Into::into),
+            scope: Scope::Tag("t".into()),
+            at,
+            soft: true,
+        };
+        let mut widened = widened(&[
+            mark(Some("acme"), 5),
+            mark(Some("acme"), 9),
+            mark(Some("globex"), 7),
+            mark(None, 3),
+        ]);
+        widened.sort_by_key(|m| m.at);
+        let got: Vec<_> = widened
+            .iter()
+            .map(|m| (m.tenant.as_deref(), m.at, m.scope == Scope::All, m.soft))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (None, 3, true, false),
+                (Some("globex"), 7, true, false),
+                (Some("acme"), 9, true, false)
+            ]
+        );
+    }
 }

@@ -473,11 +473,17 @@ async fn redis_restarted_mid_test_leaves_no_stale_l1_entry_past_the_bound() {
 }
 
 #[tokio::test]
-async fn a_purge_while_redis_is_down_says_it_did_not_propagate() {
+async fn a_purge_while_redis_is_down_applies_here_and_reaches_the_others_when_it_is_back() {
     let mut redis = TestRedis::start().await;
     let (upstream, _) = TestUpstream::versioned().await;
     let folio = Folio::start_with(settings_with_redis(&upstream, &redis), POLICIES).await;
+    let other = Folio::start_with(settings_with_redis(&upstream, &redis), POLICIES).await;
     get(&folio.url("/api/v1/products/1"), ACME).await;
+    get(&other.url("/api/v1/products/1"), ACME).await;
+    assert_eq!(
+        get(&other.url("/api/v1/products/1"), ACME).await.x_cache(),
+        "HIT"
+    );
     redis.kill();
     let purge = folio
         .admin_post(
@@ -493,6 +499,20 @@ async fn a_purge_while_redis_is_down_says_it_did_not_propagate() {
         "MISS",
         "applied here all the same"
     );
+    assert_eq!(
+        get(&other.url("/api/v1/products/1"), ACME).await.x_cache(),
+        "HIT",
+        "not heard of elsewhere while Redis is down"
+    );
+    redis.restart().await;
+    let took = until_cache(
+        &other.url("/api/v1/products/1"),
+        ACME,
+        "MISS",
+        Duration::from_secs(10),
+    )
+    .await;
+    println!("the other instance stopped serving the purged entry {took:?} after Redis was back");
 }
 
 #[tokio::test]
