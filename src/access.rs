@@ -329,7 +329,7 @@ fn escaped(out: &mut Text<'_>, text: &str, json: bool) {
         match c {
             '"' => out.0.extend_from_slice(b"\\\""),
             '\\' => out.0.extend_from_slice(b"\\\\"),
-            c if c.is_control() => {
+            c if c.is_control() || moves_text(c) => {
                 let _ = write!(out, "\\u{:04x}", u32::from(c));
             }
             ' ' if !json => out.0.extend_from_slice(b"%20"),
@@ -339,6 +339,21 @@ fn escaped(out: &mut Text<'_>, text: &str, json: bool) {
             }
         }
     }
+}
+
+/// Characters that are not controls yet change how a viewer lays out the
+/// rest of a line: line and paragraph separators, bidirectional overrides
+/// and isolates (a path could read backwards, or as a second line), and
+/// invisible joiners. All are in the BMP, so `\uXXXX` escapes them.
+fn moves_text(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061c}'
+            | '\u{200b}'..='\u{200f}'
+            | '\u{2028}'..='\u{202e}'
+            | '\u{2060}'..='\u{2069}'
+            | '\u{feff}'
+    )
 }
 
 /// RFC 3339 in UTC with milliseconds: `2026-12-01T12:00:00.123Z`.
@@ -400,6 +415,38 @@ mod tests {
             assert_eq!(json["timestamp"], "2025-12-01T12:00:00.123Z");
             assert_eq!(json["status"], 200);
         }
+    }
+
+    #[test]
+    fn nothing_in_a_path_changes_how_a_line_reads() {
+        let path = "/x\u{2028}FORGED 200\u{202e}lmth.\u{2066}\u{feff}";
+        for format in [AccessFormat::Json, AccessFormat::Human] {
+            let method = Method::GET;
+            let mut out = Vec::new();
+            let l = Line {
+                at: UNIX_EPOCH,
+                client: IpAddr::from([127, 0, 0, 1]),
+                method: &method,
+                path,
+                tenant: "acme",
+                status: 200,
+                result: "hit",
+                layer: "L1",
+                took: Duration::ZERO,
+                upstream: Duration::ZERO,
+                endpoint: "/x",
+            };
+            format_line(&mut out, format, &l);
+            let text = String::from_utf8(out).unwrap_or_default();
+            assert!(text.is_ascii(), "{text}");
+            assert!(
+                text.contains("\\u2028FORGED") && text.contains("\\u202e"),
+                "{text}"
+            );
+        }
+        let json: serde_json::Value =
+            serde_json::from_slice(&line(path, "acme")).unwrap_or_default();
+        assert_eq!(json["path"], path);
     }
 
     #[test]
