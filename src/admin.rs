@@ -33,7 +33,7 @@ use crate::body::Body;
 use crate::invalidation::{Mark, NotPropagated, Scope, scopes_for_event};
 use crate::key::{CacheKey, canonical_path};
 use crate::proxy::State;
-use crate::settings::{AdminAuth, Settings, TenantSource};
+use crate::settings::{AdminAuth, Settings};
 
 mod openapi;
 mod route;
@@ -41,7 +41,7 @@ mod trust;
 
 use route::Route;
 pub use route::routes;
-use trust::{Caller, Credential, authorize, check_mutation, reader, trusted_name};
+use trust::{Caller, Credential, authorize, check_mutation, reader, tenant_for, trusted_name};
 
 /// Largest admin request body.
 const MAX_BODY: usize = 64 << 10;
@@ -328,26 +328,6 @@ async fn authorized_body<T: for<'de> Deserialize<'de>>(
     Ok((caller, parsed))
 }
 
-/// The tenant a mutation acts for: `None` is every tenant (operators only).
-fn tenant_for(
-    source: &TenantSource,
-    caller: &Caller,
-    asked: Option<String>,
-) -> Result<Option<Box<str>>, Refusal> {
-    let asked = asked
-        .map(|given| source.named(&given))
-        .transpose()
-        .map_err(|why| Refusal::bad_request("bad_tenant", why))?;
-    match (caller, asked) {
-        (Caller::Operator, asked) => Ok(asked.map(Into::into)),
-        (Caller::Tenant(own), None) => Ok(Some(own.as_str().into())),
-        (Caller::Tenant(own), Some(asked)) if *own == asked => Ok(Some(asked.into())),
-        (Caller::Tenant(_), Some(_)) => Err(Refusal::forbidden(
-            "this token may only act for its own tenant",
-        )),
-    }
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PurgeRequest {
@@ -602,69 +582,4 @@ fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tenant_tokens_act_for_their_tenant_only() {
-        let acme = Caller::Tenant("acme".into());
-        let header = TenantSource::default();
-        assert_eq!(
-            tenant_for(&header, &acme, None).unwrap().as_deref(),
-            Some("acme")
-        );
-        assert_eq!(
-            tenant_for(&header, &acme, Some("acme".into()))
-                .unwrap()
-                .as_deref(),
-            Some("acme")
-        );
-        assert_eq!(
-            tenant_for(&header, &acme, Some("globex".into()))
-                .unwrap_err()
-                .status,
-            StatusCode::FORBIDDEN
-        );
-        assert_eq!(
-            tenant_for(&header, &Caller::Operator, None).unwrap(),
-            None,
-            "operators may purge every tenant"
-        );
-    }
-
-    #[test]
-    fn a_purge_names_its_tenant_as_requests_do_or_is_refused() {
-        let host = TenantSource::Host;
-        let shop = Caller::Tenant("shop.example".into());
-        for spelling in ["Shop.Example", "SHOP.EXAMPLE:8080", " shop.example "] {
-            assert_eq!(
-                tenant_for(&host, &Caller::Operator, Some(spelling.into()))
-                    .unwrap()
-                    .as_deref(),
-                Some("shop.example"),
-                "{spelling}"
-            );
-            assert_eq!(
-                tenant_for(&host, &shop, Some(spelling.into()))
-                    .unwrap()
-                    .as_deref(),
-                Some("shop.example"),
-            );
-        }
-        let header = TenantSource::default();
-        assert_eq!(
-            tenant_for(&header, &Caller::Operator, Some("Acme".into()))
-                .unwrap()
-                .as_deref(),
-            Some("Acme"),
-            "a header's tenant keeps its case, as requests' do"
-        );
-        for nobody in ["", "a b", "acme,globex", "<b>"] {
-            let refused = tenant_for(&header, &Caller::Operator, Some(nobody.into())).unwrap_err();
-            assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{nobody:?}");
-        }
-    }
 }

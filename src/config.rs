@@ -105,7 +105,7 @@ fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duratio
 impl Config {
     /// Reads and checks the file; the error names file, line and problem.
     pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
+        let text = crate::files::read_text(path, crate::files::MAX_TEXT_FILE)
             .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
         Self::parse(path, &text)
     }

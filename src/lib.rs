@@ -45,6 +45,7 @@ mod compression;
 pub mod config;
 mod error;
 mod explain;
+mod files;
 mod flight;
 mod freshness;
 mod housekeeping;

@@ -18,6 +18,8 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
+use crate::files;
+
 /// The protocols folio offers its clients by ALPN, preferred first.
 const SERVED_ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
@@ -93,8 +95,9 @@ impl Trust {
         let system_roots = roots.len();
         if let Some(path) = ca_file {
             let mut found = 0;
-            let certs = CertificateDer::pem_file_iter(path).map_err(|e| file_error(path, e))?;
-            for cert in certs {
+            let pem =
+                files::read_bounded(path, files::MAX_TLS_FILE).map_err(|e| file_error(path, e))?;
+            for cert in CertificateDer::pem_slice_iter(&pem) {
                 let cert = cert.map_err(|e| file_error(path, e))?;
                 add(cert, &mut roots).map_err(|e| {
                     file_error(path, format!("a certificate is not a usable CA: {e}"))
@@ -283,8 +286,9 @@ impl ResolvesServerCert for ServedCertificate {
 
 /// A certificate chain and its private key, checked to belong together.
 fn certified_key(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey, TlsError> {
-    let chain = CertificateDer::pem_file_iter(cert_path)
-        .map_err(|e| file_error(cert_path, e))?
+    let pem = files::read_bounded(cert_path, files::MAX_TLS_FILE)
+        .map_err(|e| file_error(cert_path, e))?;
+    let chain = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| file_error(cert_path, e))?;
     if chain.is_empty() {
@@ -294,7 +298,9 @@ fn certified_key(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey, TlsE
         ));
     }
     // The key's bytes never appear in a message.
-    let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| {
+    let pem =
+        files::read_bounded(key_path, files::MAX_TLS_FILE).map_err(|e| file_error(key_path, e))?;
+    let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
         file_error(
             key_path,
             format!("no usable private key (expected PKCS#8, PKCS#1 or SEC1 PEM): {e}"),

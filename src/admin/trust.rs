@@ -21,7 +21,7 @@ use http::{Request, StatusCode, header};
 use sha2::{Digest, Sha256};
 
 use super::Refusal;
-use crate::settings::AdminAuth;
+use crate::settings::{AdminAuth, TenantSource};
 
 /// A caller, once its token (or, with no token configured, loopback) says
 /// who it is.
@@ -268,6 +268,26 @@ fn same(expected: &str, presented: &[u8]) -> bool {
     expected.len() == presented.len() && std::hint::black_box(differences) == 0
 }
 
+/// The tenant a mutation acts for: `None` is every tenant (operators only).
+pub(super) fn tenant_for(
+    source: &TenantSource,
+    caller: &Caller,
+    asked: Option<String>,
+) -> Result<Option<Box<str>>, Refusal> {
+    let asked = asked
+        .map(|given| source.named(&given))
+        .transpose()
+        .map_err(|why| Refusal::bad_request("bad_tenant", why))?;
+    match (caller, asked) {
+        (Caller::Operator, asked) => Ok(asked.map(Into::into)),
+        (Caller::Tenant(own), None) => Ok(Some(own.as_str().into())),
+        (Caller::Tenant(own), Some(asked)) if *own == asked => Ok(Some(asked.into())),
+        (Caller::Tenant(_), Some(_)) => Err(Refusal::forbidden(
+            "this token may only act for its own tenant",
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -417,5 +437,65 @@ mod tests {
         assert!(same("s3cret", &digest));
         assert!(!same("s3cre", &digest));
         assert!(!same("s3cret", &digest[..31]));
+    }
+
+    #[test]
+    fn tenant_tokens_act_for_their_tenant_only() {
+        let acme = Caller::Tenant("acme".into());
+        let header = TenantSource::default();
+        assert_eq!(
+            tenant_for(&header, &acme, None).unwrap().as_deref(),
+            Some("acme")
+        );
+        assert_eq!(
+            tenant_for(&header, &acme, Some("acme".into()))
+                .unwrap()
+                .as_deref(),
+            Some("acme")
+        );
+        assert_eq!(
+            tenant_for(&header, &acme, Some("globex".into()))
+                .unwrap_err()
+                .status,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            tenant_for(&header, &Caller::Operator, None).unwrap(),
+            None,
+            "operators may purge every tenant"
+        );
+    }
+
+    #[test]
+    fn a_purge_names_its_tenant_as_requests_do_or_is_refused() {
+        let host = TenantSource::Host;
+        let shop = Caller::Tenant("shop.example".into());
+        for spelling in ["Shop.Example", "SHOP.EXAMPLE:8080", " shop.example "] {
+            assert_eq!(
+                tenant_for(&host, &Caller::Operator, Some(spelling.into()))
+                    .unwrap()
+                    .as_deref(),
+                Some("shop.example"),
+                "{spelling}"
+            );
+            assert_eq!(
+                tenant_for(&host, &shop, Some(spelling.into()))
+                    .unwrap()
+                    .as_deref(),
+                Some("shop.example"),
+            );
+        }
+        let header = TenantSource::default();
+        assert_eq!(
+            tenant_for(&header, &Caller::Operator, Some("Acme".into()))
+                .unwrap()
+                .as_deref(),
+            Some("Acme"),
+            "a header's tenant keeps its case, as requests' do"
+        );
+        for nobody in ["", "a b", "acme,globex", "<b>"] {
+            let refused = tenant_for(&header, &Caller::Operator, Some(nobody.into())).unwrap_err();
+            assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{nobody:?}");
+        }
     }
 }

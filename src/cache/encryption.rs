@@ -69,10 +69,12 @@ impl fmt::Debug for Keyring {
 impl Keyring {
     /// Reads and checks a key file.
     pub(crate) fn load(path: &Path) -> Result<Self, KeyFileError> {
-        let text = std::fs::read_to_string(path).map_err(|e| KeyFileError {
-            path: path.to_path_buf(),
-            line: None,
-            problem: format!("cannot read the key file: {e}"),
+        let text = crate::files::read_text(path, crate::files::MAX_TEXT_FILE).map_err(|e| {
+            KeyFileError {
+                path: path.to_path_buf(),
+                line: None,
+                problem: format!("cannot read the key file: {e}"),
+            }
         })?;
         Self::parse(path, &text)
     }

@@ -107,7 +107,7 @@ pub(super) fn load_dir(dir: &Path) -> Result<PolicySet, PolicyErrors> {
     let mut policies = Vec::new();
     let mut errors = Vec::new();
     for file in files {
-        match std::fs::read_to_string(&file) {
+        match crate::files::read_text(&file, crate::files::MAX_TEXT_FILE) {
             Ok(text) => {
                 let (mut found, mut mistakes) = parse_file_lenient(&file, &text);
                 policies.append(&mut found);
