@@ -250,18 +250,24 @@ struct Ctx<'a> {
     file: &'a Path,
     lines: &'a Lines<'a>,
     route: &'a str,
-    route_line: usize,
+    /// `None` when the route's key could not be found in the text.
+    route_line: Option<usize>,
     errors: &'a mut Vec<PolicyError>,
 }
 
 impl Ctx<'_> {
     fn fail(&mut self, field: &str, message: impl Into<String>) {
         let path: Vec<&str> = field.split('.').collect();
+        let (line, message) = match self.route_line {
+            Some(route_line) => (self.lines.field(route_line, &path), message.into()),
+            // Rather no line than another route's.
+            None => (0, format!("route '{}': {}", self.route, message.into())),
+        };
         self.errors.push(PolicyError {
             file: self.file.to_path_buf(),
-            line: self.lines.field(self.route_line, &path),
+            line,
             field: field.into(),
-            message: message.into(),
+            message,
         });
     }
 
@@ -300,7 +306,7 @@ impl Ctx<'_> {
             implicit: false,
             source: Source {
                 file: self.file.to_path_buf(),
-                line: self.route_line,
+                line: self.route_line.unwrap_or_default(),
             },
             ..Policy::rfc()
         };

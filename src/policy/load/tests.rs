@@ -279,8 +279,45 @@ fn duplicates_across_files_and_missing_dir() {
 #[test]
 fn key_lines_are_found_for_quoted_and_plain_keys() {
     let lines = Lines::new("# c\n/plain:\n  a: 1\n'/single':\n  b:\n    c: 2\n");
-    assert_eq!(lines.route("/plain"), 2);
-    assert_eq!(lines.route("/single"), 4);
+    assert_eq!(lines.route("/plain"), Some(2));
+    assert_eq!(lines.route("/single"), Some(4));
     assert_eq!(lines.field(4, &["b", "c"]), 6);
     assert_eq!(lines.field(2, &["b"]), 2, "b belongs to the next route");
+}
+
+#[test]
+fn a_mistake_is_placed_in_its_own_route_or_nowhere() {
+    let text = "\"/api/a\":\n  cache_ttl: 5m\n\"\\/api/b\":\n  cache_ttl: 5 minutes\n\"/api/c\": {cache_ttl: 5 minutes}\n";
+    let errors = PolicySet::from_yaml("w.yaml", text)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        errors.contains("w.yaml:4: cache_ttl"),
+        "an escaped key is found: {errors}"
+    );
+    assert!(errors.contains("w.yaml:5: cache_ttl"), "{errors}");
+    assert!(
+        !errors.contains("w.yaml:2"),
+        "never another route's line: {errors}"
+    );
+}
+
+#[test]
+fn many_routes_load_in_linear_time() {
+    // 20,000 routes took 8 s when each route's line was searched from the top.
+    let text: String = (0..20_000)
+        .map(|i| format!("\"/r{i}\":\n  cache_ttl: 1m\n"))
+        .collect();
+    let started = std::time::Instant::now();
+    assert_eq!(
+        PolicySet::from_yaml("many.yaml", &text)
+            .map(|set| set.len())
+            .ok(),
+        Some(20_000)
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
 }

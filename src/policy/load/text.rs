@@ -1,24 +1,35 @@
 //! The policy text itself: where a route or field was written (YAML trees
 //! carry no positions), and which known name a misspelt one is closest to.
 
+use std::collections::HashMap;
+
 /// The text of a file, to find where a route or field was written.
 pub(super) struct Lines<'a> {
     lines: Vec<&'a str>,
+    /// Each top-level key, as YAML reads it, and its first 1-based line:
+    /// looked up once per route, so a file of many routes loads in linear
+    /// time.
+    routes: HashMap<String, usize>,
 }
 
 impl<'a> Lines<'a> {
     pub(super) fn new(text: &'a str) -> Self {
-        Self {
-            lines: text.lines().collect(),
+        let lines: Vec<&str> = text.lines().collect();
+        let mut routes = HashMap::new();
+        for (i, line) in lines.iter().enumerate() {
+            if line.starts_with([' ', '\t', '#']) {
+                continue;
+            }
+            if let Some(key) = key_of(line) {
+                routes.entry(unescaped(line, key)).or_insert(i + 1);
+            }
         }
+        Self { lines, routes }
     }
 
-    /// The 1-based line of a top-level key.
-    pub(super) fn route(&self, route: &str) -> usize {
-        self.lines
-            .iter()
-            .position(|line| !line.starts_with([' ', '\t', '#']) && key_of(line) == Some(route))
-            .map_or(1, |i| i + 1)
+    /// The 1-based line of a top-level key, if it can be found.
+    pub(super) fn route(&self, route: &str) -> Option<usize> {
+        self.routes.get(route).copied()
     }
 
     /// The line of `path` (e.g. `["key", "query"]`) inside the route's block,
@@ -46,6 +57,18 @@ impl<'a> Lines<'a> {
         }
         found
     }
+}
+
+/// A key as YAML reads it: a double-quoted one with its escapes (`\/`)
+/// resolved.
+fn unescaped(line: &str, key: &str) -> String {
+    if line.trim_start().starts_with('"')
+        && key.contains('\\')
+        && let Ok(read) = serde_yaml::from_str::<String>(&format!("\"{key}\""))
+    {
+        return read;
+    }
+    key.to_owned()
 }
 
 /// The key of a `key: value` line, unquoted.
