@@ -8,9 +8,8 @@ use std::fmt::Write as _;
 use http::{HeaderMap, Method, Uri, header};
 use serde::Serialize;
 
-use crate::error::ProxyError;
 use crate::inbound;
-use crate::key::{CacheKey, canonical_path, canonical_query, kept_query};
+use crate::key::{CacheKey, canonical_query, kept_query};
 use crate::policy::PolicySet;
 use crate::settings::TenantSource;
 
@@ -47,13 +46,11 @@ pub(crate) fn explain(
 ) -> Explanation {
     // The same canonical request the pipeline makes (see `inbound`); what
     // it refuses, explain says it refuses.
-    let mut refused = inbound::refuse_loop(headers).err();
-    let path = match canonical_path(uri.path()) {
-        Ok(path) => path.into_owned(),
-        Err(why) => {
-            refused.get_or_insert(ProxyError::BadRequest(format!(
-                "an ambiguous path: it has {why}"
-            )));
+    let mut refused = None;
+    let path = match inbound::request_path(method, uri, headers) {
+        Ok(path) => path,
+        Err(error) => {
+            refused = Some(error);
             uri.path().to_owned()
         }
     };
@@ -314,6 +311,30 @@ mod tests {
         let unmatched = explain_get("http://host/elsewhere", &[]);
         assert_eq!(unmatched.policy, "(no policy)");
         assert!(unmatched.reason.contains("RFC 9111"));
+    }
+
+    #[test]
+    fn a_target_that_is_not_a_path_and_a_tunnel_are_refused_as_the_proxy_does() {
+        let set = PolicySet::load_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/policies")).unwrap();
+        for (method, target, status) in [
+            (Method::GET, "*", 400),
+            (Method::OPTIONS, "*", 400),
+            (Method::CONNECT, "host:443", 501),
+        ] {
+            let e = explain(
+                &set,
+                &TenantSource::default(),
+                &method,
+                &target.parse().unwrap(),
+                &HeaderMap::new(),
+            );
+            assert!(!e.cacheable, "{method} {target}");
+            assert!(
+                e.reason.starts_with(&format!("refused with {status}")),
+                "{method} {target}: {}",
+                e.reason
+            );
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, header};
 
 use crate::error::ProxyError;
+use crate::key::canonical_path;
 use crate::outcome::CACHE_NAME;
 
 /// Headers that change what an upstream answers without being part of the
@@ -78,6 +79,32 @@ fn hop_by_hop(name: &str) -> bool {
 /// Body framing, meaningless on a request forwarded without a body.
 fn framing(name: &str) -> bool {
     matches!(name, "content-length" | "transfer-encoding" | "expect")
+}
+
+/// The one path a request is routed, keyed and forwarded by; or why it
+/// is refused before anything is decided (the proxy and `explain` alike).
+pub(crate) fn request_path(
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<String, ProxyError> {
+    if method == Method::CONNECT {
+        return Err(ProxyError::Tunnel);
+    }
+    refuse_loop(headers)?;
+    // `*` (asterisk-form) asks the server itself, not a resource; forwarded,
+    // it would become a path the routes and the key never read.
+    if !uri.path().starts_with('/') {
+        return Err(ProxyError::BadRequest(
+            "a request target that is not a path".into(),
+        ));
+    }
+    match canonical_path(uri.path()) {
+        Ok(path) => Ok(path.into_owned()),
+        Err(why) => Err(ProxyError::BadRequest(format!(
+            "an ambiguous path: it has {why}"
+        ))),
+    }
 }
 
 /// Refuses a request that already passed through folio: the upstream (or a

@@ -11,29 +11,13 @@ use super::record::Ctx;
 use super::{State, is_safe};
 use crate::error::ProxyError;
 use crate::inbound;
-use crate::key::{canonical_path, canonical_query};
+use crate::key::canonical_query;
 use crate::policy::{Match, Policy, PolicySet};
 
 /// The request's one canonical path, or why it is refused (a tunnel, a
 /// loop, or a path with more than one reading).
 pub(super) fn path(parts: &Parts) -> Result<String, ProxyError> {
-    if parts.method == http::Method::CONNECT {
-        return Err(ProxyError::Tunnel);
-    }
-    inbound::refuse_loop(&parts.headers)?;
-    // `*` (asterisk-form) asks the server itself, not a resource; forwarded,
-    // it would become a path the routes and the key never read.
-    if !parts.uri.path().starts_with('/') {
-        return Err(ProxyError::BadRequest(
-            "a request target that is not a path".into(),
-        ));
-    }
-    match canonical_path(parts.uri.path()) {
-        Ok(path) => Ok(path.into_owned()),
-        Err(why) => Err(ProxyError::BadRequest(format!(
-            "an ambiguous path: it has {why}"
-        ))),
-    }
+    inbound::request_path(&parts.method, &parts.uri, &parts.headers)
 }
 
 /// Makes the headers, the host and the URI canonical for the policy
