@@ -1,7 +1,7 @@
 //! The example "online bookstore API" that folio is demoed, tested and benchmarked against.
 //!
 //! A small, self-contained hyper 1 server (HTTP/1.1 and h2c) with three tenants (`acme`,
-//! `globex`, `initech`, chosen by the `X-Tenant-ID` header, default `acme`), each with its own
+//! `globex`, `initech`, chosen by the `X-Tenant-ID` header, required and exact), each with its own
 //! deterministic in-memory catalogue of ~1 KB JSON products, plus reviews, user profiles, carts,
 //! writes (POST/PUT/PATCH/DELETE) and origin-side request counters at `/_origin/stats`.
 //! Every `/api/...` request first sleeps `--latency-ms` to model a database.
@@ -381,13 +381,16 @@ fn count(app: &App, method: &Method, pattern: &str) {
         .or_default() += 1;
 }
 
+/// The tenant, spelt exactly: a cache in front keys on the spelling, so an
+/// API that also answered `ACME`, or no tenant, for `acme` would have a
+/// write to `acme` leave those copies cached (docs/security.md).
 fn tenant(headers: &HeaderMap) -> Result<&'static str, ApiError> {
     let Some(value) = headers.get("x-tenant-id") else {
-        return Ok(TENANTS[0]);
+        return Err(ApiError::bad_request("send the X-Tenant-ID header"));
     };
     let name = String::from_utf8_lossy(value.as_bytes());
     let name = name.trim();
-    let found = TENANTS.iter().find(|t| t.eq_ignore_ascii_case(name));
+    let found = TENANTS.iter().find(|t| **t == name);
     found.copied().ok_or_else(|| ApiError::no_tenant(name))
 }
 
@@ -765,9 +768,14 @@ fn method_not_allowed(method: &Method, path: &str, allow: &str) -> Resp {
     with_header(response, ALLOW, allow)
 }
 
+/// An id in its one spelling (`44`, never `044` or `+44`), for the same
+/// reason as [`tenant`].
 fn parse_id(raw: &str) -> Result<u64, ApiError> {
+    let canonical = raw.bytes().all(|b| b.is_ascii_digit()) && !raw.starts_with('0');
     raw.parse()
-        .map_err(|_| ApiError::bad_request(format!("invalid id '{raw}'")))
+        .ok()
+        .filter(|_| canonical)
+        .ok_or_else(|| ApiError::bad_request(format!("invalid id '{raw}'")))
 }
 
 /// Reads a body of at most [`MAX_BODY`] bytes and parses it as JSON.

@@ -3,7 +3,7 @@
 
 use folio::PolicySet;
 
-use crate::support::{Folio, REPO_POLICIES, get, send, settings, start_bookstore};
+use crate::support::{ACME, Folio, REPO_POLICIES, get, send, settings, start_bookstore};
 
 async fn origin_requests(origin: std::net::SocketAddr) -> u64 {
     get(&format!("http://{origin}/_origin/stats"), &[])
@@ -41,21 +41,36 @@ async fn the_bookstore_behind_folio_with_the_repository_policies() {
 
     let list = get(
         &folio.url("/api/v1/products?category=fiction&per_page=5"),
-        &[],
+        ACME,
     )
     .await;
     assert_eq!(list.status, 200);
     assert_eq!(
         get(
             &folio.url("/api/v1/products?per_page=5&category=fiction"),
-            &[]
+            ACME
         )
         .await
         .x_cache(),
         "HIT"
     );
-    let categories = get(&folio.url("/api/v1/categories"), &[]).await;
+    let categories = get(&folio.url("/api/v1/categories"), ACME).await;
     assert_eq!(categories.header("cache-control"), "public, max-age=60");
+    // One spelling of each tenant and id: a write's purge reaches every
+    // copy a client can be given.
+    let no_tenant: &[(&str, &str)] = &[];
+    for (path, headers) in [
+        ("/api/v1/products/042", ACME),
+        ("/api/v1/products/42", &[("x-tenant-id", "ACME")][..]),
+        ("/api/v1/products/42", no_tenant),
+    ] {
+        let refused = get(&folio.url(path), headers).await;
+        assert!(
+            refused.status.is_client_error(),
+            "{path} {headers:?}: {}",
+            refused.status
+        );
+    }
 
     // A write passes through, changes the data, and drops the cached GET.
     let put = send(
@@ -77,13 +92,13 @@ async fn the_bookstore_behind_folio_with_the_repository_policies() {
     // Carts are never cached; user profiles are cached per caller.
     let cart = get(
         &folio.url("/api/v1/cart"),
-        &[("authorization", "Bearer alice")],
+        &[("x-tenant-id", "acme"), ("authorization", "Bearer alice")],
     )
     .await;
     assert_eq!(cart.x_cache(), "BYPASS");
     let alice = get(
         &folio.url("/api/v1/users/1"),
-        &[("authorization", "Bearer alice")],
+        &[("x-tenant-id", "acme"), ("authorization", "Bearer alice")],
     )
     .await;
     assert_eq!(alice.status, 200);
@@ -94,7 +109,7 @@ async fn the_bookstore_behind_folio_with_the_repository_policies() {
     assert_eq!(
         get(
             &folio.url("/api/v1/users/1"),
-            &[("authorization", "Bearer alice")]
+            &[("x-tenant-id", "acme"), ("authorization", "Bearer alice")]
         )
         .await
         .x_cache(),
@@ -103,7 +118,7 @@ async fn the_bookstore_behind_folio_with_the_repository_policies() {
     assert_eq!(
         get(
             &folio.url("/api/v1/users/1"),
-            &[("authorization", "Bearer bob")]
+            &[("x-tenant-id", "acme"), ("authorization", "Bearer bob")]
         )
         .await
         .x_cache(),
