@@ -237,6 +237,7 @@ async fn a_compressed_entry_goes_through_redis_unreadable_and_comes_back_whole()
     let upstream = TestUpstream::json(Box::leak(body.clone().into_boxed_str())).await;
     let a = Folio::start_with(settings_with_redis(&upstream, &redis), POLICY).await;
     let b = Folio::start_with(settings_with_redis(&upstream, &redis), POLICY).await;
+    b.replayed_purges().await;
     product_from(&a, Some("br")).await;
     eventually(Duration::from_secs(5), "entry written to Redis", || async {
         !redis.entry_values().await.is_empty()

@@ -243,6 +243,7 @@ mod metrics {
         let mut redis = TestRedis::start().await;
         let upstream = upstream().await;
         let folio = folio_for(&upstream, |s| s.redis = Some(redis.url.clone())).await;
+        folio.replayed_purges().await;
         get(&folio.url("/api/v1/products/1"), ACME).await;
         assert!(value(&scrape(&folio).await, "folio_redis_duration_seconds_count") >= 1.0);
         redis.kill();

@@ -17,6 +17,7 @@ async fn an_entry_stored_by_one_instance_is_an_l2_hit_on_another() {
     let upstream = TestUpstream::json(r#"{"id":1,"shared":true}"#).await;
     let a = folio_with_redis(&upstream, &redis).await;
     let b = folio_with_redis(&upstream, &redis).await;
+    b.replayed_purges().await;
 
     assert_eq!(
         get(&a.url("/api/v1/products/1"), &[("x-tenant-id", "acme")])
@@ -52,6 +53,7 @@ async fn variants_stored_by_one_instance_are_l2_hits_on_another_each_its_own() {
     let upstream = TestUpstream::varied_by_language().await;
     let a = folio_with_redis(&upstream, &redis).await;
     let b = folio_with_redis(&upstream, &redis).await;
+    b.replayed_purges().await;
     let (url_a, url_b) = (a.url("/api/v1/products/1"), b.url("/api/v1/products/1"));
     let (en, fr) = ([("accept-language", "en")], [("accept-language", "fr")]);
     assert_eq!(get(&url_a, &en).await.json()["lang"], "en");
@@ -171,6 +173,7 @@ async fn a_lease_taken_while_redis_stalled_does_not_hold_the_key_for_every_insta
     let upstream = TestUpstream::json(r#"{"id":7}"#).await;
     let a = folio_with_redis(&upstream, &redis).await;
     let b = folio_with_redis(&upstream, &redis).await;
+    b.replayed_purges().await;
     let acme = [("x-tenant-id", "acme")];
     connected(&a, &redis).await;
     // Redis freezes while A misses: A's lease command times out on A's
@@ -235,6 +238,7 @@ async fn an_entry_copied_onto_another_key_in_redis_is_not_served_for_it() {
     redis.set_raw(&key_of_1, &value_of_2).await;
 
     let b = folio_with_redis(&upstream, &redis).await;
+    b.replayed_purges().await;
     let got = get(&b.url("/api/v1/products/1"), &acme).await;
     assert_eq!(got.json()["path"], "/api/v1/products/1", "{}", got.text());
     assert_eq!(got.x_cache(), "MISS");
