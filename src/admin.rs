@@ -421,12 +421,16 @@ async fn purge(admin: &Admin, caller: &Caller, request: PurgeRequest) -> Result<
             soft: request.soft,
         })
         .collect();
-    invalidator.purge(&marks).await?;
+    // Both apply here whatever Redis says; then the first failure to tell
+    // Redis is the answer.
+    let told = invalidator.purge(&marks).await;
     let removed = if keys.is_empty() {
-        0
+        Ok(0)
     } else {
-        invalidator.purge_keys(&keys, at).await?
+        invalidator.purge_keys(&keys, at).await
     };
+    told?;
+    let removed = removed?;
     crate::proxy::rewarm::after_purge(&admin.state, &marks);
     Ok(json!({
         "tenant": tenant.as_deref(),

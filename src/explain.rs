@@ -71,6 +71,11 @@ pub(crate) fn explain(
     if let Err(error) = inbound::clean_headers(&mut parts.headers, method, decided, false) {
         refused.get_or_insert(error);
     }
+    // The host is in every key: from the URL or a Host header, as requests
+    // give it.
+    if let Err(error) = inbound::canonical_host(&mut parts.headers, &parts.uri) {
+        refused.get_or_insert(error);
+    }
     let tenant = match tenants.tenant(&parts) {
         Ok(tenant) => tenant.into_owned(),
         Err(error) => {
@@ -143,6 +148,14 @@ pub(crate) fn explain(
         let mut inputs = vec![
             ("tenant".to_owned(), tenant),
             ("method class".to_owned(), "GET".to_owned()),
+            (
+                "host".to_owned(),
+                headers
+                    .get(header::HOST)
+                    .and_then(|host| host.to_str().ok())
+                    .unwrap_or("(none: requests always name one; give the URL's or a Host header)")
+                    .to_owned(),
+            ),
             ("path".to_owned(), path.clone()),
         ];
         for (name, value) in kept_query(policy, query.as_deref()) {
@@ -294,6 +307,10 @@ mod tests {
                 .contains(&("path".into(), "/api/v1/products/42".into()))
         );
         assert!(
+            e.key_inputs.contains(&("host".into(), "host".into())),
+            "the URL's host is keyed, as a request's Host is"
+        );
+        assert!(
             !e.key_inputs.iter().any(|(n, _)| n.starts_with("query")),
             "x is not in the key"
         );
@@ -365,6 +382,10 @@ mod tests {
         assert!(
             e.key_inputs
                 .contains(&("path".into(), "/api/v1/products/42".into()))
+        );
+        assert!(
+            e.key_inputs.contains(&("host".into(), "host".into())),
+            "the URL's host is keyed, as a request's Host is"
         );
     }
 }

@@ -479,6 +479,11 @@ async fn a_purge_while_redis_is_down_applies_here_and_reaches_the_others_when_it
     let folio = Folio::start_with(settings_with_redis(&upstream, &redis), POLICIES).await;
     let other = Folio::start_with(settings_with_redis(&upstream, &redis), POLICIES).await;
     get(&folio.url("/api/v1/products/1"), ACME).await;
+    get(&folio.url("/api/v1/products/2"), ACME).await;
+    assert_eq!(
+        get(&folio.url("/api/v1/products/2"), ACME).await.x_cache(),
+        "HIT"
+    );
     get(&other.url("/api/v1/products/1"), ACME).await;
     assert_eq!(
         get(&other.url("/api/v1/products/1"), ACME).await.x_cache(),
@@ -498,6 +503,27 @@ async fn a_purge_while_redis_is_down_applies_here_and_reaches_the_others_when_it
         get(&folio.url("/api/v1/products/1"), ACME).await.x_cache(),
         "MISS",
         "applied here all the same"
+    );
+    // Tags and keys in one purge: the keys apply here too.
+    let explained = get(
+        &format!(
+            "http://{}/_folio/explain?url=http://{}/api/v1/products/2&header=X-Tenant-ID:%20acme",
+            folio.admin, folio.addr
+        ),
+        &[],
+    )
+    .await
+    .json();
+    let key = explained["key"].as_str().unwrap_or_default().to_owned();
+    let body = serde_json::json!({ "tags": ["product:3"], "tenant": "acme", "keys": [key] });
+    let both = folio
+        .admin_post("/_folio/purge", &[], &body.to_string())
+        .await;
+    assert_eq!(both.status, 503);
+    assert_eq!(
+        get(&folio.url("/api/v1/products/2"), ACME).await.x_cache(),
+        "MISS",
+        "a key named beside a tag is purged here too"
     );
     assert_eq!(
         get(&other.url("/api/v1/products/1"), ACME).await.x_cache(),
