@@ -244,14 +244,13 @@ pub(crate) fn canonical_host(headers: &mut HeaderMap, uri: &Uri) -> Result<(), P
     let (whole, value) = match cached {
         Some(made) => made,
         None => {
-            let Some(name) = host_name(host) else {
+            let Some(name) = canonical_host_name(host) else {
                 return bad("is not a host name");
             };
-            let lower = name.to_ascii_lowercase();
-            let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(lower)) else {
+            let whole = name.as_bytes() == host;
+            let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(name)) else {
                 return bad("is not a host name");
             };
-            let whole = name.len() == host.len() && !name.bytes().any(|b| b.is_ascii_uppercase());
             LAST.set(Some((host.into(), whole, value.clone())));
             (whole, value)
         }
@@ -263,6 +262,23 @@ pub(crate) fn canonical_host(headers: &mut HeaderMap, uri: &Uri) -> Result<(), P
     }
     headers.insert(header::HOST, value);
     Ok(())
+}
+
+/// The one spelling of the host of `host[:port]`, if it is one: lower-case,
+/// without its port or a trailing dot (`shop.example.` is `shop.example` to
+/// DNS), an IPv6 address in its shortest form (`[0:0::1]` is `[::1]`).
+/// Two spellings of one host would be two keys, and two tenants.
+pub(crate) fn canonical_host_name(host: &[u8]) -> Option<String> {
+    let name = host_name(host)?;
+    if let Some(address) = name.strip_prefix('[') {
+        let address: std::net::Ipv6Addr = address.strip_suffix(']')?.parse().ok()?;
+        return Some(format!("[{address}]"));
+    }
+    let name = match name.strip_suffix('.') {
+        Some(stem) if !stem.is_empty() && !stem.ends_with('.') => stem,
+        _ => name,
+    };
+    Some(name.to_ascii_lowercase())
 }
 
 /// The host of `host[:port]` (IPv6 in brackets), if it is one.
@@ -469,6 +485,10 @@ mod tests {
             ("a.EXAMPLE", "a.example"),
             ("[::1]:80", "[::1]"),
             ("127.0.0.1:9", "127.0.0.1"),
+            ("Shop.Example.:8080", "shop.example"),
+            ("[0:0::1]", "[::1]"),
+            ("[::0001]:443", "[::1]"),
+            ("[2001:DB8::A]", "[2001:db8::a]"),
         ] {
             let mut h = headers(&[("host", sent)]);
             canonical_host(&mut h, &target).unwrap();
@@ -481,6 +501,8 @@ mod tests {
             "",
             "a/b",
             "x:1:2",
+            "[::g]",
+            "[1:2]",
         ] {
             let mut h = headers(&[("host", bad)]);
             assert!(canonical_host(&mut h, &target).is_err(), "{bad:?}");

@@ -230,16 +230,14 @@ pub(crate) fn valid_tenant(tenant: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"._-~:@[]".contains(&b))
 }
 
-/// The tenant a `Host` names: the host lower-cased, without its port.
+/// The tenant a `Host` names: its one spelling (see
+/// [`crate::inbound::canonical_host_name`]); a value that is no host is
+/// kept, for the tenant check to refuse.
 fn host_tenant(host: &str) -> Cow<'_, str> {
-    let host = host
-        .rsplit_once(':')
-        .filter(|(name, port)| !name.is_empty() && port.bytes().all(|b| b.is_ascii_digit()))
-        .map_or(host, |(name, _)| name);
-    if host.bytes().any(|b| b.is_ascii_uppercase()) {
-        Cow::Owned(host.to_ascii_lowercase())
-    } else {
-        Cow::Borrowed(host)
+    match crate::inbound::canonical_host_name(host.as_bytes()) {
+        Some(name) if name == host => Cow::Borrowed(host),
+        Some(name) => Cow::Owned(name),
+        None => Cow::Borrowed(host),
     }
 }
 

@@ -470,7 +470,12 @@ mod tests {
     fn a_purge_names_its_tenant_as_requests_do_or_is_refused() {
         let host = TenantSource::Host;
         let shop = Caller::Tenant("shop.example".into());
-        for spelling in ["Shop.Example", "SHOP.EXAMPLE:8080", " shop.example "] {
+        for spelling in [
+            "Shop.Example",
+            "SHOP.EXAMPLE:8080",
+            " shop.example ",
+            "shop.example.",
+        ] {
             assert_eq!(
                 tenant_for(&host, &Caller::Operator, Some(spelling.into()))
                     .unwrap()
