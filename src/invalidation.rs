@@ -208,7 +208,14 @@ impl Invalidator {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         pending.extend_from_slice(marks);
         if pending.len() > MAX_PENDING {
-            *pending = widened(&pending);
+            let (widened, dropped) = widened(&pending, |tenant| self.marks.is_known(tenant));
+            *pending = widened;
+            if dropped > 0 {
+                warn!(
+                    dropped,
+                    "purges of this many tenants cannot be kept until Redis is back: other instances serve what they changed until it expires"
+                );
+            }
         }
     }
 
@@ -527,26 +534,35 @@ impl Invalidator {
 }
 
 /// `marks` as one mark a tenant covering all of it, as of its latest:
-/// wider than what was asked, never less.
-fn widened(marks: &[Mark]) -> Vec<Mark> {
+/// wider than what was asked, never less, and never reaching another
+/// tenant. Past [`MAX_PENDING`] tenants, those written for last are dropped
+/// (and counted), never the operator's marks for every tenant, nor those of
+/// tenants with a token: anyone can write for invented tenants.
+fn widened(marks: &[Mark], known: impl Fn(&str) -> bool) -> (Vec<Mark>, usize) {
     let mut latest: std::collections::HashMap<Option<&str>, u64> = Default::default();
+    let mut order: Vec<Option<&str>> = Vec::new();
     for mark in marks {
-        let at = latest.entry(mark.tenant.as_deref()).or_default();
+        let tenant = mark.tenant.as_deref();
+        let at = latest.entry(tenant).or_insert_with(|| {
+            order.push(tenant);
+            0
+        });
         *at = (*at).max(mark.at);
     }
-    if latest.len() > MAX_PENDING {
-        let at = latest.values().copied().max().unwrap_or_default();
-        latest = [(None, at)].into();
-    }
-    latest
+    let kept_first = |tenant: &Option<&str>| !tenant.is_none_or(&known);
+    order.sort_by_key(kept_first); // stable: the first written stay first
+    let dropped = order.len().saturating_sub(MAX_PENDING);
+    order.truncate(MAX_PENDING);
+    let widened = order
         .into_iter()
-        .map(|(tenant, at)| Mark {
+        .map(|tenant| Mark {
             tenant: tenant.map(Into::into),
             scope: Scope::All,
-            at,
+            at: latest.get(&tenant).copied().unwrap_or_default(),
             soft: false,
         })
-        .collect()
+        .collect();
+    (widened, dropped)
 }
 
 fn duration_us(d: Duration) -> u64 {
@@ -591,12 +607,16 @@ mod tests {
             at,
             soft: true,
         };
-        let mut widened = widened(&[
-            mark(Some("acme"), 5),
-            mark(Some("acme"), 9),
-            mark(Some("globex"), 7),
-            mark(None, 3),
-        ]);
+        let (mut widened, dropped) = widened(
+            &[
+                mark(Some("acme"), 5),
+                mark(Some("acme"), 9),
+                mark(Some("globex"), 7),
+                mark(None, 3),
+            ],
+            |_| false,
+        );
+        assert_eq!(dropped, 0);
         widened.sort_by_key(|m| m.at);
         let got: Vec<_> = widened
             .iter()
@@ -609,6 +629,31 @@ mod tests {
                 (Some("globex"), 7, true, false),
                 (Some("acme"), 9, true, false)
             ]
+        );
+    }
+
+    #[test]
+    fn invented_tenants_never_widen_into_a_purge_of_every_tenant() {
+        let mark = |tenant: String| Mark {
+            tenant: Some(tenant.into()),
+            scope: Scope::Path("/p".into()),
+            at: 1,
+            soft: false,
+        };
+        let mut marks: Vec<Mark> = (0..MAX_PENDING + 50)
+            .map(|i| mark(format!("t{i}")))
+            .collect();
+        marks.push(mark("acme".into()));
+        let (widened, dropped) = widened(&marks, |tenant| tenant == "acme");
+        assert_eq!(widened.len(), MAX_PENDING);
+        assert_eq!(dropped, 51);
+        assert!(
+            widened.iter().all(|m| m.tenant.is_some()),
+            "no mark for every tenant"
+        );
+        assert!(
+            widened.iter().any(|m| m.tenant.as_deref() == Some("acme")),
+            "a tenant with a token keeps its purge"
         );
     }
 }

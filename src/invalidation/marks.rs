@@ -409,6 +409,11 @@ impl Marks {
         self
     }
 
+    /// Whether the operator named `tenant` (it has a `--tenant-token`).
+    pub(crate) fn is_known(&self, tenant: &str) -> bool {
+        self.known.contains(tenant)
+    }
+
     /// Records a mark; applying the same mark twice changes nothing.
     pub(crate) fn apply(&self, mark: &Mark) {
         let mut inner = self
