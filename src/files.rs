@@ -4,6 +4,7 @@
 //! hang a reload or take folio's memory while it serves.
 
 use std::io::{self, Read};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 
 /// The largest certificate, key or CA file read (a system CA bundle is
@@ -15,17 +16,21 @@ pub(crate) const MAX_TEXT_FILE: u64 = 8 << 20;
 /// The bytes of `path`: a regular file (after symbolic links) of at most
 /// `limit` bytes.
 pub(crate) fn read_bounded(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
-    // Asked before opening: opening a pipe waits for a writer.
-    if !std::fs::metadata(path)?.is_file() {
+    // Opened without waiting (a pipe would wait for a writer), then asked
+    // what was opened: a path swapped between a look and an open cannot
+    // slip a pipe or a device in.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "not a regular file",
         ));
     }
     let mut bytes = Vec::new();
-    std::fs::File::open(path)?
-        .take(limit.saturating_add(1))
-        .read_to_end(&mut bytes)?;
+    file.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
     if u64::try_from(bytes.len()).unwrap_or(u64::MAX) > limit {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -62,6 +67,16 @@ mod tests {
             );
         }
         assert!(read_bounded(&dir, 10).is_err(), "a directory");
+        let pipe = dir.join("pipe.pem");
+        let made = std::process::Command::new("mkfifo").arg(&pipe).status();
+        if made.is_ok_and(|status| status.success()) {
+            // Before, opening it waited for a writer: for ever.
+            let refused = read_bounded(&pipe, 10).unwrap_err();
+            assert!(
+                refused.to_string().contains("not a regular file"),
+                "{refused}"
+            );
+        }
         std::fs::write(&file, [0xff, 0xfe]).unwrap_or_default();
         assert!(read_text(&file, 10).is_err());
         let _ = std::fs::remove_dir_all(&dir);

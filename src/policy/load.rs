@@ -95,8 +95,15 @@ pub(super) fn load_dir(dir: &Path) -> Result<PolicySet, PolicyErrors> {
         .map_err(|e| unreadable(format!("cannot read the policies directory: {e}")))?;
     let mut files: Vec<PathBuf> = entries
         .filter_map(|entry| entry.ok().map(|e| e.path()))
+        // Every *.yaml is read, or is an error naming it: one that is no
+        // longer a file (a dangling link, a pipe) must not drop its routes
+        // silently. Hidden names (an editor's `.#x.yaml` lock) are not policies.
         .filter(|path| {
-            path.is_file()
+            let hidden = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_none_or(|n| n.starts_with('.'));
+            !hidden
                 && matches!(
                     path.extension().and_then(|e| e.to_str()),
                     Some("yaml" | "yml")

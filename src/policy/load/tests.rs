@@ -321,3 +321,21 @@ fn many_routes_load_in_linear_time() {
         started.elapsed()
     );
 }
+
+#[test]
+fn a_policy_file_that_cannot_be_read_is_an_error_not_a_silent_gap() {
+    let dir = std::env::temp_dir().join(format!("folio-policies-gone-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("a.yaml"), "\"/x\":\n  cache_ttl: 1m\n").unwrap();
+    // A link whose file was moved away, and an editor's lock beside it.
+    std::os::unix::fs::symlink(dir.join("moved-away.yaml"), dir.join("private.yaml")).unwrap();
+    std::os::unix::fs::symlink("nowhere", dir.join(".#a.yaml")).unwrap();
+    let errors = PolicySet::load_dir(&dir).unwrap_err().to_string();
+    assert!(
+        errors.contains("private.yaml: file: cannot read"),
+        "{errors}"
+    );
+    assert!(!errors.contains(".#a.yaml"), "{errors}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
