@@ -499,10 +499,9 @@ fn explain(admin: &Admin, query: Option<&str>) -> Result<Value, Refusal> {
     for (name, value) in crate::key::query_pairs(query) {
         match &*name {
             "method" => {
-                method =
-                    Method::from_bytes(value.to_ascii_uppercase().as_bytes()).map_err(|_| {
-                        Refusal::bad_request("bad_method", format!("'{value}' is not a method"))
-                    })?;
+                method = Method::from_bytes(value.as_bytes()).map_err(|_| {
+                    Refusal::bad_request("bad_method", format!("'{value}' is not a method"))
+                })?;
             }
             "url" => url = Some(value.into_owned()),
             "header" => {

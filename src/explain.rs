@@ -251,7 +251,8 @@ pub fn explain_text(
     url: &str,
     headers: &[(String, String)],
 ) -> Result<String, String> {
-    let method = http::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+    // As sent: methods are case-sensitive, and the proxy passes `get` on.
+    let method = http::Method::from_bytes(method.as_bytes())
         .map_err(|_| format!("'{method}' is not an HTTP method"))?;
     let uri: http::Uri = url.parse().map_err(|_| format!("'{url}' is not a URL"))?;
     let mut map = http::HeaderMap::new();
@@ -352,6 +353,18 @@ mod tests {
                 e.reason
             );
         }
+    }
+
+    #[test]
+    fn a_method_is_explained_as_sent() {
+        let set = PolicySet::load_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/policies")).unwrap();
+        let headers = [("X-Tenant-ID".to_owned(), "acme".to_owned())];
+        let url = "http://host/api/v1/products/42";
+        let upper = explain_text(&set, &TenantSource::default(), "GET", url, &headers);
+        assert!(upper.unwrap_or_default().contains("CACHED"));
+        // The proxy passes `get` on: a method it does not know is unsafe.
+        let lower = explain_text(&set, &TenantSource::default(), "get", url, &headers);
+        assert!(!lower.unwrap_or_default().contains("CACHED"));
     }
 
     #[test]
