@@ -329,8 +329,13 @@ fn escaped(out: &mut Text<'_>, text: &str, json: bool) {
         match c {
             '"' => out.0.extend_from_slice(b"\\\""),
             '\\' => out.0.extend_from_slice(b"\\\\"),
-            c if c.is_control() || moves_text(c) => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            // Beyond ASCII, a viewer may show a look-alike of a quote or
+            // a space, text laid out backwards, or nothing at all: every
+            // line is ASCII, the rest escaped (in UTF-16, as JSON reads it).
+            c if c.is_control() || !c.is_ascii() => {
+                for unit in c.encode_utf16(&mut [0u16; 2]) {
+                    let _ = write!(out, "\\u{unit:04x}");
+                }
             }
             ' ' if !json => out.0.extend_from_slice(b"%20"),
             c => {
@@ -339,21 +344,6 @@ fn escaped(out: &mut Text<'_>, text: &str, json: bool) {
             }
         }
     }
-}
-
-/// Characters that are not controls yet change how a viewer lays out the
-/// rest of a line: line and paragraph separators, bidirectional overrides
-/// and isolates (a path could read backwards, or as a second line), and
-/// invisible joiners. All are in the BMP, so `\uXXXX` escapes them.
-fn moves_text(c: char) -> bool {
-    matches!(
-        c,
-        '\u{061c}'
-            | '\u{200b}'..='\u{200f}'
-            | '\u{2028}'..='\u{202e}'
-            | '\u{2060}'..='\u{2069}'
-            | '\u{feff}'
-    )
 }
 
 /// RFC 3339 in UTC with milliseconds: `2026-12-01T12:00:00.123Z`.
@@ -419,7 +409,7 @@ mod tests {
 
     #[test]
     fn nothing_in_a_path_changes_how_a_line_reads() {
-        let path = "/x\u{2028}FORGED 200\u{202e}lmth.\u{2066}\u{feff}";
+        let path = "/x\u{2028}FORGED 200\u{202e}lmth.\u{2066}\u{feff}\u{ff02}\u{2002}\u{e0041}é";
         for format in [AccessFormat::Json, AccessFormat::Human] {
             let method = Method::GET;
             let mut out = Vec::new();
