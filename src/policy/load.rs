@@ -11,7 +11,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use http::StatusCode;
+use http::{Method, StatusCode};
 use serde_yaml::Value;
 
 use super::route::Template;
@@ -168,6 +168,13 @@ fn parse_mapping(
         field: field.into(),
         message,
     };
+    if let Some(line) = too_deep(text, MAX_FLOW_DEPTH) {
+        return Err(vec![error(
+            line,
+            "yaml",
+            format!("nested deeper than {MAX_FLOW_DEPTH} levels"),
+        )]);
+    }
     let root: Value = serde_yaml::from_str(text).map_err(|e| {
         let line = e.location().map_or(1, |l| l.line());
         vec![error(line, "yaml", e.to_string())]
@@ -209,16 +216,58 @@ fn parse_mapping(
     Ok((policies, errors))
 }
 
+/// The line where flow collections first nest deeper than `limit`, reading
+/// past quoted scalars and comments.
+fn too_deep(text: &str, limit: usize) -> Option<usize> {
+    let (mut depth, mut line) = (0usize, 1);
+    let mut chars = text.chars().peekable();
+    let mut previous = '\n';
+    while let Some(c) = chars.next() {
+        match c {
+            '\n' => line += 1,
+            '#' if previous.is_whitespace() => while chars.next_if(|&c| c != '\n').is_some() {},
+            '"' | '\'' => {
+                while let Some(inner) = chars.next() {
+                    match inner {
+                        '\n' => line += 1,
+                        '\\' if c == '"' => {
+                            chars.next();
+                        }
+                        _ if inner == c => break,
+                        _ => {}
+                    }
+                }
+            }
+            '[' | '{' => {
+                depth += 1;
+                if depth > limit {
+                    return Some(line);
+                }
+            }
+            ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        previous = c;
+    }
+    None
+}
+
 /// Two policies for the same route shape and an overlapping method.
 pub(super) fn check_duplicates(policies: &[Policy]) -> Result<(), Vec<PolicyError>> {
-    let mut seen: HashMap<String, Vec<&Policy>> = HashMap::new();
+    // By shape and method: linear in the routes, however many share a shape.
+    let mut seen: HashMap<(String, Method), &Policy> = HashMap::new();
     let mut errors = Vec::new();
     for policy in policies {
-        let others = seen.entry(policy.template.shape()).or_default();
-        if let Some(first) = others
+        let shape = policy.template.shape();
+        let first = policy
+            .methods
             .iter()
-            .find(|other| other.methods.iter().any(|m| policy.methods.contains(m)))
-        {
+            .find_map(|method| seen.get(&(shape.clone(), method.clone())).copied());
+        for method in &policy.methods {
+            seen.entry((shape.clone(), method.clone()))
+                .or_insert(policy);
+        }
+        if let Some(first) = first {
             errors.push(PolicyError {
                 file: policy.source.file.clone(),
                 line: policy.source.line,
@@ -231,7 +280,6 @@ pub(super) fn check_duplicates(policies: &[Policy]) -> Result<(), Vec<PolicyErro
                 ),
             });
         }
-        others.push(policy);
     }
     if errors.is_empty() {
         Ok(())
@@ -252,6 +300,12 @@ fn kind(value: &Value) -> &'static str {
     }
 }
 
+/// Problems listed for one file before the rest are left unsaid.
+const MAX_FILE_ERRORS: usize = 100;
+/// Flow collections (`[`, `{`) nested deeper than this are refused before
+/// the YAML parser reads them, which takes quadratic time on deep nesting.
+const MAX_FLOW_DEPTH: usize = 64;
+
 /// Validation state for one route's policy.
 struct Ctx<'a> {
     file: &'a Path,
@@ -264,6 +318,19 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn fail(&mut self, field: &str, message: impl Into<String>) {
+        // Each is placed by a look through its route's text: a file of
+        // thousands of mistakes must not take minutes to say so.
+        if self.errors.len() >= MAX_FILE_ERRORS {
+            if self.errors.len() == MAX_FILE_ERRORS {
+                self.errors.push(PolicyError {
+                    file: self.file.to_path_buf(),
+                    line: 0,
+                    field: "file".into(),
+                    message: format!("more than {MAX_FILE_ERRORS} problems: these first"),
+                });
+            }
+            return;
+        }
         let path: Vec<&str> = field.split('.').collect();
         let (line, message) = match self.route_line {
             Some(route_line) => (self.lines.field(route_line, &path), message.into()),

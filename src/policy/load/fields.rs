@@ -11,6 +11,9 @@ use crate::policy::route::{Segment, Template};
 use crate::policy::units::{parse_duration, parse_size};
 use crate::policy::{Policy, QueryKey, TagPart};
 
+/// Methods one policy may name: HTTP has a handful.
+const MAX_METHODS: usize = 64;
+
 impl Ctx<'_> {
     pub(super) fn string<'v>(
         &mut self,
@@ -90,6 +93,10 @@ impl Ctx<'_> {
             Value::String(s) => s.split(['|', ',']).map(|m| m.trim().to_owned()).collect(),
             other => self.strings(field, other, "HTTP methods"),
         };
+        if names.len() > MAX_METHODS {
+            self.fail(field, format!("more than {MAX_METHODS} methods"));
+            return None;
+        }
         let mut methods = Vec::new();
         for name in names.iter().filter(|n| !n.is_empty()) {
             let upper = name.to_ascii_uppercase();

@@ -339,3 +339,58 @@ fn a_policy_file_that_cannot_be_read_is_an_error_not_a_silent_gap() {
     assert!(!errors.contains(".#a.yaml"), "{errors}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn files_made_to_be_slow_to_check_are_answered_at_once() {
+    // Each of these took from tens of seconds to hours before: errors placed
+    // one by one without end, routes of one shape compared pairwise, a
+    // methods list searched for every name, and nesting the YAML parser
+    // reads in quadratic time.
+    let started = std::time::Instant::now();
+    let unknown: String = (0..40_000).map(|i| format!("  f{i}: 1\n")).collect();
+    let errors = PolicySet::from_yaml("u.yaml", &format!("\"/p\":\n{unknown}")).unwrap_err();
+    assert_eq!(
+        errors.0.len(),
+        101,
+        "100 problems, then a line saying there are more"
+    );
+
+    let same_shape: String = (0..40_000)
+        .map(|i| format!("\"M{i} /p/{{id}}\": {{}}\n"))
+        .collect();
+    assert!(PolicySet::from_yaml("s.yaml", &same_shape).is_ok());
+
+    let methods: Vec<String> = (0..40_000).map(|i| format!("M{i}")).collect();
+    let many = format!("\"/p\":\n  methods: [{}]\n", methods.join(", "));
+    let refused = PolicySet::from_yaml("m.yaml", &many)
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("more than 64 methods"), "{refused}");
+
+    let deep = format!(
+        "\"/p\":\n  tags: {}{}\n",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let refused = PolicySet::from_yaml("d.yaml", &deep)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("d.yaml:2: yaml: nested deeper than 64"),
+        "{refused}"
+    );
+    let quoted = "\"/p\":\n  tags: [\"[[[[\", '{{{{', a] # [[[[\n";
+    let read = PolicySet::from_yaml("q.yaml", quoted)
+        .map(|_| ())
+        .map_err(|e| e.to_string());
+    assert!(
+        read.as_ref()
+            .map_or_else(|e| !e.contains("nested"), |()| true),
+        "{read:?}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+}
