@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt as _, StreamExt};
 use tracing::{debug, info, warn};
 
 use crate::cache::Cache;
@@ -53,6 +53,8 @@ const TRIM_CHUNK: isize = 1000;
 const MAX_FUTURE: Duration = Duration::from_secs(5);
 /// The listener is behind when its last replay is older than this.
 const MAX_LAG: Duration = Duration::from_secs(10);
+/// How long kept marks wait after Redis refused them again.
+const PENDING_RETRY: Duration = Duration::from_secs(10);
 /// Marks kept while Redis cannot be told; past it they widen to one mark a
 /// tenant (all of it), never lost.
 const MAX_PENDING: usize = 10_000;
@@ -105,6 +107,9 @@ pub(crate) struct Invalidator {
     listening: Listening,
     /// Marks Redis could not be told: the listener tells it once it can.
     pending: std::sync::Mutex<Vec<Mark>>,
+    /// No retry of `pending` before this (µs): a Redis that takes the
+    /// message but not the log (full) is not sent them every second.
+    pending_retry_at: AtomicU64,
 }
 
 impl Invalidator {
@@ -122,6 +127,7 @@ impl Invalidator {
             offset_us: AtomicI64::new(0),
             listening: Listening::default(),
             pending: std::sync::Mutex::default(),
+            pending_retry_at: AtomicU64::new(0),
         }
     }
 
@@ -223,6 +229,9 @@ impl Invalidator {
     /// (so every instance's next poll reads them) under the time each purge
     /// was made (so what was fetched after it stays).
     async fn send_pending(&self, l2: &L2) {
+        if self.now_us() < self.pending_retry_at.load(Ordering::Relaxed) {
+            return;
+        }
         let marks = std::mem::take(
             &mut *self
                 .pending
@@ -237,7 +246,11 @@ impl Invalidator {
                 marks = marks.len(),
                 "purges Redis could not be told when they were made are told now"
             ),
-            Err(_) => self.keep_pending(&marks),
+            Err(_) => {
+                self.keep_pending(&marks);
+                let later = self.now_us().saturating_add(duration_us(PENDING_RETRY));
+                self.pending_retry_at.store(later, Ordering::Relaxed);
+            }
         }
     }
 
@@ -269,11 +282,14 @@ impl Invalidator {
     /// thousands of tags is as many commands that each fit the L2 timeout.
     /// Each is logged at its time, or at `logged_at` when that is later.
     async fn propagate(&self, l2: &L2, marks: &[Mark], logged_at: u64) -> redis::RedisResult<()> {
+        let latest = self.now_us().saturating_add(duration_us(MAX_FUTURE));
         for page in marks.chunks(REPLAY_PAGE) {
             let mut zadd = redis::cmd("ZADD");
             zadd.arg(l2.name("purges"));
             for mark in page {
-                zadd.arg(mark.at.max(logged_at))
+                // A clock ahead (not yet aligned to Redis) must not date
+                // the log past what every poll reads.
+                zadd.arg(mark.at.max(logged_at).min(latest))
                     .arg(serde_json::to_string(mark).unwrap_or_default());
             }
             let payload = serde_json::to_string(page).unwrap_or_default();
@@ -309,6 +325,7 @@ impl Invalidator {
         let this = Arc::clone(self);
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(100);
+            let mut warned: Option<tokio::time::Instant> = None;
             loop {
                 let listened = this.listen(&l2).await;
                 this.listening.subscribed.store(false, Ordering::Relaxed);
@@ -317,6 +334,17 @@ impl Invalidator {
                 this.cache.set_shared_current(false);
                 match listened {
                     Ok(()) => backoff = Duration::from_millis(100),
+                    // Redis reachable but refusing (an ACL without SUBSCRIBE,
+                    // or channels): said aloud, once a minute, since this
+                    // instance then reads nothing from Redis.
+                    Err(error) if error.kind() != redis::ErrorKind::Io && !error.is_timeout() => {
+                        if warned.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
+                            warned = Some(tokio::time::Instant::now());
+                            warn!(%error, "the invalidation listener cannot subscribe: until it can, this instance reads no entry from Redis (it needs SUBSCRIBE, PUBLISH, ZADD and ZRANGEBYSCORE on folio's keys and channel)");
+                        }
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(2));
+                    }
                     Err(error) => {
                         debug!(%error, "invalidation listener lost Redis; retrying in {backoff:?}");
                         tokio::time::sleep(backoff).await;
@@ -343,12 +371,18 @@ impl Invalidator {
             Ordering::Relaxed,
         );
         self.listening.subscribed.store(true, Ordering::Relaxed);
+        let mut messages = pubsub.on_message();
+        // Purges published while the log was read and already here: applied
+        // before Redis is read (one logged just behind the replay's cursor
+        // is missing from what it read).
+        while let Some(Some(message)) = messages.next().now_or_never() {
+            self.hear(message.get_payload_bytes());
+        }
         self.cache.set_shared_current(true);
         info!(
             "invalidation listener subscribed; purge log replayed ({replayed} logged marks in {took:?}; {} scopes held)",
             self.marks.len()
         );
-        let mut messages = pubsub.on_message();
         let mut poll = tokio::time::interval(POLL_INTERVAL);
         poll.tick().await;
         let mut polls: u64 = 0;
@@ -359,10 +393,7 @@ impl Invalidator {
                     let Some(message) = message else {
                         return Err(redis::RedisError::from((redis::ErrorKind::Io, "subscription closed")));
                     };
-                    match serde_json::from_slice::<Vec<Mark>>(message.get_payload_bytes()) {
-                        Ok(marks) => self.receive(&marks),
-                        Err(error) => warn!(%error, "unreadable invalidation message ignored"),
-                    }
+                    self.hear(message.get_payload_bytes());
                 }
                 _ = poll.tick() => {
                     // The safety net runs beside the messages, never in
@@ -395,6 +426,13 @@ impl Invalidator {
         let since = recent.max(read_through.saturating_sub(duration_us(Duration::from_secs(1))));
         if let Err(error) = self.replay(l2, since).await {
             debug!(%error, "purge log replay failed");
+        }
+    }
+
+    fn hear(&self, payload: &[u8]) {
+        match serde_json::from_slice::<Vec<Mark>>(payload) {
+            Ok(marks) => self.receive(&marks),
+            Err(error) => warn!(%error, "unreadable invalidation message ignored"),
         }
     }
 
