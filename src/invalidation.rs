@@ -19,6 +19,7 @@
 
 mod events;
 mod marks;
+mod pending;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -35,6 +36,7 @@ use crate::metrics::Metrics;
 use crate::policy::MAX_ENTRY_LIFETIME;
 pub(crate) use events::{route_tag, scopes_for_event};
 pub(crate) use marks::{Covered, Mark, Marks, Scope, Tags, Verdict};
+use pending::Pending;
 
 /// How often the log is replayed, bounding what a lost message can cost.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -53,11 +55,6 @@ const TRIM_CHUNK: isize = 1000;
 const MAX_FUTURE: Duration = Duration::from_secs(5);
 /// The listener is behind when its last replay is older than this.
 const MAX_LAG: Duration = Duration::from_secs(10);
-/// How long kept marks wait after Redis refused them again.
-const PENDING_RETRY: Duration = Duration::from_secs(10);
-/// Marks kept while Redis cannot be told; past it they widen to one mark a
-/// tenant (all of it), never lost.
-const MAX_PENDING: usize = 10_000;
 
 /// What the invalidation listener is doing, for health.
 #[derive(Debug, Default)]
@@ -106,10 +103,7 @@ pub(crate) struct Invalidator {
     offset_us: AtomicI64,
     listening: Listening,
     /// Marks Redis could not be told: the listener tells it once it can.
-    pending: std::sync::Mutex<Vec<Mark>>,
-    /// No retry of `pending` before this (µs): a Redis that takes the
-    /// message but not the log (full) is not sent them every second.
-    pending_retry_at: AtomicU64,
+    pending: Pending,
 }
 
 impl Invalidator {
@@ -126,8 +120,7 @@ impl Invalidator {
             metrics,
             offset_us: AtomicI64::new(0),
             listening: Listening::default(),
-            pending: std::sync::Mutex::default(),
-            pending_retry_at: AtomicU64::new(0),
+            pending: Pending::default(),
         }
     }
 
@@ -208,36 +201,15 @@ impl Invalidator {
     }
 
     fn keep_pending(&self, marks: &[Mark]) {
-        let mut pending = self
-            .pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        pending.extend_from_slice(marks);
-        if pending.len() > MAX_PENDING {
-            let (widened, dropped) = widened(&pending, |tenant| self.marks.is_known(tenant));
-            *pending = widened;
-            if dropped > 0 {
-                warn!(
-                    dropped,
-                    "purges of this many tenants cannot be kept until Redis is back: other instances serve what they changed until it expires"
-                );
-            }
-        }
+        self.pending
+            .keep(marks, |tenant| self.marks.is_known(tenant));
     }
 
     /// Tells Redis the marks it could not be told before, logged as of now
     /// (so every instance's next poll reads them) under the time each purge
     /// was made (so what was fetched after it stays).
     async fn send_pending(&self, l2: &L2) {
-        if self.now_us() < self.pending_retry_at.load(Ordering::Relaxed) {
-            return;
-        }
-        let marks = std::mem::take(
-            &mut *self
-                .pending
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
+        let marks = self.pending.take_due(self.now_us());
         if marks.is_empty() {
             return;
         }
@@ -248,8 +220,7 @@ impl Invalidator {
             ),
             Err(_) => {
                 self.keep_pending(&marks);
-                let later = self.now_us().saturating_add(duration_us(PENDING_RETRY));
-                self.pending_retry_at.store(later, Ordering::Relaxed);
+                self.pending.wait_from(self.now_us());
             }
         }
     }
@@ -571,38 +542,6 @@ impl Invalidator {
     }
 }
 
-/// `marks` as one mark a tenant covering all of it, as of its latest:
-/// wider than what was asked, never less, and never reaching another
-/// tenant. Past [`MAX_PENDING`] tenants, those written for last are dropped
-/// (and counted), never the operator's marks for every tenant, nor those of
-/// tenants with a token: anyone can write for invented tenants.
-fn widened(marks: &[Mark], known: impl Fn(&str) -> bool) -> (Vec<Mark>, usize) {
-    let mut latest: std::collections::HashMap<Option<&str>, u64> = Default::default();
-    let mut order: Vec<Option<&str>> = Vec::new();
-    for mark in marks {
-        let tenant = mark.tenant.as_deref();
-        let at = latest.entry(tenant).or_insert_with(|| {
-            order.push(tenant);
-            0
-        });
-        *at = (*at).max(mark.at);
-    }
-    let kept_first = |tenant: &Option<&str>| !tenant.is_none_or(&known);
-    order.sort_by_key(kept_first); // stable: the first written stay first
-    let dropped = order.len().saturating_sub(MAX_PENDING);
-    order.truncate(MAX_PENDING);
-    let widened = order
-        .into_iter()
-        .map(|tenant| Mark {
-            tenant: tenant.map(Into::into),
-            scope: Scope::All,
-            at: latest.get(&tenant).copied().unwrap_or_default(),
-            soft: false,
-        })
-        .collect();
-    (widened, dropped)
-}
-
 fn duration_us(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
@@ -631,67 +570,4 @@ async fn subscribe(l2: &L2) -> redis::RedisResult<redis::aio::PubSub> {
     }
     Err(last_error
         .unwrap_or_else(|| redis::RedisError::from((redis::ErrorKind::Io, "no Redis node given"))))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pending_marks_widen_to_all_of_each_tenant_as_of_its_latest() {
-        let mark = |tenant: Option<&str>, at| Mark {
-            tenant: tenant.map(Into::into),
-            scope: Scope::Tag("t".into()),
-            at,
-            soft: true,
-        };
-        let (mut widened, dropped) = widened(
-            &[
-                mark(Some("acme"), 5),
-                mark(Some("acme"), 9),
-                mark(Some("globex"), 7),
-                mark(None, 3),
-            ],
-            |_| false,
-        );
-        assert_eq!(dropped, 0);
-        widened.sort_by_key(|m| m.at);
-        let got: Vec<_> = widened
-            .iter()
-            .map(|m| (m.tenant.as_deref(), m.at, m.scope == Scope::All, m.soft))
-            .collect();
-        assert_eq!(
-            got,
-            [
-                (None, 3, true, false),
-                (Some("globex"), 7, true, false),
-                (Some("acme"), 9, true, false)
-            ]
-        );
-    }
-
-    #[test]
-    fn invented_tenants_never_widen_into_a_purge_of_every_tenant() {
-        let mark = |tenant: String| Mark {
-            tenant: Some(tenant.into()),
-            scope: Scope::Path("/p".into()),
-            at: 1,
-            soft: false,
-        };
-        let mut marks: Vec<Mark> = (0..MAX_PENDING + 50)
-            .map(|i| mark(format!("t{i}")))
-            .collect();
-        marks.push(mark("acme".into()));
-        let (widened, dropped) = widened(&marks, |tenant| tenant == "acme");
-        assert_eq!(widened.len(), MAX_PENDING);
-        assert_eq!(dropped, 51);
-        assert!(
-            widened.iter().all(|m| m.tenant.is_some()),
-            "no mark for every tenant"
-        );
-        assert!(
-            widened.iter().any(|m| m.tenant.as_deref() == Some("acme")),
-            "a tenant with a token keeps its purge"
-        );
-    }
 }
