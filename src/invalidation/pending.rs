@@ -1,7 +1,8 @@
 //! Purges Redis could not be told (it was down), kept until it can be:
 //! without them other instances would serve what the purges changed for as
 //! long as the entries live. Bounded: past [`MAX_PENDING`] they widen one
-//! tenant at a time, never into another tenant's purge.
+//! tenant at a time, never into another tenant's purge, and what still does
+//! not fit is dropped and counted.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -16,6 +17,8 @@ use super::{Mark, Scope, duration_us};
 const RETRY: Duration = Duration::from_secs(10);
 /// Marks kept while Redis cannot be told.
 const MAX_PENDING: usize = 10_000;
+/// What widening leaves: room for more marks before the next widening.
+const WIDENED_TO: usize = MAX_PENDING * 3 / 4;
 
 #[derive(Debug, Default)]
 pub(super) struct Pending {
@@ -57,36 +60,44 @@ impl Pending {
     }
 }
 
-/// `marks` as one mark a tenant covering all of it, as of its latest:
-/// wider than what was asked, never less, and never reaching another
-/// tenant. Past [`MAX_PENDING`] tenants, those written for last are dropped
-/// (and counted), never the operator's marks for every tenant, nor those of
-/// tenants with a token: anyone can write for invented tenants.
+/// `marks` within [`WIDENED_TO`]: the operator's marks for every tenant (a
+/// key purge, a tag for all) kept as they are, since widened they would
+/// purge every tenant; the others as one mark a tenant covering all of it,
+/// as of its latest: wider than what was asked, never reaching another
+/// tenant. What does not fit is dropped and counted: the operator's marks
+/// past the bound, then tenants without a token, those written for last
+/// first (anyone can write for invented tenants).
 fn widened(marks: &[Mark], known: impl Fn(&str) -> bool) -> (Vec<Mark>, usize) {
-    let mut latest: std::collections::HashMap<Option<&str>, u64> = Default::default();
-    let mut order: Vec<Option<&str>> = Vec::new();
+    let mut kept: Vec<Mark> = marks
+        .iter()
+        .filter(|mark| mark.tenant.is_none())
+        .take(WIDENED_TO)
+        .cloned()
+        .collect();
+    let mut dropped = marks.iter().filter(|mark| mark.tenant.is_none()).count() - kept.len();
+    let mut latest: std::collections::HashMap<&str, u64> = Default::default();
+    let mut order: Vec<&str> = Vec::new();
     for mark in marks {
-        let tenant = mark.tenant.as_deref();
+        let Some(tenant) = mark.tenant.as_deref() else {
+            continue;
+        };
         let at = latest.entry(tenant).or_insert_with(|| {
             order.push(tenant);
             0
         });
         *at = (*at).max(mark.at);
     }
-    let kept_first = |tenant: &Option<&str>| !tenant.is_none_or(&known);
-    order.sort_by_key(kept_first); // stable: the first written stay first
-    let dropped = order.len().saturating_sub(MAX_PENDING);
-    order.truncate(MAX_PENDING);
-    let widened = order
-        .into_iter()
-        .map(|tenant| Mark {
-            tenant: tenant.map(Into::into),
-            scope: Scope::All,
-            at: latest.get(&tenant).copied().unwrap_or_default(),
-            soft: false,
-        })
-        .collect();
-    (widened, dropped)
+    order.sort_by_key(|tenant| !known(tenant)); // stable: the first written stay first
+    let room = WIDENED_TO - kept.len();
+    dropped += order.len().saturating_sub(room);
+    order.truncate(room);
+    kept.extend(order.into_iter().map(|tenant| Mark {
+        tenant: Some(tenant.into()),
+        scope: Scope::All,
+        at: latest.get(tenant).copied().unwrap_or_default(),
+        soft: false,
+    }));
+    (kept, dropped)
 }
 
 #[cfg(test)]
@@ -120,10 +131,11 @@ mod tests {
         assert_eq!(
             got,
             [
-                (None, 3, true, false),
+                (None, 3, false, true),
                 (Some("globex"), 7, true, false),
                 (Some("acme"), 9, true, false)
-            ]
+            ],
+            "the operator's mark for every tenant is kept as it was"
         );
     }
 
@@ -139,12 +151,21 @@ mod tests {
             .map(|i| mark(format!("t{i}")))
             .collect();
         marks.push(mark("acme".into()));
+        // An operator's key purge: a mark for no tenant in particular.
+        marks.push(Mark {
+            tenant: None,
+            scope: Scope::Key("ab".into()),
+            at: 1,
+            soft: false,
+        });
         let (widened, dropped) = widened(&marks, |tenant| tenant == "acme");
-        assert_eq!(widened.len(), MAX_PENDING);
-        assert_eq!(dropped, 51);
+        assert_eq!(widened.len(), WIDENED_TO);
+        assert_eq!(dropped, MAX_PENDING + 51 + 1 - WIDENED_TO);
         assert!(
-            widened.iter().all(|m| m.tenant.is_some()),
-            "no mark for every tenant"
+            widened
+                .iter()
+                .all(|m| m.tenant.is_some() || m.scope == Scope::Key("ab".into())),
+            "no mark for every tenant but the key purge, as it was"
         );
         assert!(
             widened.iter().any(|m| m.tenant.as_deref() == Some("acme")),
