@@ -244,7 +244,7 @@ pub(crate) fn canonical_host(headers: &mut HeaderMap, uri: &Uri) -> Result<(), P
     let (whole, value) = match cached {
         Some(made) => made,
         None => {
-            let Some(name) = canonical_host_name(host) else {
+            let Some(name) = crate::key::canonical_host_name(host) else {
                 return bad("is not a host name");
             };
             let whole = name.as_bytes() == host;
@@ -262,43 +262,6 @@ pub(crate) fn canonical_host(headers: &mut HeaderMap, uri: &Uri) -> Result<(), P
     }
     headers.insert(header::HOST, value);
     Ok(())
-}
-
-/// The one spelling of the host of `host[:port]`, if it is one: lower-case,
-/// without its port or a trailing dot (`shop.example.` is `shop.example` to
-/// DNS), an IPv6 address in its shortest form (`[0:0::1]` is `[::1]`).
-/// Two spellings of one host would be two keys, and two tenants.
-pub(crate) fn canonical_host_name(host: &[u8]) -> Option<String> {
-    let name = host_name(host)?;
-    if let Some(address) = name.strip_prefix('[') {
-        let address: std::net::Ipv6Addr = address.strip_suffix(']')?.parse().ok()?;
-        return Some(format!("[{address}]"));
-    }
-    let name = match name.strip_suffix('.') {
-        Some(stem) if !stem.is_empty() && !stem.ends_with('.') => stem,
-        _ => name,
-    };
-    Some(name.to_ascii_lowercase())
-}
-
-/// The host of `host[:port]` (IPv6 in brackets), if it is one.
-fn host_name(host: &[u8]) -> Option<&str> {
-    let host = std::str::from_utf8(host).ok()?;
-    let (name, port) = if host.starts_with('[') {
-        let end = host.find(']')?;
-        (&host[..=end], &host[end + 1..])
-    } else {
-        host.split_at(host.find(':').unwrap_or(host.len()))
-    };
-    let port_ok = port.is_empty()
-        || port
-            .strip_prefix(':')
-            .is_some_and(|p| p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
-    let name_ok = !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._:[]".contains(&b));
-    (port_ok && name_ok).then_some(name)
 }
 
 /// Replaces each header the policy keys on with the normalized value the

@@ -21,7 +21,9 @@ mod language;
 mod uri;
 
 pub(crate) use headers::{normalized_header, vary_value};
-pub(crate) use uri::{canonical_path, canonical_query, kept_query, normalize_path, query_pairs};
+pub(crate) use uri::{
+    canonical_host_name, canonical_path, canonical_query, kept_query, normalize_path, query_pairs,
+};
 
 /// Bumped whenever what goes into a key, or the entry encoding, changes.
 const KEY_VERSION: &[u8] = b"folio-key-v2";

@@ -231,10 +231,10 @@ pub(crate) fn valid_tenant(tenant: &str) -> bool {
 }
 
 /// The tenant a `Host` names: its one spelling (see
-/// [`crate::inbound::canonical_host_name`]); a value that is no host is
+/// [`crate::key::canonical_host_name`]); a value that is no host is
 /// kept, for the tenant check to refuse.
 fn host_tenant(host: &str) -> Cow<'_, str> {
-    match crate::inbound::canonical_host_name(host.as_bytes()) {
+    match crate::key::canonical_host_name(host.as_bytes()) {
         Some(name) if name == host => Cow::Borrowed(host),
         Some(name) => Cow::Owned(name),
         None => Cow::Borrowed(host),
@@ -250,7 +250,8 @@ impl TenantSource {
     pub(crate) fn named(&self, given: &str) -> Result<String, String> {
         let given = given.trim();
         let tenant = match self {
-            Self::Host => host_tenant(given).into_owned(),
+            // A name no Host can have would name no request's tenant.
+            Self::Host => crate::key::canonical_host_name(given.as_bytes()).unwrap_or_default(),
             Self::Header(_) | Self::PathSegment(_) => given.to_owned(),
         };
         if valid_tenant(&tenant) {

@@ -490,6 +490,10 @@ mod tests {
                 Some("shop.example"),
             );
         }
+        for no_host in ["x:1:2", "a@b", "[1:2]"] {
+            let refused = tenant_for(&host, &Caller::Operator, Some(no_host.into())).unwrap_err();
+            assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{no_host}");
+        }
         let header = TenantSource::default();
         assert_eq!(
             tenant_for(&header, &Caller::Operator, Some("Acme".into()))

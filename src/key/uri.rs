@@ -1,5 +1,6 @@
-//! One spelling of a path and a query: what the key, the policy match and
-//! the upstream all read, so equivalent spellings share one entry.
+//! One spelling of a host, a path and a query: what the key, the policy
+//! match, the tenant and the upstream all read, so equivalent spellings
+//! share one entry.
 
 use std::borrow::Cow;
 
@@ -256,4 +257,41 @@ fn form_decode(text: &str) -> Cow<'_, str> {
         i += 1;
     }
     Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// The one spelling of the host of `host[:port]`, if it is one: lower-case,
+/// without its port or a trailing dot (`shop.example.` is `shop.example` to
+/// DNS), an IPv6 address in its shortest form (`[0:0::1]` is `[::1]`).
+/// Two spellings of one host would be two keys, and two tenants.
+pub(crate) fn canonical_host_name(host: &[u8]) -> Option<String> {
+    let name = host_name(host)?;
+    if let Some(address) = name.strip_prefix('[') {
+        let address: std::net::Ipv6Addr = address.strip_suffix(']')?.parse().ok()?;
+        return Some(format!("[{address}]"));
+    }
+    let name = match name.strip_suffix('.') {
+        Some(stem) if !stem.is_empty() && !stem.ends_with('.') => stem,
+        _ => name,
+    };
+    Some(name.to_ascii_lowercase())
+}
+
+/// The host of `host[:port]` (IPv6 in brackets), if it is one.
+fn host_name(host: &[u8]) -> Option<&str> {
+    let host = std::str::from_utf8(host).ok()?;
+    let (name, port) = if host.starts_with('[') {
+        let end = host.find(']')?;
+        (&host[..=end], &host[end + 1..])
+    } else {
+        host.split_at(host.find(':').unwrap_or(host.len()))
+    };
+    let port_ok = port.is_empty()
+        || port
+            .strip_prefix(':')
+            .is_some_and(|p| p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    let name_ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._:[]".contains(&b));
+    (port_ok && name_ok).then_some(name)
 }
