@@ -208,6 +208,7 @@ fn parse_mapping(
             route: &route,
             route_line: line,
             errors: &mut errors,
+            failed: false,
         };
         if let Some(policy) = ctx.policy(value) {
             policies.push(policy);
@@ -216,38 +217,23 @@ fn parse_mapping(
     Ok((policies, errors))
 }
 
-/// The line where flow collections first nest deeper than `limit`, reading
-/// past quoted scalars and comments.
+/// The line where flow collections may first nest deeper than `limit`:
+/// every bracket counts, in quotes and comments too, so the count can only
+/// refuse too much (65 unclosed brackets in a string), never too little.
 fn too_deep(text: &str, limit: usize) -> Option<usize> {
     let (mut depth, mut line) = (0usize, 1);
-    let mut chars = text.chars().peekable();
-    let mut previous = '\n';
-    while let Some(c) = chars.next() {
-        match c {
-            '\n' => line += 1,
-            '#' if previous.is_whitespace() => while chars.next_if(|&c| c != '\n').is_some() {},
-            '"' | '\'' => {
-                while let Some(inner) = chars.next() {
-                    match inner {
-                        '\n' => line += 1,
-                        '\\' if c == '"' => {
-                            chars.next();
-                        }
-                        _ if inner == c => break,
-                        _ => {}
-                    }
-                }
-            }
-            '[' | '{' => {
+    for byte in text.bytes() {
+        match byte {
+            b'\n' => line += 1,
+            b'[' | b'{' => {
                 depth += 1;
                 if depth > limit {
                     return Some(line);
                 }
             }
-            ']' | '}' => depth = depth.saturating_sub(1),
+            b']' | b'}' => depth = depth.saturating_sub(1),
             _ => {}
         }
-        previous = c;
     }
     None
 }
@@ -304,6 +290,7 @@ fn kind(value: &Value) -> &'static str {
 const MAX_FILE_ERRORS: usize = 100;
 /// Flow collections (`[`, `{`) nested deeper than this are refused before
 /// the YAML parser reads them, which takes quadratic time on deep nesting.
+/// (Route templates use braces, one level each.)
 const MAX_FLOW_DEPTH: usize = 64;
 
 /// Validation state for one route's policy.
@@ -314,10 +301,13 @@ struct Ctx<'a> {
     /// `None` when the route's key could not be found in the text.
     route_line: Option<usize>,
     errors: &'a mut Vec<PolicyError>,
+    /// Whether this route had a problem, listed or past the file's bound.
+    failed: bool,
 }
 
 impl Ctx<'_> {
     fn fail(&mut self, field: &str, message: impl Into<String>) {
+        self.failed = true;
         // Each is placed by a look through its route's text: a file of
         // thousands of mistakes must not take minutes to say so.
         if self.errors.len() >= MAX_FILE_ERRORS {
@@ -346,7 +336,6 @@ impl Ctx<'_> {
     }
 
     fn policy(&mut self, value: Value) -> Option<Policy> {
-        let before = self.errors.len();
         let (prefix_methods, path) = match self.route.trim().split_once(char::is_whitespace) {
             Some((methods, path)) => (Some(methods), path.trim()),
             None => (None, self.route.trim()),
@@ -473,7 +462,7 @@ impl Ctx<'_> {
                 policy.tags = self.tags(&value, template);
             }
         }
-        (self.errors.len() == before).then_some(policy)
+        (!self.failed).then_some(policy)
     }
 }
 

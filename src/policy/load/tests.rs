@@ -367,6 +367,26 @@ fn files_made_to_be_slow_to_check_are_answered_at_once() {
         .to_string();
     assert!(refused.contains("more than 64 methods"), "{refused}");
 
+    let bad_templates: String = (0..40_000)
+        .map(|i| format!("\"/p/{{{i}\": {{}}\n"))
+        .collect();
+    let errors = PolicySet::from_yaml("b.yaml", &bad_templates).unwrap_err();
+    assert!(
+        errors.0.len() <= 101,
+        "broken routes are not compared as if valid: {}",
+        errors.0.len()
+    );
+
+    let after_a_quote = format!(
+        "\"/p\":\n  cache_control: it's public\n  tags: {}{}\n",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let refused = PolicySet::from_yaml("a.yaml", &after_a_quote)
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("nested deeper than 64"), "{refused}");
+
     let deep = format!(
         "\"/p\":\n  tags: {}{}\n",
         "[".repeat(100_000),
@@ -379,7 +399,7 @@ fn files_made_to_be_slow_to_check_are_answered_at_once() {
         refused.contains("d.yaml:2: yaml: nested deeper than 64"),
         "{refused}"
     );
-    let quoted = "\"/p\":\n  tags: [\"[[[[\", '{{{{', a] # [[[[\n";
+    let quoted = "\"/p\":\n  cache_control: it's public\n  tags: [\"[[[[\", '{{{{', a] # [[[[\n";
     let read = PolicySet::from_yaml("q.yaml", quoted)
         .map(|_| ())
         .map_err(|e| e.to_string());
