@@ -719,11 +719,20 @@ async fn an_upstream_answering_304_to_a_request_without_validators_is_a_502() {
             .header("cache-control", "public, max-age=60")
     })
     .await;
-    let folio = Folio::start(&upstream, "").await;
+    let folio = Folio::start(&upstream, "\"/private/{id}\":\n  cache: false\n").await;
     let url = folio.url("/api/v1/products/7");
     let plain = get(&url, ACME).await;
     assert_eq!(plain.status, 502);
     assert_eq!(plain.json()["error"], "upstream_invalid");
+    // Passed through, the client's own validators go with it: its 304 stands.
+    let passed = folio.url("/private/7");
+    let revalidated = get(
+        &passed,
+        &[("x-tenant-id", "acme"), ("if-none-match", "\"v1\"")],
+    )
+    .await;
+    assert_eq!(revalidated.status, 304);
+    assert_eq!(get(&passed, ACME).await.status, 502);
     let conditional = get(
         &url,
         &[("x-tenant-id", "acme"), ("if-none-match", "\"v1\"")],
