@@ -248,7 +248,7 @@ pub(crate) fn canonical_host(headers: &mut HeaderMap, uri: &Uri) -> Result<(), P
                 return bad("is not a host name");
             };
             let whole = name.as_bytes() == host;
-            let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(name)) else {
+            let Ok(value) = HeaderValue::from_str(&name) else {
                 return bad("is not a host name");
             };
             LAST.set(Some((host.into(), whole, value.clone())));

@@ -11,6 +11,7 @@ use http::request::Parts;
 use http::{HeaderName, Uri, header};
 
 use crate::error::ProxyError;
+use crate::key::canonical_host_name;
 
 mod admin_auth;
 
@@ -230,17 +231,6 @@ pub(crate) fn valid_tenant(tenant: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"._-~:@[]".contains(&b))
 }
 
-/// The tenant a `Host` names: its one spelling (see
-/// [`crate::key::canonical_host_name`]); a value that is no host is
-/// kept, for the tenant check to refuse.
-fn host_tenant(host: &str) -> Cow<'_, str> {
-    match crate::key::canonical_host_name(host.as_bytes()) {
-        Some(name) if name == host => Cow::Borrowed(host),
-        Some(name) => Cow::Owned(name),
-        None => Cow::Borrowed(host),
-    }
-}
-
 impl TenantSource {
     /// The tenant requests know by `given`, as the admin API and tokens
     /// name one: a host lower-cased and without its port, like the `Host`
@@ -251,7 +241,9 @@ impl TenantSource {
         let given = given.trim();
         let tenant = match self {
             // A name no Host can have would name no request's tenant.
-            Self::Host => crate::key::canonical_host_name(given.as_bytes()).unwrap_or_default(),
+            Self::Host => canonical_host_name(given.as_bytes())
+                .map(Cow::into_owned)
+                .unwrap_or_default(),
             Self::Header(_) | Self::PathSegment(_) => given.to_owned(),
         };
         if valid_tenant(&tenant) {
@@ -304,7 +296,9 @@ impl TenantSource {
                 if host.is_empty() {
                     return Ok(Cow::Borrowed(""));
                 }
-                host_tenant(host)
+                // Its one spelling; a value that is no host is kept, for
+                // the tenant check below to refuse.
+                canonical_host_name(host.as_bytes()).unwrap_or(Cow::Borrowed(host))
             }
             Self::PathSegment(n) => {
                 match crate::policy::route::split_path(parts.uri.path()).nth(n - 1) {

@@ -262,18 +262,28 @@ fn form_decode(text: &str) -> Cow<'_, str> {
 /// The one spelling of the host of `host[:port]`, if it is one: lower-case,
 /// without its port or a trailing dot (`shop.example.` is `shop.example` to
 /// DNS), an IPv6 address in its shortest form (`[0:0::1]` is `[::1]`).
-/// Two spellings of one host would be two keys, and two tenants.
-pub(crate) fn canonical_host_name(host: &[u8]) -> Option<String> {
+/// Two spellings of one host would be two keys, and two tenants. Borrowed
+/// when `host` is already that spelling, as nearly every request's is.
+pub(crate) fn canonical_host_name(host: &[u8]) -> Option<Cow<'_, str>> {
     let name = host_name(host)?;
     if let Some(address) = name.strip_prefix('[') {
         let address: std::net::Ipv6Addr = address.strip_suffix(']')?.parse().ok()?;
-        return Some(format!("[{address}]"));
+        let canonical = format!("[{address}]");
+        return Some(if canonical == name {
+            Cow::Borrowed(name)
+        } else {
+            Cow::Owned(canonical)
+        });
     }
     let name = match name.strip_suffix('.') {
         Some(stem) if !stem.is_empty() && !stem.ends_with('.') => stem,
         _ => name,
     };
-    Some(name.to_ascii_lowercase())
+    Some(if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(name)
+    })
 }
 
 /// The host of `host[:port]` (IPv6 in brackets), if it is one.
