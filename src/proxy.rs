@@ -63,6 +63,7 @@ mod coalesce;
 mod fetch;
 mod fill;
 mod lookup;
+mod memo;
 mod miss;
 mod partial;
 mod pass;
@@ -178,6 +179,18 @@ fn answer(state: Arc<State>, request: Request<Incoming>, client: SocketAddr) -> 
 
 fn serve(state: &Arc<State>, request: Request<Incoming>, client: IpAddr, ctx: &mut Ctx) -> Step {
     let policies = state.policies.load_full();
+    // A request sent again as it was sent lately is the request admitted
+    // and keyed then (see `memo`).
+    let ticket = match memo::recall(&request, client, &policies) {
+        memo::Recalled::Found(keyed) => {
+            drop(request); // a GET's body has no meaning for the cache
+            ctx.tenant = state.metrics.tenant_label(&keyed.tenant);
+            state.metrics.sample_path(&ctx.tenant, &keyed.path);
+            ctx.endpoint = Arc::clone(&keyed.policy.name);
+            return look_up(state, Cached { keyed, client });
+        }
+        memo::Recalled::Missed(ticket) => ticket,
+    };
     let (mut parts, body) = request.into_parts();
     // One canonical request: the policy, the tenant, the key and the
     // upstream all see the same path, query and headers (see `inbound`).
@@ -212,9 +225,9 @@ fn serve(state: &Arc<State>, request: Request<Incoming>, client: IpAddr, ctx: &m
         return passed(parts, body, BypassReason::Method, Some(effects));
     }
     let cacheable_method = parts.method == Method::GET || parts.method == Method::HEAD;
-    let (policy, params) = match matched {
-        Some(matched) => (matched.policy, matched.params),
-        None if cacheable_method => (policies.rfc(), Vec::new()),
+    let policy = match matched {
+        Some(matched) => matched.policy,
+        None if cacheable_method => policies.rfc(),
         None => return passed(parts, body, BypassReason::NoPolicy, None),
     };
     if let Some(reason) = pass::bypass_reason(policy, &parts) {
@@ -229,35 +242,48 @@ fn serve(state: &Arc<State>, request: Request<Incoming>, client: IpAddr, ctx: &m
     let asked = freshness::Request::new(&parts.headers);
     let (uri, headers) = (&parts.uri, &parts.headers);
     let primary = CacheKey::new(&tenant, uri.path(), uri.query(), headers, policy);
+    parts.extensions.clear(); // nothing folio reads; a kept request holds none
+    let keyed = Arc::new(Keyed {
+        policy: Arc::clone(policy),
+        policies: Arc::clone(&policies),
+        parts,
+        path,
+        tenant,
+        primary,
+        asked,
+    });
+    if let Some(ticket) = ticket {
+        memo::keep(ticket, &keyed);
+    }
+    look_up(state, Cached { keyed, client })
+}
+
+/// Looks the request up in memory, and in Redis or at the upstream when it
+/// must: what follows admission and keying.
+fn look_up(state: &Arc<State>, cached: Cached) -> Step {
+    let Keyed {
+        policy, primary, ..
+    } = &*cached.keyed;
     // Private entries are per caller: a replay would need the caller's
     // credentials, which are not kept.
     if policy.rewarm && !policy.private {
         let remembered = || {
-            let fill = Fill::new(
-                policy, primary, primary, &tenant, &params, &parts, client, None,
-            );
-            fill.remembered(state.tenant.header())
+            cached
+                .fill(*primary, None)
+                .remembered(state.tenant.header())
         };
-        state.hot.touch(primary, remembered);
+        state.hot.touch(*primary, remembered);
     }
-    let cached = Cached {
-        policy: Arc::clone(policy),
-        policies: Arc::clone(&policies),
-        parts,
-        tenant,
-        primary,
-        asked,
-        client,
-    };
 
     // Look up in memory; Redis, when it must be asked, is asked later.
     let now = SystemTime::now();
     let state = Arc::clone(state);
-    let found = match lookup::in_memory(&state, primary, &cached.parts.headers, now) {
+    let headers = &cached.keyed.parts.headers;
+    let found = match lookup::in_memory(&state, *primary, headers, now) {
         Ok(found) => found,
         Err(missing) => {
             return Step::Later(Box::pin(async move {
-                let headers = &cached.parts.headers;
+                let headers = &cached.keyed.parts.headers;
                 let found = lookup::in_redis(&state, missing, headers, now).await;
                 let key = found.key;
                 match cached.decide(&state, found, now) {
@@ -279,15 +305,24 @@ fn serve(state: &Arc<State>, request: Request<Incoming>, client: IpAddr, ctx: &m
 }
 
 /// A request the cache may answer, admitted and keyed: what deciding on an
-/// entry and asking the upstream read.
-struct Cached {
+/// entry and asking the upstream read. The same for every request sent
+/// alike, so it is shared with `memo`.
+#[derive(Debug)]
+struct Keyed {
     policy: Arc<Policy>,
     /// The set `policy` was matched in.
     policies: Arc<PolicySet>,
     parts: Parts,
+    /// The canonical path, without the query.
+    path: String,
     tenant: String,
     primary: CacheKey,
     asked: freshness::Request,
+}
+
+/// A keyed request, and who sent it.
+struct Cached {
+    keyed: Arc<Keyed>,
     client: IpAddr,
 }
 
@@ -297,31 +332,38 @@ impl Cached {
         // Only the slower paths read the route's parameters, so they are
         // found again (the same set matches the same method and path the
         // same way) rather than kept by every request.
-        let (method, path) = (&self.parts.method, self.parts.uri.path());
-        let matched = self.policies.match_request(method, path);
-        let params = matched.map(|m| m.params).unwrap_or_default();
-        let Self {
+        let Keyed {
             policy,
+            policies,
             parts,
             tenant,
             primary,
-            client,
             ..
-        } = self;
+        } = &*self.keyed;
+        let (method, path) = (&parts.method, parts.uri.path());
+        let matched = policies.match_request(method, path);
+        let params = matched.map(|m| m.params).unwrap_or_default();
         Fill::new(
-            policy, key, *primary, tenant, &params, parts, *client, stale,
+            policy,
+            key,
+            *primary,
+            tenant,
+            &params,
+            parts,
+            self.client,
+            stale,
         )
     }
 
     /// What the entry found can do for this request.
     fn decide(&self, state: &Arc<State>, found: lookup::Found, now: SystemTime) -> Decided {
-        let Self {
+        let Keyed {
             policy,
             parts,
             tenant,
             asked,
             ..
-        } = self;
+        } = &*self.keyed;
         let fill = |key, stale: Option<&Entry>| self.fill(key, stale);
         lookup::decide(state, parts, policy, tenant, asked, found, now, fill)
     }
@@ -335,7 +377,7 @@ impl Cached {
         forward: Forward,
         stale: Option<(Entry, Layer)>,
     ) -> Response<Body> {
-        let (parts, asked) = (&self.parts, &self.asked);
+        let (parts, asked) = (&self.keyed.parts, &self.keyed.asked);
         if parts.headers.contains_key(header::RANGE) && parts.method == Method::GET {
             // The whole response could not answer: a stored part may, else
             // the range is asked of the upstream (and a part it sends kept).
