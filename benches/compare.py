@@ -94,6 +94,20 @@ def cpu_ticks(cpu):
     return 0, 0
 
 
+def busy(before, after):
+    """How busy the load generator's and the servers' cores were between two
+    (load, server) readings of cpu_ticks, in percent."""
+    def percent(b, a):
+        return 100 * (a[0] - b[0]) / max(a[1] - b[1], 1)
+    return {"load_busy": percent(before[0], after[0]), "server_busy": percent(before[1], after[1])}
+
+
+def per_server_core(result):
+    """req/s per fully busy server core: what a server held back by its
+    load generator could serve."""
+    return result["rps"] * 100 / max(result.get("server_busy", 0), 1)
+
+
 def children(pid):
     try:
         out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
@@ -257,9 +271,9 @@ class Bench:
             args += ["--urls-from-file", str(urls)]
         else:
             args.append(urls)
-        before = cpu_ticks(LOAD_CPU)
+        before = cpu_ticks(LOAD_CPU), cpu_ticks(SERVER_CPU)
         out = subprocess.run(pinned(LOAD_CPU, args), capture_output=True, text=True, timeout=(seconds or 60) + 60)
-        after = cpu_ticks(LOAD_CPU)
+        after = cpu_ticks(LOAD_CPU), cpu_ticks(SERVER_CPU)
         if out.returncode != 0:
             raise RuntimeError(f"oha failed: {out.stderr[-500:]}")
         data = json.loads(out.stdout)
@@ -274,7 +288,7 @@ class Bench:
             "p50": pct.get("p50", 0) * 1000, "p99": pct.get("p99", 0) * 1000, "p999": pct.get("p99.9", 0) * 1000,
             "errors": total - ok, "requests": total,
             # How busy oha's core was: near 100%, its own queueing is in the latencies.
-            "load_busy": 100 * (after[0] - before[0]) / max(after[1] - before[1], 1),
+            **busy(before, after),
         }
 
     def wrk(self, url, connections, seconds, headers=()):
@@ -284,12 +298,12 @@ class Bench:
         for header in headers:
             args += ["-H", header]
         args.append(url)
-        before = cpu_ticks(LOAD_CPU)
+        before = cpu_ticks(LOAD_CPU), cpu_ticks(SERVER_CPU)
         out = subprocess.run(pinned(LOAD_CPU, args), capture_output=True, text=True, timeout=seconds + 60)
-        after = cpu_ticks(LOAD_CPU)
+        after = cpu_ticks(LOAD_CPU), cpu_ticks(SERVER_CPU)
         if out.returncode != 0:
             raise RuntimeError(f"wrk failed: {out.stderr[-500:]}")
-        return {**parse_wrk(out.stdout), "load_busy": 100 * (after[0] - before[0]) / max(after[1] - before[1], 1)}
+        return {**parse_wrk(out.stdout), **busy(before, after)}
 
     def url_file(self, name, prefix, ids):
         path = self.work / f"{name}.txt"
@@ -336,7 +350,7 @@ def base(server):
 
 
 def median_of(runs):
-    keys = ["rps", "p50", "p99", "p999", "errors", "hit_ratio", "load_busy"]
+    keys = ["rps", "p50", "p99", "p999", "errors", "hit_ratio", "load_busy", "server_busy", "per_core"]
     return {k: statistics.median(r[k] for r in runs if r.get(k) is not None)
             if any(r.get(k) is not None for r in runs) else None
             for k in keys if any(k in r for r in runs)}
@@ -351,6 +365,7 @@ def measured(bench, server, urls, connections, seconds, rate=None, tool="oha"):
     origin = bench.origin_requests() - before
     result["hit_ratio"] = max(0.0, 1 - origin / max(result["requests"], 1))
     result["origin_requests"] = origin
+    result["per_core"] = per_server_core(result)
     return result
 
 
@@ -401,7 +416,8 @@ def run(args):
                     r = measured(bench, server, urls, connections, seconds, rate, tool)
                     runs[n].append(r)
                     print(f"  {name:<18} round {round_ + 1}  {n:<20} {r['rps']:>10.0f} req/s  p99 {r['p99']:.2f} ms"
-                          f"  hit {r['hit_ratio']:.3f}  {tool} core {r['load_busy']:.0f}%", flush=True)
+                          f"  hit {r['hit_ratio']:.3f}  {tool} core {r['load_busy']:.0f}%  server core {r['server_busy']:.0f}%",
+                          flush=True)
             results[name] = {n: {**median_of(v), "tool": tool} for n, v in runs.items()}
             if extra:
                 results[name].update(extra)
@@ -533,21 +549,26 @@ def report(results, args, info):
              f"Origin: the example bookstore API with {ORIGIN_LATENCY_MS} ms latency, {PRODUCTS:,} products. "
              "Hit ratio = 1 − origin requests / requests. Ratios are each system's req/s over folio's. "
              "load core: how busy the load generator's CPU was; near 100% it measures itself, and its "
-             "queueing is part of every latency. Differences within the run-to-run spread are ties.",
+             "queueing is part of every latency. server core: how busy the servers' CPU was; a server "
+             "below 100% while the load core is near it was held back by the generator, and req/s per "
+             "busy server core (req/s ÷ server core) is then what it could serve. Differences within "
+             "the run-to-run spread are ties.",
              ""]
     for name, systems in results.items():
         if name == "memory":
             continue
         lines += [f"## {name}", "",
-                  "| system | req/s | p50 ms | p99 ms | p99.9 ms | hit ratio | errors | load core | × folio |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "| system | req/s | p50 ms | p99 ms | p99.9 ms | hit ratio | errors | load core | server core "
+                  "| req/s per busy server core | × folio |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         ref = next((v["rps"] for k, v in systems.items() if k.startswith("folio")), None)
         for system, r in systems.items():
             ratio = f"{r['rps'] / ref:.2f}" if ref else "–"
             p999 = f"{r['p999']:.2f}" if r.get("p999") is not None else "–"
             lines.append(f"| {system} | {r['rps']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {p999} | "
                          f"{r.get('hit_ratio', 0):.3f} | {r['errors']:.0f} | {r.get('load_busy', 0):.0f}% "
-                         f"({r.get('tool', 'oha')}) | {ratio} |")
+                         f"({r.get('tool', 'oha')}) | {r.get('server_busy', 0):.0f}% | "
+                         f"{r.get('per_core', 0):,.0f} | {ratio} |")
         lines.append("")
     memory = results.get("memory", {})
     if memory:
