@@ -8,20 +8,23 @@
 //! the client's address and the policy set; everything else it reads is
 //! fixed at start. A request is found again only when all of those are the
 //! same: the target byte for byte, every header line with its value in the
-//! same order, the same address and the same policy set (held, so its
-//! address cannot name a later set). So what is found is what admission
-//! would make now. A hash only picks the slot; the comparison is in full.
+//! same order, the same address and the same policy set. So what is found
+//! is what admission would make now. A hash (seeded per thread) only picks
+//! the slot; the comparison is in full. A reload empties the slots, so no
+//! policy set outlives it here.
 //!
-//! A request is kept the second time its slot sees it, so one-off requests
-//! cost a hash and never a copy; small requests only, one per slot, so what
-//! the slots hold stays small.
+//! Only GETs and HEADs are kept, the second time their slot sees them (so
+//! one-off requests cost a hash, never a copy), and only small ones without
+//! credentials: what is kept is copied out of the connection's buffers and
+//! counted whole, so 128 slots a thread hold a few hundred KiB at most, and
+//! no one's credentials outlive their request.
 
 use std::cell::RefCell;
-use std::hash::Hasher as _;
+use std::hash::{BuildHasher as _, Hasher as _, RandomState};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use http::{HeaderName, HeaderValue, Method, Request, Version};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version, header};
 use rustc_hash::FxHasher;
 
 use super::Keyed;
@@ -29,8 +32,11 @@ use crate::policy::PolicySet;
 
 /// Slots per thread.
 const SLOTS: usize = 128;
-/// Requests with more bytes of target and headers are not kept.
+/// Requests bigger than this, counted as HTTP/2 counts a header list (32
+/// bytes a line besides its name and value), are not kept.
 const MAX_KEPT_BYTES: usize = 4 << 10;
+/// What a header line costs beside its name and value.
+const LINE_BYTES: usize = 32;
 
 /// A request as it was sent, before admission made it canonical.
 #[derive(Debug)]
@@ -45,33 +51,36 @@ pub(super) struct Sent {
 }
 
 impl Sent {
-    /// A copy of `request` that holds none of its buffers, if it is small.
+    /// A copy of `request` that holds none of its buffers, if it is small
+    /// and carries no credentials.
     fn copy<B>(request: &Request<B>, client: IpAddr) -> Option<Self> {
         let uri = request.uri();
-        let mut bytes = uri.path_and_query().map_or(0, |p| p.as_str().len());
+        let (scheme, authority) = (uri.scheme_str(), uri.authority().map(|a| a.as_str()));
+        let target = uri.path_and_query().map(|p| p.as_str());
+        let mut bytes = [scheme, authority, target]
+            .iter()
+            .map(|part| part.map_or(0, str::len))
+            .sum::<usize>();
         for (name, value) in request.headers() {
-            bytes = bytes.saturating_add(name.as_str().len() + value.len());
+            if is_credential(name) {
+                return None;
+            }
+            bytes = bytes.saturating_add(name.as_str().len() + value.len() + LINE_BYTES);
+            if bytes > MAX_KEPT_BYTES {
+                return None;
+            }
         }
         if bytes > MAX_KEPT_BYTES {
             return None;
         }
-        let headers = request
-            .headers()
-            .iter()
-            .map(|(name, value)| {
-                let mut copy = HeaderValue::from_bytes(value.as_bytes()).ok()?;
-                copy.set_sensitive(value.is_sensitive());
-                Some((name.clone(), copy))
-            })
-            .collect::<Option<_>>()?;
         Some(Self {
             client,
             method: request.method().clone(),
             version: request.version(),
-            scheme: uri.scheme_str().map(Into::into),
-            authority: uri.authority().map(|a| a.as_str().into()),
-            target: uri.path_and_query().map(|p| p.as_str().into()),
-            headers,
+            scheme: scheme.map(Into::into),
+            authority: authority.map(Into::into),
+            target: target.map(Into::into),
+            headers: copied(request.headers())?,
         })
     }
 
@@ -91,6 +100,46 @@ impl Sent {
                 },
             )
     }
+}
+
+fn is_credential(name: &HeaderName) -> bool {
+    name == header::AUTHORIZATION || name == header::COOKIE || name == header::PROXY_AUTHORIZATION
+}
+
+/// Every line of `headers`, in its own buffers.
+fn copied(headers: &HeaderMap) -> Option<Vec<(HeaderName, HeaderValue)>> {
+    headers
+        .iter()
+        .map(|(name, value)| {
+            Some((
+                name.clone(),
+                HeaderValue::from_bytes(value.as_bytes()).ok()?,
+            ))
+        })
+        .collect()
+}
+
+/// `keyed` in buffers of its own: its parts are slices of the connection's
+/// read buffer, which may be far larger than they are.
+fn detached(keyed: &Keyed) -> Option<Keyed> {
+    let mut parts = Request::new(()).into_parts().0;
+    parts.method = keyed.parts.method.clone();
+    parts.version = keyed.parts.version;
+    parts.uri = Uri::try_from(keyed.parts.uri.to_string()).ok()?;
+    let mut headers = HeaderMap::with_capacity(keyed.parts.headers.len());
+    for (name, value) in copied(&keyed.parts.headers)? {
+        headers.append(name, value);
+    }
+    parts.headers = headers;
+    Some(Keyed {
+        policy: Arc::clone(&keyed.policy),
+        policies: Arc::clone(&keyed.policies),
+        parts,
+        path: keyed.path.clone(),
+        tenant: keyed.tenant.clone(),
+        primary: keyed.primary,
+        asked: keyed.asked.clone(),
+    })
 }
 
 /// What `recall` found.
@@ -115,8 +164,17 @@ struct Slot {
     kept: Option<(u64, Sent, Arc<Keyed>)>,
 }
 
+/// One thread's slots, and the policy set they were made under.
+struct Memo {
+    policies: Option<Arc<PolicySet>>,
+    seed: usize,
+    slots: Vec<Slot>,
+}
+
 thread_local! {
-    static SLOTS_OF_THREAD: RefCell<Vec<Slot>> = const { RefCell::new(Vec::new()) };
+    static MEMO: RefCell<Memo> = const {
+        RefCell::new(Memo { policies: None, seed: 0, slots: Vec::new() })
+    };
 }
 
 /// What `request` from `client` was made into under `policies`, if it was
@@ -126,13 +184,23 @@ pub(super) fn recall<B>(
     client: IpAddr,
     policies: &Arc<PolicySet>,
 ) -> Recalled {
-    let hash = hash_of(request, client);
-    let at = (hash >> 32) as usize % SLOTS;
-    SLOTS_OF_THREAD.with_borrow_mut(|slots| {
-        if slots.is_empty() {
-            slots.resize_with(SLOTS, Slot::default);
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        return Recalled::Missed(None);
+    }
+    MEMO.with_borrow_mut(|memo| {
+        let current = memo.policies.as_ref();
+        if !current.is_some_and(|set| Arc::ptr_eq(set, policies)) {
+            // First use, or a reload: nothing made before may be found.
+            memo.policies = Some(Arc::clone(policies));
+            memo.slots.clear();
+            memo.slots.resize_with(SLOTS, Slot::default);
+            if memo.seed == 0 {
+                memo.seed = usize::try_from(RandomState::new().hash_one(0u8) | 1).unwrap_or(1);
+            }
         }
-        let slot = &mut slots[at];
+        let hash = hash_of(request, client, memo.seed);
+        let at = usize::try_from(hash >> 32).unwrap_or(0) % SLOTS;
+        let slot = &mut memo.slots[at];
         if let Some((kept_hash, sent, keyed)) = &slot.kept
             && *kept_hash == hash
             && Arc::ptr_eq(&keyed.policies, policies)
@@ -149,16 +217,23 @@ pub(super) fn recall<B>(
 }
 
 /// Keeps what the request `ticket` copied was made into.
-pub(super) fn keep(ticket: Ticket, keyed: &Arc<Keyed>) {
-    SLOTS_OF_THREAD.with_borrow_mut(|slots| {
-        if let Some(slot) = slots.get_mut(ticket.at) {
-            slot.kept = Some((ticket.hash, ticket.sent, Arc::clone(keyed)));
+pub(super) fn keep(ticket: Ticket, keyed: &Keyed) {
+    let Some(keyed) = detached(keyed) else {
+        return;
+    };
+    MEMO.with_borrow_mut(|memo| {
+        let current = memo.policies.as_ref();
+        if !current.is_some_and(|set| Arc::ptr_eq(set, &keyed.policies)) {
+            return; // made under a set since replaced
+        }
+        if let Some(slot) = memo.slots.get_mut(ticket.at) {
+            slot.kept = Some((ticket.hash, ticket.sent, Arc::new(keyed)));
         }
     });
 }
 
-fn hash_of<B>(request: &Request<B>, client: IpAddr) -> u64 {
-    let mut hasher = FxHasher::default();
+fn hash_of<B>(request: &Request<B>, client: IpAddr, seed: usize) -> u64 {
+    let mut hasher = FxHasher::with_seed(seed);
     let uri = request.uri();
     hasher.write(request.method().as_str().as_bytes());
     hasher.write(uri.path_and_query().map_or("", |p| p.as_str()).as_bytes());
@@ -304,8 +379,6 @@ mod tests {
         let elsewhere = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
         assert_eq!(found(&sent(&original), elsewhere, &policies), None);
         assert!(!copy.is(&sent(&original), elsewhere));
-        // Policies reloaded: the same request may be another now.
-        assert_eq!(found(&sent(&original), CLIENT, &self::policies()), None);
         assert_eq!(
             found(&sent(&original), CLIENT, &policies).as_deref(),
             Some("acme")
@@ -313,15 +386,84 @@ mod tests {
     }
 
     #[test]
+    fn a_reload_forgets_every_request_kept() {
+        let policies = policies();
+        let request = sent(&[("x-tenant-id", "acme")]);
+        kept(&request, &policies);
+        let reloaded = self::policies();
+        assert_eq!(found(&request, CLIENT, &reloaded), None);
+        // Nothing of the old set is held, nor found under it again.
+        assert_eq!(Arc::strong_count(&policies), 1);
+        assert_eq!(found(&request, CLIENT, &policies), None);
+    }
+
+    fn never_kept(request: &Request<()>, policies: &Arc<PolicySet>) {
+        for _ in 0..3 {
+            let recalled = recall(request, CLIENT, policies);
+            assert!(matches!(recalled, Recalled::Missed(None)), "{request:?}");
+        }
+    }
+
+    #[test]
     fn a_large_request_is_never_kept() {
         let policies = policies();
-        let cookie = "c".repeat(MAX_KEPT_BYTES);
-        let request = sent(&[("x-tenant-id", "acme"), ("cookie", &cookie)]);
-        for _ in 0..3 {
-            assert!(matches!(
-                recall(&request, CLIENT, &policies),
-                Recalled::Missed(None)
-            ));
+        let value = "v".repeat(MAX_KEPT_BYTES);
+        never_kept(
+            &sent(&[("x-tenant-id", "acme"), ("x-big", &value)]),
+            &policies,
+        );
+        // Counted whole: the authority, and what each line costs.
+        let mut absolute = sent(&[("x-tenant-id", "acme")]);
+        let uri = format!("http://{}/api/v1/products/1", "h".repeat(MAX_KEPT_BYTES));
+        *absolute.uri_mut() = uri.parse().expect("uri");
+        never_kept(&absolute, &policies);
+        let mut empty_lines = sent(&[("x-tenant-id", "acme")]);
+        for _ in 0..MAX_KEPT_BYTES / LINE_BYTES {
+            empty_lines
+                .headers_mut()
+                .append("a", HeaderValue::from_static(""));
         }
+        never_kept(&empty_lines, &policies);
+    }
+
+    #[test]
+    fn credentials_and_other_methods_are_never_kept() {
+        let policies = policies();
+        for name in ["authorization", "cookie", "proxy-authorization"] {
+            never_kept(
+                &sent(&[("x-tenant-id", "acme"), (name, "secret")]),
+                &policies,
+            );
+        }
+        let mut post = sent(&[("x-tenant-id", "acme")]);
+        *post.method_mut() = Method::POST;
+        never_kept(&post, &policies);
+    }
+
+    #[test]
+    fn what_is_kept_holds_no_buffer_of_the_connection() {
+        let policies = policies();
+        let request = sent(&[("x-tenant-id", "acme")]);
+        assert!(matches!(
+            recall(&request, CLIENT, &policies),
+            Recalled::Missed(None)
+        ));
+        let Recalled::Missed(Some(ticket)) = recall(&request, CLIENT, &policies) else {
+            panic!("a request seen twice is worth keeping");
+        };
+        // Admission's parts are slices of the connection's read buffer.
+        let buffer = bytes::Bytes::from(vec![b'a'; 64 << 10]);
+        let mut keyed = Arc::into_inner(keyed(&policies, "acme")).expect("one owner");
+        let value = HeaderValue::from_maybe_shared(buffer.slice(0..4)).expect("value");
+        keyed.parts.headers.insert("x-tenant-id", value);
+        keep(ticket, &keyed);
+        let Recalled::Found(found) = recall(&request, CLIENT, &policies) else {
+            panic!("kept");
+        };
+        let held = found.parts.headers["x-tenant-id"].as_bytes();
+        assert_eq!(held, b"aaaa");
+        assert!(!buffer.as_ptr_range().contains(&held.as_ptr()));
+        assert_eq!(found.primary, keyed.primary);
+        assert_eq!(found.parts.uri, keyed.parts.uri);
     }
 }
