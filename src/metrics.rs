@@ -20,6 +20,7 @@ use std::time::Duration;
 
 mod histogram;
 mod labels;
+mod lately;
 mod render;
 
 pub(crate) use histogram::Histogram;
@@ -130,6 +131,8 @@ const SAMPLES: usize = 13;
 const PATH_SAMPLING: u64 = 8;
 /// Paths remembered for the top list.
 const TOP_PATHS: usize = 256;
+/// The id of the next `Metrics` made.
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
 /// Every metric folio keeps.
 #[derive(Debug)]
@@ -166,6 +169,10 @@ pub(crate) struct Metrics {
     pub(crate) purges: [AtomicU64; 5],
     samples: std::sync::Mutex<std::collections::VecDeque<Totals>>,
     path_tick: AtomicU64,
+    /// This `Metrics` among all in the process, for `lately`.
+    id: u64,
+    /// Bumped whenever a series is folded away (see `lately`).
+    series_generation: AtomicU64,
     paths: std::sync::Mutex<HashMap<PathKey, u64>>,
 }
 
@@ -198,6 +205,8 @@ impl Metrics {
             purges: Default::default(),
             samples: Default::default(),
             path_tick: AtomicU64::new(0),
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            series_generation: AtomicU64::new(0),
             paths: Default::default(),
         }
     }
@@ -306,6 +315,20 @@ impl Metrics {
         layer: Layer,
         took: Duration,
     ) {
+        let count = |series: &Series| {
+            series.counts[result as usize][layer as usize].fetch_add(1, Ordering::Relaxed);
+        };
+        let generation = self.series_generation.load(Ordering::Acquire);
+        if !lately::count_into(self.id, generation, endpoint, tenant, count) {
+            let series = self.series_of(endpoint, tenant);
+            count(&series);
+            lately::note(self.id, generation, endpoint, tenant, &series);
+        }
+        self.durations[result as usize].observe(took);
+    }
+
+    /// The series `endpoint` and `tenant` count into, made if new.
+    fn series_of(&self, endpoint: &Arc<str>, tenant: &Arc<str>) -> Arc<Series> {
         let key = (Arc::clone(endpoint), Arc::clone(tenant));
         let series = self
             .series
@@ -313,7 +336,7 @@ impl Metrics {
             .unwrap_or_else(|e| e.into_inner())
             .get(&key)
             .cloned();
-        let series = match series {
+        match series {
             Some(series) => series,
             None => {
                 // A new series: never for a label that has just been recycled,
@@ -331,9 +354,7 @@ impl Metrics {
                         .or_default(),
                 )
             }
-        };
-        series.counts[result as usize][layer as usize].fetch_add(1, Ordering::Relaxed);
-        self.durations[result as usize].observe(took);
+        }
     }
 
     /// Every series, for stats and rendering.

@@ -128,6 +128,10 @@ impl Metrics {
             .filter(|(_, tenant)| tenant == label)
             .cloned()
             .collect();
+        if !gone.is_empty() {
+            // Threads forget the series they counted into lately.
+            self.series_generation.fetch_add(1, Ordering::Release);
+        }
         for key in gone {
             let Some(old) = series.remove(&key) else {
                 continue;

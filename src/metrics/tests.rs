@@ -102,6 +102,54 @@ fn a_request_finishing_after_its_label_was_recycled_counts_as_other() {
 }
 
 #[test]
+fn a_series_counted_lately_is_forgotten_when_its_label_is_recycled() {
+    let metrics = Metrics::new(1);
+    let endpoint: Arc<str> = Arc::from("/p/{id}");
+    let first = metrics.tenant_label_at("first", 0);
+    // Counted once: this thread now holds first's series.
+    metrics.request(&endpoint, &first, Result::Hit, Layer::L1, Duration::ZERO);
+    assert_eq!(
+        &*metrics.tenant_label_at("second", LABEL_IDLE.as_secs()),
+        "second"
+    );
+    // A request of first's that finishes after its label went.
+    metrics.request(&endpoint, &first, Result::Hit, Layer::L1, Duration::ZERO);
+    let text = metrics.render(&[]);
+    assert!(!text.contains("tenant=\"first\""), "{text}");
+    assert!(
+        text.contains("tenant=\"other\",result=\"hit\",layer=\"l1\"} 2"),
+        "both counted, as other: {text}"
+    );
+    assert_eq!(metrics.totals().requests(), 2, "nothing lost");
+}
+
+#[test]
+fn each_metrics_counts_its_own_requests() {
+    let (one, two) = (Metrics::new(4), Metrics::new(4));
+    let endpoint: Arc<str> = Arc::from("/p/{id}");
+    let anonymous = one.tenant_label("");
+    for _ in 0..3 {
+        one.request(
+            &endpoint,
+            &anonymous,
+            Result::Hit,
+            Layer::L1,
+            Duration::ZERO,
+        );
+    }
+    // The same labels, handed to another `Metrics` on the same thread.
+    two.request(
+        &endpoint,
+        &anonymous,
+        Result::Hit,
+        Layer::L1,
+        Duration::ZERO,
+    );
+    assert_eq!(one.totals().requests(), 3);
+    assert_eq!(two.totals().requests(), 1);
+}
+
+#[test]
 fn tenants_beyond_the_limit_fold_into_other() {
     let metrics = Metrics::new(2);
     let endpoint: Arc<str> = Arc::from("/p/{id}");
