@@ -178,7 +178,7 @@ fn answer(state: Arc<State>, request: Request<Incoming>, client: SocketAddr) -> 
 }
 
 fn serve(state: &Arc<State>, request: Request<Incoming>, client: IpAddr, ctx: &mut Ctx) -> Step {
-    let policies = state.policies.load_full();
+    let policies = state.policies.load();
     // A request sent again as it was sent lately is the request admitted
     // and keyed then (see `memo`).
     let ticket = match memo::recall(&request, client, &policies) {
@@ -191,6 +191,7 @@ fn serve(state: &Arc<State>, request: Request<Incoming>, client: IpAddr, ctx: &m
         }
         memo::Recalled::Missed(ticket) => ticket,
     };
+    let policies = arc_swap::Guard::into_inner(policies);
     let (mut parts, body) = request.into_parts();
     // One canonical request: the policy, the tenant, the key and the
     // upstream all see the same path, query and headers (see `inbound`).
