@@ -268,6 +268,13 @@ impl Entry {
         self.text(2)
     }
 
+    /// Whether the entry was stored for `tenant`'s `path`: compared as the
+    /// bytes they are, not read as text again on every hit.
+    pub(crate) fn is_for(&self, tenant: &str, path: &str) -> bool {
+        let mut r = Reader::new(&self.encoded, ETAG_AT);
+        r.str().is_some() && r.str() == Some(tenant.as_bytes()) && r.str() == Some(path.as_bytes())
+    }
+
     /// The policy's tags, rendered, plus `route:<policy>` and the
     /// upstream's own.
     pub(crate) fn tags(&self) -> impl Iterator<Item = &str> {

@@ -151,7 +151,7 @@ pub(super) fn decide(
     let authorization = !policy.private && parts.headers.contains_key(header::AUTHORIZATION);
     if let Some((entry, layer)) = entry {
         let verdict = state.invalidator.verdict(&key, &entry);
-        if entry.tenant() != tenant || entry.path() != normalize_path(parts.uri.path()) {
+        if !entry.is_for(tenant, &normalize_path(parts.uri.path())) {
             // Short of a SHA-256 collision, only a value copied onto another
             // key in Redis (which plain entries cannot tell): never serve it.
         } else if verdict == Verdict::Purged {

@@ -53,8 +53,8 @@ pub(super) fn record(
             x_cache_layer = Some(value);
         }
     }
-    fn text(value: Option<&HeaderValue>) -> &str {
-        value.and_then(|v| v.to_str().ok()).unwrap_or("-")
+    fn text(value: Option<&HeaderValue>) -> &[u8] {
+        value.map_or(b"-", HeaderValue::as_bytes)
     }
     let (result, layer) = if response.extensions().get::<Refused>().is_some() {
         (metrics::Result::Refused, metrics::Layer::None)
@@ -83,17 +83,17 @@ pub(super) fn record(
 }
 
 /// The metric labels of an answer, from the headers that describe it.
-fn classify(x_cache: &str, layer: &str, failed: bool) -> (metrics::Result, metrics::Layer) {
+fn classify(x_cache: &[u8], layer: &[u8], failed: bool) -> (metrics::Result, metrics::Layer) {
     let result = match x_cache {
         _ if failed => metrics::Result::Error,
-        "HIT" => metrics::Result::Hit,
-        "STALE" => metrics::Result::Stale,
-        "BYPASS" => metrics::Result::Bypass,
+        b"HIT" => metrics::Result::Hit,
+        b"STALE" => metrics::Result::Stale,
+        b"BYPASS" => metrics::Result::Bypass,
         _ => metrics::Result::Miss,
     };
     let layer = match layer {
-        "L1" => metrics::Layer::L1,
-        "L2" => metrics::Layer::L2,
+        b"L1" => metrics::Layer::L1,
+        b"L2" => metrics::Layer::L2,
         _ => metrics::Layer::Upstream,
     };
     (result, layer)

@@ -51,6 +51,24 @@ pub(crate) fn sample(body: &'static [u8]) -> Entry {
 }
 
 #[test]
+fn an_entry_is_for_its_own_tenant_and_path_only() {
+    let entry = sample(b"{\"id\":42}");
+    assert!(entry.is_for("acme", "/api/v1/products/42"));
+    for (tenant, path) in [
+        ("globex", "/api/v1/products/42"),
+        ("acm", "/api/v1/products/42"),
+        ("acme ", "/api/v1/products/42"),
+        ("ACME", "/api/v1/products/42"),
+        ("acme", "/api/v1/products/4"),
+        ("acme", "/api/v1/products/42/"),
+        ("", ""),
+        ("\"abc\"", "acme"),
+    ] {
+        assert!(!entry.is_for(tenant, path), "{tenant} {path}");
+    }
+}
+
+#[test]
 fn every_field_reads_back_as_sealed() {
     let parts = sample_parts(b"{\"id\":42}");
     let entry = sample(b"{\"id\":42}");
