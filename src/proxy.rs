@@ -184,9 +184,13 @@ fn serve(state: &Arc<State>, request: Request<Incoming>, client: IpAddr, ctx: &m
     let ticket = match memo::recall(&request, client, &policies) {
         memo::Recalled::Found(keyed) => {
             drop(request); // a GET's body has no meaning for the cache
-            ctx.tenant = state.metrics.tenant_label(&keyed.tenant);
-            state.metrics.sample_path(&ctx.tenant, &keyed.path);
-            ctx.endpoint = Arc::clone(&keyed.policy.name);
+            admit::label(
+                state,
+                ctx,
+                &keyed.tenant,
+                &keyed.path,
+                Some(&keyed.policy.name),
+            );
             return look_up(state, Cached { keyed, client });
         }
         memo::Recalled::Missed(ticket) => ticket,

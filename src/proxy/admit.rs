@@ -44,14 +44,29 @@ pub(super) fn request(
     inbound::canonical_host(&mut parts.headers, &parts.uri)?;
     parts.uri = inbound::with_path_and_query(&parts.uri, path, parts.uri.query())?;
     let tenant = state.tenant.tenant(parts)?.into_owned();
-    ctx.tenant = state.metrics.tenant_label(&tenant);
-    state.metrics.sample_path(&ctx.tenant, path);
-    match matched {
-        Some(matched) => ctx.endpoint = Arc::clone(&matched.policy.name),
-        None if is_safe(&parts.method) => ctx.endpoint = Arc::clone(&policies.rfc().name),
-        None => {}
-    }
+    let endpoint = match matched {
+        Some(matched) => Some(&matched.policy.name),
+        None if is_safe(&parts.method) => Some(&policies.rfc().name),
+        None => None,
+    };
+    label(state, ctx, &tenant, path, endpoint);
     Ok(tenant)
+}
+
+/// Labels the request with its tenant and endpoint (when a policy governs
+/// it), and samples its path for the top paths.
+pub(super) fn label(
+    state: &State,
+    ctx: &mut Ctx,
+    tenant: &str,
+    path: &str,
+    endpoint: Option<&Arc<str>>,
+) {
+    ctx.tenant = state.metrics.tenant_label(tenant);
+    state.metrics.sample_path(&ctx.tenant, path);
+    if let Some(endpoint) = endpoint {
+        ctx.endpoint = Arc::clone(endpoint);
+    }
 }
 
 /// The request of a cached route as the key reads it and the upstream gets

@@ -66,9 +66,6 @@ impl Sent {
                 return None;
             }
             bytes = bytes.saturating_add(name.as_str().len() + value.len() + LINE_BYTES);
-            if bytes > MAX_KEPT_BYTES {
-                return None;
-            }
         }
         if bytes > MAX_KEPT_BYTES {
             return None;
